@@ -1,0 +1,362 @@
+"""Spec -> compiled program. Collects every error before failing.
+
+The compiler assumes the structure was checked by the meta-schema (engine.metaschema); what it
+adds is what a schema cannot see: JMESPath syntax, helper declarations, `use` targets."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from . import nodes as N
+from .errors import SpecError, spec_path
+from .expr import ExprError, compile_expr, is_builtin
+from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
+
+TEMPLATE_KEYS = {
+    "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
+    "lookup": {"table", "default"}, "coalesce": set(), "when": {"value", "else"},
+    "concat": set(), "merge": set(), "use": {"with"}, "pipe": {"input", "args"},
+    "fields": {"keep_null"},
+}
+
+
+class Raw(str):
+    """An emitted stream item written as-is after `data: ` (e.g. [DONE])."""
+
+
+END = object()
+
+
+@dataclass
+class CompiledSpec:
+    name: str
+    version: str
+    kind: str
+    file: str
+    status: str = "stable"
+    changes: list = field(default_factory=list)
+    source: str | None = None
+    target: str | None = None
+    vars: tuple = ()
+    checks: tuple = ()
+    template: object = None
+    # stream specs
+    state: dict = field(default_factory=dict)
+    init: object = None
+    discriminator: object = None
+    handlers: dict = field(default_factory=dict)
+    eof: object = None
+    error: object = None
+    event_field: str | None = None
+    sequence_field: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def scope(self, **values) -> dict:
+        scope = dict(values)
+        if self.vars:
+            v = {}
+            scope["vars"] = v
+            for k, f in self.vars:
+                v[k] = f(scope)
+        return scope
+
+    def check(self, scope):
+        """First failing `checks` rule as (param, message, status, code), else None."""
+        for cond, param, message, status, code in self.checks:
+            if N.truthy(cond(scope)):
+                return param, message, status, code
+        return None
+
+    def apply(self, **values):
+        return self.template(self.scope(**values))
+
+    def initial_state(self) -> dict:
+        # a state of scalars only (the usual case) needs no deep copy per stream
+        if not any(isinstance(v, (dict, list)) for v in self.state.values()):
+            return dict(self.state)
+        return copy.deepcopy(self.state)
+
+
+class Ctx:
+    def __init__(self, source, errors: list):
+        self.source = source
+        self.errors = errors
+        self.helpers: set = set()
+        self.defs: dict = {}
+        self.def_names: set = set()
+        self.procs: dict = {}
+        self.proc_names: set = set()
+
+    def error(self, path, message, col_offset=0):
+        line, col = self.source.mark(tuple(path))
+        self.errors.append(SpecError(self.source.path, line, col + col_offset, spec_path(path),
+                                     message, self.source.line(line)))
+
+
+# ---------------------------------------------------------------- templates
+
+def compile_expression(ctx: Ctx, text: str, path):
+    try:
+        fn, used = compile_expr(text)
+    except ExprError as e:
+        # a quoted scalar starts one column later than its text
+        line, col = ctx.source.mark(tuple(path))
+        quoted = ctx.source.line(line)[col - 1:col] in ("'", '"')
+        ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
+        return N.Const(None)
+    for name in used:
+        if name in CUSTOM_FUNCTIONS:
+            if name not in ctx.helpers:
+                ctx.error(path, f"function {name}() is not declared under helpers:")
+        elif not is_builtin(name):
+            ctx.error(path, f"unknown function {name}(); custom functions are: "
+                            + ", ".join(sorted(CUSTOM_FUNCTIONS)))
+    if not used and text in ("null",):
+        return N.Const(None)
+    if used & VOLATILE:
+        return fn
+    return fn
+
+
+def compile_template(ctx: Ctx, t, path):
+    if isinstance(t, str):
+        return compile_expression(ctx, t, path)
+    if t is None or isinstance(t, (bool, int, float)):
+        return N.Const(t)
+    if isinstance(t, list):
+        return N.arr([compile_template(ctx, v, path + [i]) for i, v in enumerate(t)])
+    if not isinstance(t, dict):
+        ctx.error(path, f"unsupported template value {t!r}")
+        return N.Const(None)
+    heads = [k for k in t if k in TEMPLATE_KEYS]
+    if not heads:
+        return N.obj([(k, compile_template(ctx, v, path + [k])) for k, v in t.items()])
+    if len(heads) > 1:
+        ctx.error(path, f"a template node has one of {sorted(TEMPLATE_KEYS)}; found {heads}"
+                        " (wrap a literal object in {fields: ...})")
+        return N.Const(None)
+    head = heads[0]
+    extra = set(t) - {head} - TEMPLATE_KEYS[head]
+    if extra:
+        ctx.error(path, f"`{head}` node does not take {sorted(extra)}")
+    sub = lambda key: compile_template(ctx, t[key], path + [key])  # noqa: E731
+    if head == "const":
+        return N.Const(t["const"])
+    if head == "fields":
+        keep = t.get("keep_null", False)
+        inner = t["fields"] or {}
+        keep_set = frozenset(inner) if keep is True else frozenset(keep or ())
+        return N.obj([(k, compile_template(ctx, v, path + ["fields", k])) for k, v in inner.items()], keep_set)
+    if head == "each":
+        return N.each(sub("each"), t.get("as", "item"), sub("map") if "map" in t else N.Const(None),
+                      bool(t.get("flatten")), t.get("index"))
+    if head == "switch":
+        cases = {k: compile_template(ctx, v, path + ["cases", k]) for k, v in (t.get("cases") or {}).items()}
+        return N.switch(sub("switch"), cases, sub("default") if "default" in t else None)
+    if head == "lookup":
+        return N.lookup(sub("lookup"), dict(t.get("table") or {}), sub("default") if "default" in t else None)
+    if head == "coalesce":
+        return N.coalesce([compile_template(ctx, v, path + ["coalesce", i]) for i, v in enumerate(t["coalesce"])])
+    if head == "when":
+        return N.when(sub("when"), sub("value") if "value" in t else N.Const(None),
+                      sub("else") if "else" in t else None)
+    if head == "concat":
+        return N.concat([compile_template(ctx, v, path + ["concat", i]) for i, v in enumerate(t["concat"])])
+    if head == "merge":
+        return N.merge([compile_template(ctx, v, path + ["merge", i]) for i, v in enumerate(t["merge"])])
+    if head == "use":
+        name = t["use"]
+        if name not in ctx.def_names:
+            ctx.error(path + ["use"], f"no block named {name!r} under defs:")
+            return N.Const(None)
+        binds = [(k, compile_template(ctx, v, path + ["with", k])) for k, v in (t.get("with") or {}).items()]
+        return N.use(ctx.defs, name, binds)
+    if head == "pipe":
+        name = t["pipe"]
+        fn = TRANSFORMS.get(name)
+        if fn is None:
+            ctx.error(path + ["pipe"], f"unknown transform {name!r}; transforms are: {', '.join(sorted(TRANSFORMS))}")
+            return N.Const(None)
+        if name not in ctx.helpers:
+            ctx.error(path + ["pipe"], f"transform {name} is not declared under helpers:")
+        args = [(k, compile_template(ctx, v, path + ["args", k])) for k, v in (t.get("args") or {}).items()]
+        return N.pipe(fn, sub("input") if "input" in t else N.Const(None), args)
+    raise AssertionError(head)
+
+
+# ---------------------------------------------------------------- stream actions
+
+def _seq(acts):
+    acts = tuple(acts)
+    if len(acts) == 1:
+        return acts[0]
+
+    def run(scope, out):
+        for a in acts:
+            a(scope, out)
+    return run
+
+
+def _noop(scope, out):
+    return None
+
+
+def compile_actions(ctx: Ctx, actions, path):
+    if actions in (None, "ignore"):
+        return None
+    if isinstance(actions, dict):
+        actions = [actions]
+    acts = [compile_action(ctx, a, path + [i]) for i, a in enumerate(actions)]
+    acts = [a for a in acts if a is not None]
+    return _seq(acts) if acts else _noop
+
+
+def compile_action(ctx: Ctx, a, path):
+    if not isinstance(a, dict) or len(set(a) & {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do"}) != 1:
+        ctx.error(path, "an action has exactly one of set, put, incr, append, emit, when, switch, end, do")
+        return None
+    if "set" in a:
+        items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["set", k]))) for k, v in a["set"].items())
+
+        def do_set(scope, out):
+            state = scope["state"]
+            for k, f in items:
+                state[k] = f(scope)
+        return do_set
+    if "put" in a:
+        p = a["put"]
+        m = p["map"]
+        kf = N.as_fn(compile_template(ctx, p["key"], path + ["put", "key"]))
+        vf = N.as_fn(compile_template(ctx, p["value"], path + ["put", "value"]))
+
+        def do_put(scope, out):
+            key = kf(scope)
+            scope["state"][m][key if type(key) is str else str(key)] = vf(scope)
+        return do_put
+    if "incr" in a:
+        spec = a["incr"]
+        items = [(spec, N.Const(1))] if isinstance(spec, str) else \
+            [(k, compile_template(ctx, v, path + ["incr", k])) for k, v in spec.items()]
+        items = tuple((k, N.as_fn(f)) for k, f in items)
+
+        def do_incr(scope, out):
+            state = scope["state"]
+            for k, f in items:
+                state[k] = (state.get(k) or 0) + f(scope)
+        return do_incr
+    if "append" in a:
+        items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["append", k]))) for k, v in a["append"].items())
+
+        def do_append(scope, out):
+            state = scope["state"]
+            for k, f in items:
+                v = f(scope)
+                if v is None:
+                    continue
+                cur = state.get(k)
+                if type(cur) is list:
+                    cur.append(v)
+                else:
+                    state[k] = (cur or "") + v
+        return do_append
+    if "emit" in a:
+        items = a["emit"] if isinstance(a["emit"], list) else [a["emit"]]
+        fns = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and set(item) == {"raw"}:
+                raw = Raw(item["raw"])
+                fns.append(lambda scope, raw=raw: raw)
+            else:
+                fns.append(N.as_fn(compile_template(ctx, item, path + ["emit", i])))
+        fns = tuple(fns)
+
+        def do_emit(scope, out):
+            for f in fns:
+                v = f(scope)
+                if v is not None:
+                    out.append(v)
+        return do_emit
+    if "when" in a:
+        cond = N.as_fn(compile_template(ctx, a["when"], path + ["when"]))
+        then = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
+        other = compile_actions(ctx, a.get("else"), path + ["else"]) or _noop
+
+        def do_when(scope, out):
+            (then if N.truthy(cond(scope)) else other)(scope, out)
+        return do_when
+    if "switch" in a:
+        sel = N.as_fn(compile_template(ctx, a["switch"], path + ["switch"]))
+        cases = {k: compile_actions(ctx, v, path + ["cases", k]) or _noop for k, v in (a.get("cases") or {}).items()}
+        dflt = compile_actions(ctx, a.get("default"), path + ["default"]) or _noop
+
+        def do_switch(scope, out):
+            try:
+                f = cases.get(sel(scope), dflt)
+            except TypeError:
+                f = dflt
+            f(scope, out)
+        return do_switch
+    if "end" in a:
+        def do_end(scope, out):
+            out.append(END)
+        return do_end
+    if "do" in a:
+        name = a["do"]
+        if name not in ctx.proc_names:
+            ctx.error(path + ["do"], f"no action list named {name!r} under procs:")
+            return None
+        procs = ctx.procs
+
+        def do_proc(scope, out):
+            procs[name](scope, out)
+        return do_proc
+    return None
+
+
+# ---------------------------------------------------------------- whole spec
+
+def compile_spec(source, errors: list) -> CompiledSpec | None:
+    """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added."""
+    spec = source.value
+    before = len(errors)
+    ctx = Ctx(source, errors)
+    ctx.helpers = set(spec.get("helpers") or ())
+    for h in ctx.helpers:
+        if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
+            ctx.error(["helpers"], f"unknown helper {h!r}")
+    defs = spec.get("defs") or {}
+    ctx.def_names = set(defs)
+    for name, body in defs.items():
+        ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
+    procs = spec.get("procs") or {}
+    ctx.proc_names = set(procs)
+    for name, body in procs.items():
+        ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop
+    meta = spec.get("metadata") or {}
+    out = CompiledSpec(
+        name=meta.get("name"), version=str(meta.get("version")), kind=spec.get("kind"),
+        file=source.path, status=meta.get("status", "stable"), changes=list(meta.get("changes") or ()),
+        source=spec.get("source"), target=spec.get("target"),
+    )
+    out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
+    out.checks = tuple(
+        (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
+         int(c.get("status", 400)), c.get("code"))
+        for i, c in enumerate(spec.get("checks") or ())
+    )
+    if out.kind == "StreamMapping":
+        out.state = spec.get("state") or {}
+        out.init = compile_actions(ctx, spec.get("init"), ["init"])
+        out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
+        out.handlers = {str(k): compile_actions(ctx, v, ["on", k]) for k, v in (spec.get("on") or {}).items()}
+        out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
+        out.error = compile_actions(ctx, spec.get("error"), ["error"])
+        framing = spec.get("framing") or {}
+        out.event_field = framing.get("event_field")
+        out.sequence_field = framing.get("sequence_field")
+    else:
+        out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+    return out if len(errors) == before else None

@@ -1,0 +1,176 @@
+"""The custom JMESPath functions and named transforms that mapping specs may call.
+
+This is the whole list; a spec declares the ones it uses under `helpers:` and the compiler
+refuses any other. Keep it short: translation behaviour belongs in YAML, these only say what
+JMESPath cannot (JSON text, data: URLs, ids, clock, turn merging).
+
+JMESPath functions (use inside expressions):
+  from_json(s)         JSON text -> value; '' or null -> {} (tool arguments); invalid -> TranslationError
+  to_json(v)           value -> compact JSON text (object keys in their order)
+  data_url(s)          'data:image/png;base64,XXXX' -> {media_type, data}; anything else -> null
+  clamp(x, lo, hi)     number limited to [lo, hi]; null stays null
+  get(obj, key)        obj[key] for a computed key (numbers are turned into strings); null if absent
+  new_id(prefix)       prefix + 24 random alphanumerics (ids the gateway mints)
+  now()                current Unix time in whole seconds
+  is_string(v) / is_object(v) / is_array(v)   type tests that read better than type(v) == '...'
+
+Named transforms (use as {pipe: NAME, input: ..., args: {...}}):
+  merge_turns(messages)       consecutive same-role Anthropic turns merged into one; in user turns
+                              tool_result blocks are moved first (Anthropic requires it); turns left
+                              with no blocks are dropped
+  merge_tool_messages(msgs)   Anthropic -> OpenAI: nothing to merge, but tool messages produced from a
+                              user turn are placed before that turn's other content
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from jmespath import functions as jf
+
+
+class TranslationError(Exception):
+    """Bad input discovered while translating; becomes a 400 naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+# Replaceable so replay tests and snapshots are deterministic.
+clock = time.time
+random_bytes = os.urandom
+
+
+def new_id(prefix: str = "", n: int = 24) -> str:
+    raw = random_bytes(n)
+    return prefix + "".join(_ALNUM[b % 62] for b in raw)
+
+
+def _from_json(s):
+    if s is None or s == "":
+        return {}
+    if not isinstance(s, str):
+        return s
+    try:
+        return json.loads(s)
+    except ValueError as e:
+        raise TranslationError(f"not valid JSON: {e.msg} at position {e.pos}: {s[:80]!r}") from None
+
+
+def _data_url(s):
+    if not isinstance(s, str) or not s.startswith("data:"):
+        return None
+    head, sep, data = s[5:].partition(",")
+    if not sep:
+        return None
+    media_type, _, enc = head.partition(";")
+    if enc != "base64":
+        return None
+    return {"media_type": media_type or "application/octet-stream", "data": data}
+
+
+class Functions(jf.Functions):
+    @jf.signature({"types": ["string", "null"]})
+    def _func_from_json(self, s):
+        return _from_json(s)
+
+    @jf.signature({"types": []})
+    def _func_to_json(self, v):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+    @jf.signature({"types": ["string", "null"]})
+    def _func_data_url(self, s):
+        return _data_url(s)
+
+    @jf.signature({"types": ["number", "null"]}, {"types": ["number"]}, {"types": ["number"]})
+    def _func_clamp(self, x, lo, hi):
+        if x is None:
+            return None
+        return lo if x < lo else hi if x > hi else x
+
+    @jf.signature({"types": ["object", "null"]}, {"types": ["string", "number", "null"]})
+    def _func_get(self, obj, key):
+        if obj is None or key is None:
+            return None
+        if not isinstance(key, str):
+            key = str(key)
+        return obj.get(key)
+
+    @jf.signature({"types": ["string"]})
+    def _func_new_id(self, prefix):
+        return new_id(prefix)
+
+    @jf.signature()
+    def _func_now(self):
+        return int(clock())
+
+    @jf.signature({"types": []})
+    def _func_is_string(self, v):
+        return isinstance(v, str)
+
+    @jf.signature({"types": []})
+    def _func_is_object(self, v):
+        return isinstance(v, dict)
+
+    @jf.signature({"types": []})
+    def _func_is_array(self, v):
+        return isinstance(v, list)
+
+
+CUSTOM_FUNCTIONS = frozenset(
+    name[len("_func_"):] for name in vars(Functions) if name.startswith("_func_")
+)
+# Functions whose value changes between calls: never folded into constants.
+VOLATILE = frozenset({"new_id", "now"})
+
+
+def merge_turns(messages):
+    if not messages:
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}] if content else []
+        content = list(content or ())
+        if out and out[-1]["role"] == m["role"]:
+            out[-1]["content"].extend(content)
+        else:
+            out.append({**m, "content": content})
+    result = []
+    for m in out:
+        blocks = m["content"]
+        if m["role"] == "user":
+            results = [b for b in blocks if b.get("type") == "tool_result"]
+            if results and len(results) != len(blocks):
+                blocks = results + [b for b in blocks if b.get("type") != "tool_result"]
+        if blocks:
+            result.append({**m, "content": blocks})
+    return result
+
+
+def merge_tool_messages(messages):
+    """Anthropic user turns become [tool messages..., user message]; drops empty user messages."""
+    out = []
+    for m in messages or ():
+        if m is None:
+            continue
+        if isinstance(m, list):
+            out.extend(x for x in m if x is not None)
+        else:
+            out.append(m)
+    return [m for m in out if not (m.get("role") == "user" and m.get("content") in (None, [], ""))]
+
+
+TRANSFORMS = {
+    "merge_turns": merge_turns,
+    "merge_tool_messages": merge_tool_messages,
+}

@@ -1,0 +1,61 @@
+"""Validates a spec against schemas/mapping-spec.json; errors point at file:line:col."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from .errors import SpecError, spec_path
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    with open(SCHEMA_DIR / "mapping-spec.json", encoding="utf-8") as f:
+        return Draft202012Validator(json.load(f))
+
+
+_BRANCH_NOISE = {"required", "additionalProperties", "const", "enum", "type", "not"}
+
+
+def _leaves(err, out):
+    if not err.context:
+        out.append(err)
+    for sub in err.context or ():
+        _leaves(sub, out)
+    return out
+
+
+def _leaf(err):
+    """The error that names the real mistake under oneOf/anyOf: the deepest one, and among
+    equally deep ones a validator other than those every non-matching branch reports."""
+    leaves = _leaves(err, [])
+
+    def score(e):
+        # a branch whose required keys are all present is the one the author meant
+        req = e.schema.get("required") if isinstance(e.schema, dict) else None
+        meant = bool(req) and isinstance(e.instance, dict) and all(k in e.instance for k in req)
+        return (len(e.absolute_path), meant, e.validator not in _BRANCH_NOISE)
+    return max(leaves, key=score)
+
+
+def check(source) -> list[SpecError]:
+    if not isinstance(source.value, dict):
+        line, col = source.mark(())
+        return [SpecError(source.path, line, col, "<root>", "a spec is a YAML mapping", source.line(line))]
+    out = []
+    seen = set()
+    for err in _validator().iter_errors(source.value):
+        leaf = _leaf(err)
+        path = list(leaf.absolute_path)
+        key = (tuple(path), leaf.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        line, col = source.mark(tuple(path))
+        out.append(SpecError(source.path, line, col, spec_path(path), leaf.message, source.line(line)))
+    out.sort(key=lambda e: (e.line, e.col))
+    return out

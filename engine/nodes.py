@@ -1,0 +1,201 @@
+"""Compiled template nodes: each is a plain closure `f(scope) -> value`.
+
+Closures rather than node objects: one call per node, no attribute lookups. Constant
+subtrees are folded at compile time and wrapped by `const()`; outputs that are constants are
+shared between calls, so nothing downstream may mutate a spec's output in place."""
+from __future__ import annotations
+
+
+class Const:
+    """Marker for a folded constant during compilation (never reaches the hot path)."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def as_fn(node):
+    if isinstance(node, Const):
+        v = node.value
+        return lambda scope: v
+    return node
+
+
+def truthy(v) -> bool:
+    # JMESPath truthiness: null, false, '' [] {} are false; 0 is true.
+    return not (v is None or v is False or v == "" or v == [] or v == {})
+
+
+def obj(items, keep_null=frozenset()):
+    if all(isinstance(n, Const) for _, n in items):
+        return Const({k: n.value for k, n in items if n.value is not None or k in keep_null})
+    fns = tuple((k, as_fn(n)) for k, n in items)
+    if not keep_null:
+        def build(scope):
+            out = {}
+            for k, f in fns:
+                v = f(scope)
+                if v is not None:
+                    out[k] = v
+            return out
+        return build
+
+    def build_keep(scope):
+        out = {}
+        for k, f in fns:
+            v = f(scope)
+            if v is not None or k in keep_null:
+                out[k] = v
+        return out
+    return build_keep
+
+
+def arr(nodes):
+    if all(isinstance(n, Const) for n in nodes):
+        return Const([n.value for n in nodes if n.value is not None])
+    fns = tuple(as_fn(n) for n in nodes)
+
+    def build(scope):
+        out = []
+        for f in fns:
+            v = f(scope)
+            if v is not None:
+                out.append(v)
+        return out
+    return build
+
+
+def each(source, name, body, flatten=False, index=None):
+    src = as_fn(source)
+    f = as_fn(body)
+
+    def run(scope):
+        items = src(scope)
+        if items is None:
+            return None
+        if type(items) is dict:
+            items = [{"key": k, "value": v} for k, v in items.items()]
+        elif type(items) is not list:
+            items = [items]
+        out = []
+        inner = dict(scope)
+        for i, item in enumerate(items):
+            inner[name] = item
+            if index:
+                inner[index] = i
+            v = f(inner)
+            if v is None:
+                continue
+            if flatten and type(v) is list:
+                out.extend(v)
+            else:
+                out.append(v)
+        return out
+    return run
+
+
+def switch(on, cases: dict, default):
+    sel = as_fn(on)
+    table = {k: as_fn(v) for k, v in cases.items()}
+    dflt = as_fn(default) if default is not None else (lambda scope: None)
+
+    def run(scope):
+        key = sel(scope)
+        try:
+            f = table.get(key, dflt)
+        except TypeError:  # unhashable selector value
+            f = dflt
+        return f(scope)
+    return run
+
+
+def lookup(on, table: dict, default):
+    sel = as_fn(on)
+    dflt = as_fn(default) if default is not None else (lambda scope: None)
+
+    def run(scope):
+        key = sel(scope)
+        try:
+            if key in table:
+                return table[key]
+        except TypeError:
+            pass
+        return dflt(scope)
+    return run
+
+
+def coalesce(nodes):
+    fns = tuple(as_fn(n) for n in nodes)
+
+    def run(scope):
+        for f in fns:
+            v = f(scope)
+            if v is not None:
+                return v
+        return None
+    return run
+
+
+def when(cond, value, otherwise=None):
+    c = as_fn(cond)
+    v = as_fn(value)
+    o = as_fn(otherwise) if otherwise is not None else None
+
+    def run(scope):
+        if truthy(c(scope)):
+            return v(scope)
+        return o(scope) if o is not None else None
+    return run
+
+
+def concat(nodes):
+    fns = tuple(as_fn(n) for n in nodes)
+
+    def run(scope):
+        parts = [v for v in (f(scope) for f in fns) if v is not None]
+        if not parts:
+            return None
+        if all(type(p) is str for p in parts):
+            return "".join(parts)
+        out = []
+        for p in parts:
+            if type(p) is list:
+                out.extend(p)
+            else:
+                out.append(p)
+        return out or None
+    return run
+
+
+def merge(nodes):
+    fns = tuple(as_fn(n) for n in nodes)
+
+    def run(scope):
+        out = {}
+        for f in fns:
+            v = f(scope)
+            if type(v) is dict:
+                out.update(v)
+        return out or None
+    return run
+
+
+def use(defs: dict, name: str, bindings):
+    """Calls a named block from `defs`; resolved lazily so defs may use each other."""
+    binds = tuple((k, as_fn(v)) for k, v in bindings)
+
+    def run(scope):
+        inner = dict(scope)
+        for k, f in binds:
+            inner[k] = f(scope)
+        return defs[name](inner)
+    return run
+
+
+def pipe(transform, source, args):
+    src = as_fn(source)
+    argf = tuple((k, as_fn(v)) for k, v in args)
+
+    def run(scope):
+        return transform(src(scope), **{k: f(scope) for k, f in argf})
+    return run

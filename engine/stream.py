@@ -1,0 +1,140 @@
+"""One upstream stream through a StreamMapping: bytes in, client bytes out.
+
+Per event: SSE decode, json.loads, a dict lookup on the discriminator, the compiled rules,
+json encode of what they emit. Nothing is validated here (the tests validate every fixture's
+output instead); nothing awaits."""
+from __future__ import annotations
+
+import json
+
+from .compiler import END, CompiledSpec, Raw
+from .sse import SSEDecoder
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+class StreamTranslator:
+    __slots__ = ("spec", "scope", "state", "decoder", "ended", "seq", "handlers", "disc", "event_field",
+                 "seq_field", "events_in")
+
+    def __init__(self, spec: CompiledSpec, req=None, cfg=None, **extra):
+        self.spec = spec
+        self.state = spec.initial_state()
+        self.scope = {"state": self.state, "req": req, "cfg": cfg, "event": None, **extra}
+        self.decoder = SSEDecoder()
+        self.ended = False
+        self.seq = 0
+        self.handlers = spec.handlers
+        self.disc = spec.discriminator
+        self.event_field = spec.event_field
+        self.seq_field = spec.sequence_field
+        self.events_in = 0
+
+    # -- event level (dicts in, emitted items out): used by replay tools and tests
+    def start(self) -> list:
+        out: list = []
+        if self.spec.init is not None:
+            self.spec.init(self.scope, out)
+        return self._finish_out(out)
+
+    def event(self, event) -> list:
+        if self.ended:
+            return []
+        self.events_in += 1
+        scope = self.scope
+        scope["event"] = event
+        key = self.disc(scope)
+        try:
+            handler = self.handlers.get(key)
+        except TypeError:
+            handler = None
+        if handler is None:
+            return []
+        out: list = []
+        handler(scope, out)
+        return self._finish_out(out)
+
+    def _run(self, actions, event) -> list:
+        if self.ended or actions is None:
+            return []
+        self.scope["event"] = event
+        out: list = []
+        actions(self.scope, out)
+        return self._finish_out(out)
+
+    def _finish_out(self, out: list) -> list:
+        if out and out[-1] is END:
+            self.ended = True
+            out.pop()
+        elif END in out:
+            self.ended = True
+            out = out[:out.index(END)]
+        if self.seq_field and out:
+            f = self.seq_field
+            stamped = []
+            for ev in out:
+                if type(ev) is dict:
+                    ev = {"type": ev.get("type"), f: self.seq, **ev}
+                    self.seq += 1
+                stamped.append(ev)
+            out = stamped
+        return out
+
+    def eof(self) -> list:
+        """The upstream closed; runs the spec's `eof` rules unless the stream already ended."""
+        return self._run(self.spec.eof, {"type": "eof"})
+
+    def fail(self, message: str, kind: str = "api_error") -> list:
+        """A transport failure (dropped connection, timeout): runs the spec's `error` rules."""
+        return self._run(self.spec.error, {"type": "error", "error": {"type": kind, "message": message}})
+
+    # -- byte level: the server's hot path
+    def encode(self, items: list) -> bytes:
+        if not items:
+            return b""
+        parts = []
+        ef = self.event_field
+        for ev in items:
+            if type(ev) is dict:
+                data = _dumps(ev)
+                if ef:
+                    parts.append(f"event: {ev.get(ef)}\ndata: {data}\n\n")
+                else:
+                    parts.append(f"data: {data}\n\n")
+            elif isinstance(ev, Raw):
+                parts.append(f"data: {ev}\n\n")
+        return "".join(parts).encode()
+
+    def feed(self, chunk: bytes) -> bytes:
+        out: list = []
+        for _name, data in self.decoder.feed(chunk):
+            if self.ended:
+                break
+            try:
+                event = _loads(data)
+            except ValueError:
+                event = None
+            if type(event) is not dict:
+                # non-JSON data such as [DONE]: dispatch on the text itself
+                handler = self.handlers.get(data.strip())
+                if handler is not None:
+                    self.scope["event"] = {"data": data}
+                    got: list = []
+                    handler(self.scope, got)
+                    out.extend(self._finish_out(got))
+                continue
+            out.extend(self.event(event))
+        return self.encode(out)
+
+    def finish(self) -> bytes:
+        out: list = []
+        for _name, data in self.decoder.flush():
+            try:
+                event = _loads(data)
+            except ValueError:
+                continue
+            if type(event) is dict:
+                out.extend(self.event(event))
+        out.extend(self.eof())
+        return self.encode(out)

@@ -1,0 +1,191 @@
+"""The template vocabulary, stream rules, and spec errors that point at file:line:col."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from engine.catalog import Catalog, compile_dir
+from engine.compiler import compile_spec
+from engine.metaschema import check
+from engine.source import load_text
+from engine.stream import StreamTranslator
+
+HEAD = """\
+apiVersion: engine.mapping/v1
+kind: {kind}
+metadata: {{name: t/{name}, version: "2025-01-01", changes: [test]}}
+"""
+
+
+def compile_text(body, kind="RequestMapping", name="request"):
+    src = load_text(HEAD.format(kind=kind, name=name) + textwrap.dedent(body), "t.yaml")
+    errors = check(src)
+    spec = None if errors else compile_spec(src, errors)
+    return spec, errors
+
+
+def apply(body, src, **scope):
+    spec, errors = compile_text(body)
+    assert not errors, "\n".join(map(str, errors))
+    return spec.apply(src=src, **scope)
+
+
+def test_expressions_objects_and_null_omission():
+    out = apply("template: {a: src.x, b: src.missing, c: {const: 3}, d: [src.x, src.missing]}", {"x": 1})
+    assert out == {"a": 1, "c": 3, "d": [1]}
+
+
+def test_fields_keep_null_and_literal_template_keywords():
+    out = apply("template: {fields: {a: src.missing, each: {const: 1}}, keep_null: [a]}", {})
+    assert out == {"a": None, "each": 1}
+
+
+def test_each_switch_lookup_coalesce_when_concat_merge():
+    body = """
+    template:
+      items: {each: src.xs, as: x, index: i, map: {v: x, i: i}}
+      kind: {switch: src.k, cases: {a: {const: A}}, default: {const: other}}
+      mapped: {lookup: src.k, table: {a: 1, b: 2}, default: {const: 0}}
+      first: {coalesce: [src.none, src.k]}
+      cond: {when: "src.k == 'a'", value: {const: yes-a}, else: {const: "no"}}
+      joined: {concat: [src.xs, [src.k]]}
+      text: {concat: ["'x'", src.k]}
+      merged: {merge: [{p: {const: 1}}, {q: src.k}]}
+    """
+    out = apply(body, {"xs": [10, 20], "k": "a"})
+    assert out == {"items": [{"v": 10, "i": 0}, {"v": 20, "i": 1}], "kind": "A", "mapped": 1, "first": "a",
+                   "cond": "yes-a", "joined": [10, 20, "a"], "text": "xa", "merged": {"p": 1, "q": "a"}}
+    out = apply(body, {"xs": [], "k": "z"})
+    assert out["kind"] == "other" and out["mapped"] == 0 and out["cond"] == "no" and "items" in out
+
+
+def test_use_with_bindings_and_vars_and_pipe():
+    body = """
+    helpers: [merge_turns]
+    vars: {double: "[src.n, src.n]"}
+    defs:
+      wrap: {value: v, tag: tag}
+    template:
+      a: {use: wrap, with: {v: vars.double, tag: {const: t}}}
+      turns: {pipe: merge_turns, input: src.turns}
+    """
+    out = apply(body, {"n": 2, "turns": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+    assert out["a"] == {"value": [2, 2], "tag": "t"}
+    assert out["turns"] == [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+
+
+def test_checks_return_the_first_failing_rule():
+    spec, errors = compile_text("""
+    checks:
+      - {when: "src.n > `1`", param: n, message: "no n"}
+    template: {n: src.n}
+    """)
+    assert not errors
+    assert spec.check(spec.scope(src={"n": 2})) == ("n", "no n", 400, None)
+    assert spec.check(spec.scope(src={"n": 1})) is None
+
+
+def test_errors_name_file_line_column_path_and_caret():
+    _, errors = compile_text("""
+    template:
+      ok: src.a
+      bad: "src.a ||"
+    """)
+    assert len(errors) == 1
+    text = str(errors[0])
+    assert text.startswith("t.yaml:7:")
+    assert "template.bad: invalid JMESPath expression" in text
+    assert text.splitlines()[1].strip() == 'bad: "src.a ||"'
+    assert text.splitlines()[2].strip() == "^"
+
+
+def test_every_error_of_a_spec_is_reported():
+    _, errors = compile_text("""
+    template:
+      a: "src.[["
+      b: {use: nowhere}
+      c: "from_json(src.x)"
+      d: "nosuch(src.x)"
+    """)
+    messages = " | ".join(e.message for e in errors)
+    assert len(errors) == 4, messages
+    assert "no block named 'nowhere'" in messages
+    assert "from_json() is not declared under helpers" in messages
+    assert "unknown function nosuch()" in messages
+
+
+def test_meta_schema_errors_point_at_the_offending_key():
+    _, errors = compile_text("""
+    template:
+      a: {each: src.x, as: x, mapp: x}
+    """)
+    assert errors and errors[0].line == 6
+    assert "mapp" in errors[0].message
+
+
+def test_stream_rules_state_emit_end_and_unknown_events_ignored():
+    spec, errors = compile_text("""
+    state: {n: 0, text: ""}
+    framing: {event_field: type, sequence_field: sequence_number}
+    discriminator: event.type
+    on:
+      add:
+        - incr: n
+        - append: {text: event.t}
+        - emit: {type: {const: added}, n: state.n}
+      stop:
+        - emit: [{type: {const: done}, text: state.text}, {raw: "[DONE]"}]
+        - end: true
+      ping: ignore
+    eof:
+      - emit: {type: {const: cut}}
+    """, kind="StreamMapping", name="stream")
+    assert not errors, errors
+    t = StreamTranslator(spec)
+    data = (b'data: {"type":"add","t":"a"}\n\ndata: {"type":"ping"}\n\ndata: {"type":"mystery"}\n\n'
+            b'data: {"type":"add","t":"b"}\n\ndata: {"type":"stop"}\n\ndata: {"type":"add","t":"late"}\n\n')
+    out = t.feed(data) + t.finish()
+    assert out.decode() == (
+        'event: added\ndata: {"type":"added","sequence_number":0,"n":1}\n\n'
+        'event: added\ndata: {"type":"added","sequence_number":1,"n":2}\n\n'
+        'event: done\ndata: {"type":"done","sequence_number":2,"text":"ab"}\n\n'
+        'data: [DONE]\n\n')
+    t2 = StreamTranslator(spec)
+    assert t2.feed(b'data: {"type":"add","t":"a"}\n\n') and b"cut" in t2.finish()
+
+
+def test_state_is_fresh_per_stream():
+    spec, _ = compile_text("""
+    state: {seen: {}}
+    discriminator: event.type
+    on:
+      x:
+        - put: {map: seen, key: event.k, value: event.v}
+        - emit: {seen: state.seen}
+    """, kind="StreamMapping", name="stream")
+    a, b = StreamTranslator(spec), StreamTranslator(spec)
+    a.event({"type": "x", "k": 1, "v": "a"})
+    assert b.event({"type": "x", "k": 2, "v": "b"}) == [{"seen": {"2": "b"}}]
+
+
+def test_catalog_picks_versions_and_reports_all_errors_of_all_specs(tmp_path):
+    (tmp_path / "a").mkdir()
+    for v in ("2025-01-01", "2025-02-01"):
+        (tmp_path / "a" / f"{v}.yaml").write_text(
+            HEAD.format(kind="RequestMapping", name="request").replace("2025-01-01", v) + f"template: {{v: {{const: '{v}'}}}}\n")
+    (tmp_path / "b.yaml").write_text(HEAD.format(kind="RequestMapping", name="bad") + 'template: {x: "a.["}\n')
+    (tmp_path / "c.yaml").write_text("apiVersion: [\n")
+    specs, errors = compile_dir(tmp_path)
+    assert sorted(e.file.split("/")[-1] for e in errors) == ["b.yaml", "c.yaml"]
+    cat = Catalog(specs)
+    assert cat.get("t/request").apply(src={}) == {"v": "2025-02-01"}
+    assert cat.get("t/request", "2025-01-01").apply(src={}) == {"v": "2025-01-01"}
+    with pytest.raises(KeyError, match="versions: 2025-01-01, 2025-02-01"):
+        cat.get("t/request", "2024-01-01")
+
+
+def test_the_project_specs_compile():
+    specs, errors = compile_dir(Catalog.load.__defaults__[0])
+    assert not errors, "\n".join(map(str, errors))
+    assert specs
