@@ -1,0 +1,161 @@
+"""App factory: routes, the error middleware, upstream sessions and the compiled specs."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from ..catalog import Catalog
+from ..functions import new_id
+from . import passthrough, translate
+from .errors import ApiError, api_of, render
+from .upstream import Upstream
+
+log = logging.getLogger("engine")
+
+CONFIG = web.AppKey("config", object)
+CATALOG = web.AppKey("catalog", Catalog)
+UPSTREAMS = web.AppKey("upstreams", dict)
+PAIRS = web.AppKey("pairs", dict)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    rid = request.headers.get("x-request-id") or new_id("req_")
+    request["request_id"] = rid
+    try:
+        resp = await handler(request)
+    except ApiError as e:
+        resp = render(api_of(request.path), e, rid)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
+                                                     type="server_error"), rid)
+    if not resp.prepared:
+        resp.headers["x-request-id"] = rid
+    return resp
+
+
+def pair_for(app, name: str) -> translate.Pair:
+    return app[PAIRS][name]
+
+
+def resolve(app, model: str, client_api: str):
+    """(provider, upstream model, mode) for a requested model; ApiError 404 when no route matches."""
+    cfg = app[CONFIG]
+    target = cfg.alias(model)
+    route = cfg.route_for(target)
+    if route is None:
+        raise ApiError(404, f"The model '{model}' does not exist on this gateway: no route matches it "
+                            f"(routes: {cfg.describe_routes()}).", param="model", code="model_not_found")
+    mode = route.mode
+    if mode in (None, "auto"):
+        mode = {"auto": None, "passthrough": "passthrough", "translation": "translate"}.get(cfg.work_mode)
+    if mode is None:
+        mode = "passthrough" if route.provider == client_api else "translate"
+    if mode == "passthrough" and route.provider != client_api:
+        raise ApiError(400, f"work_mode passthrough cannot serve model '{model}' (provider {route.provider}) "
+                            f"on a {client_api} endpoint", param="model", code="passthrough_only")
+    if mode == "translate" and route.provider == client_api:
+        mode = "passthrough"
+    return route.provider, target, mode
+
+
+def upstream_auth(app, provider: str, request: web.Request | None = None) -> dict:
+    cfg = app[CONFIG]
+    if provider == "anthropic":
+        key = cfg.anthropic_api_key
+        if not key:
+            raise ApiError(500, "No Anthropic API key is set on the gateway: set anthropic_api_key in the "
+                                "config file or TOKLIGENCE_ANTHROPIC_API_KEY in its environment.",
+                           code="upstream_key_missing", type="server_error")
+        return {"x-api-key": key, "anthropic-version": cfg.anthropic_version}
+    key = cfg.openai_api_key
+    if not key:
+        raise ApiError(500, "No OpenAI API key is set on the gateway: set openai_api_key in the config file "
+                            "or TOKLIGENCE_OPENAI_API_KEY in its environment.",
+                       code="upstream_key_missing", type="server_error")
+    return {"authorization": f"Bearer {key}"}
+
+
+def spec_scope(app, model: str, request: web.Request) -> dict:
+    cfg = app[CONFIG]
+    return {"model": model, "cfg": app["spec_cfg"], "keepalive_seconds": cfg.keepalive_seconds}
+
+
+# ---------------------------------------------------------------- handlers
+
+async def health(request):
+    return web.json_response({"status": "ok"})
+
+
+async def models(request):
+    cfg = request.app[CONFIG]
+    now = int(time.time())
+    data = [{"id": r.pattern, "object": "model", "created": now, "owned_by": r.provider}
+            for r in cfg.routes]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def chat_completions(request: web.Request):
+    app = request.app
+    raw = await request.read()
+    body = translate.parse_body(raw, "openai/chat.request")
+    provider, target, mode = resolve(app, body["model"], "openai")
+    if mode == "passthrough":
+        return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
+                                         upstream_auth(app, provider))
+    pair = pair_for(app, "chat-to-messages")
+    auth = upstream_auth(app, provider)
+    return await translate.run(request, pair, app[UPSTREAMS][provider], body,
+                               spec_scope(app, target, request), auth)
+
+
+# ---------------------------------------------------------------- factory
+
+def _pairs(cfg, catalog: Catalog) -> dict:
+    versions = getattr(cfg, "mapping_versions", None) or {}
+    return {
+        "chat-to-messages": translate.Pair(
+            name="chat-to-messages", client_api="openai", request_schema="openai/chat.request",
+            specs=catalog.pair("chat-to-messages", versions), upstream_path="/v1/messages"),
+    }
+
+
+def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
+    catalog = catalog or Catalog.load()
+    app = web.Application(middlewares=[errors_middleware], client_max_size=cfg.max_body_bytes)
+    app[CONFIG] = cfg
+    app[CATALOG] = catalog
+    app[PAIRS] = _pairs(cfg, catalog)
+    app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens}
+    app[UPSTREAMS] = {
+        "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
+                              cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+        "openai": Upstream("openai", cfg.openai_base_url, {"content-type": "application/json"},
+                           cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+    }
+
+    async def sessions(app):
+        for up in app[UPSTREAMS].values():
+            await up.open()
+        yield
+        for up in app[UPSTREAMS].values():
+            await up.close()
+
+    app.cleanup_ctx.append(sessions)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    return app
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False)

@@ -1,0 +1,58 @@
+"""Errors in the caller's own API shape.
+
+OpenAI: {"error": {"message", "type", "param", "code"}} (all four keys always present).
+Anthropic: {"type": "error", "error": {"type", "message"}}."""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+                 404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error",
+                    529: "overloaded_error"}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a handler; rendered in the caller's API shape by the middleware."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type
+        self.headers = headers or {}
+
+
+def openai_body(status, message, param=None, code=None, type=None) -> dict:
+    return {"error": {"message": message, "type": type or _OPENAI_TYPES.get(status, "server_error"),
+                      "param": param, "code": code}}
+
+
+def anthropic_body(status, message, type=None) -> dict:
+    return {"type": "error", "error": {"type": type or _ANTHROPIC_TYPES.get(status, "api_error"),
+                                       "message": message}}
+
+
+def render(api: str, err: ApiError, request_id: str | None = None) -> web.Response:
+    if api == "anthropic":
+        atype = err.type if err.type in set(_ANTHROPIC_TYPES.values()) else None
+        msg = f"{err.param}: {err.message}" if err.param and not err.message.startswith(err.param) else err.message
+        body = anthropic_body(err.status, msg, atype)
+        if request_id:
+            body["request_id"] = request_id
+    else:
+        body = openai_body(err.status, err.message, err.param, err.code, err.type)
+    return web.Response(status=err.status, text=json.dumps(body), content_type="application/json",
+                        headers=err.headers)
+
+
+def api_of(path: str) -> str:
+    """Which client API a path belongs to, for error shapes."""
+    return "anthropic" if "/messages" in path else "openai"
