@@ -25,6 +25,7 @@ class Raw(str):
 
 
 END = object()
+ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do", "each"}
 
 
 @dataclass
@@ -215,9 +216,23 @@ def compile_actions(ctx: Ctx, actions, path):
 
 
 def compile_action(ctx: Ctx, a, path):
-    if not isinstance(a, dict) or len(set(a) & {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do"}) != 1:
-        ctx.error(path, "an action has exactly one of set, put, incr, append, emit, when, switch, end, do")
+    if not isinstance(a, dict) or len(set(a) & ACTION_KEYS) != 1:
+        ctx.error(path, "an action has exactly one of " + ", ".join(sorted(ACTION_KEYS)))
         return None
+    if "each" in a:
+        src = N.as_fn(compile_template(ctx, a["each"], path + ["each"]))
+        name = a.get("as", "item")
+        body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
+
+        def do_each(scope, out):
+            items = src(scope)
+            if not items:
+                return
+            for item in items if type(items) is list else (items,):
+                scope[name] = item
+                body(scope, out)
+            scope.pop(name, None)
+        return do_each
     if "set" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["set", k]))) for k, v in a["set"].items())
 

@@ -189,3 +189,21 @@ def test_the_project_specs_compile():
     specs, errors = compile_dir(Catalog.load.__defaults__[0])
     assert not errors, "\n".join(map(str, errors))
     assert specs
+
+
+def test_each_action_runs_rules_per_item():
+    spec, errors = compile_text("""
+    state: {total: 0}
+    discriminator: event.type
+    on:
+      batch:
+        - each: event.items
+          as: it
+          then:
+            - incr: {total: it.n}
+            - emit: {n: it.n, total: state.total}
+    """, kind="StreamMapping", name="stream")
+    assert not errors, errors
+    t = StreamTranslator(spec)
+    assert t.event({"type": "batch", "items": [{"n": 2}, {"n": 3}]}) == [{"n": 2, "total": 2}, {"n": 3, "total": 5}]
+    assert t.event({"type": "batch", "items": []}) == []
