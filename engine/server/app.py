@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..catalog import Catalog
 from ..functions import new_id
-from . import passthrough, translate
+from . import translate
 from .errors import ApiError, api_of, render
 from .upstream import Upstream
 
@@ -41,9 +41,6 @@ async def errors_middleware(request: web.Request, handler):
         resp.headers["x-request-id"] = rid
     return resp
 
-
-def pair_for(app, name: str) -> translate.Pair:
-    return app[PAIRS][name]
 
 
 def resolve(app, model: str, client_api: str):
@@ -103,29 +100,14 @@ async def models(request):
     return web.json_response({"object": "list", "data": data})
 
 
-async def chat_completions(request: web.Request):
-    app = request.app
-    raw = await request.read()
-    body = translate.parse_body(raw, "openai/chat.request")
-    provider, target, mode = resolve(app, body["model"], "openai")
-    if mode == "passthrough":
-        return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
-                                         upstream_auth(app, provider))
-    pair = pair_for(app, "chat-to-messages")
-    auth = upstream_auth(app, provider)
-    return await translate.run(request, pair, app[UPSTREAMS][provider], body,
-                               spec_scope(app, target, request), auth)
-
-
 # ---------------------------------------------------------------- factory
 
-def _pairs(cfg, catalog: Catalog) -> dict:
-    versions = getattr(cfg, "mapping_versions", None) or {}
-    return {
-        "chat-to-messages": translate.Pair(
-            name="chat-to-messages", client_api="openai", request_schema="openai/chat.request",
-            specs=catalog.pair("chat-to-messages", versions), upstream_path="/v1/messages"),
-    }
+def add_pair(app, name: str, **kw) -> translate.Pair:
+    """Registers an API pair with the specs of the configured version (mapping_versions)."""
+    versions = getattr(app[CONFIG], "mapping_versions", None) or {}
+    pair = translate.Pair(name=name, specs=app[CATALOG].pair(name, versions), **kw)
+    app[PAIRS][name] = pair
+    return pair
 
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
@@ -133,7 +115,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
-    app[PAIRS] = _pairs(cfg, catalog)
+    app[PAIRS] = {}
     app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens}
     app[UPSTREAMS] = {
         "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
@@ -152,8 +134,10 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app.cleanup_ctx.append(sessions)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
+    # each client API registers its own routes and pairs
+    from . import chat
+    for module in (chat,):
+        module.setup(app)
     return app
 
 

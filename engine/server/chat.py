@@ -1,0 +1,28 @@
+"""POST /v1/chat/completions: OpenAI Chat Completions, translated to Anthropic or passed through."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import passthrough, translate
+from .app import PAIRS, UPSTREAMS, add_pair, resolve, spec_scope, upstream_auth
+
+
+async def chat_completions(request: web.Request):
+    app = request.app
+    raw = await request.read()
+    body = translate.parse_body(raw, "openai/chat.request")
+    provider, target, mode = resolve(app, body["model"], "openai")
+    if mode == "passthrough":
+        return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
+                                         upstream_auth(app, provider))
+    pair = app[PAIRS]["chat-to-messages"]
+    auth = upstream_auth(app, provider)
+    return await translate.run(request, pair, app[UPSTREAMS][provider], body,
+                               spec_scope(app, target, request), auth)
+
+
+def setup(app: web.Application):
+    add_pair(app, "chat-to-messages", client_api="openai", request_schema="openai/chat.request",
+             upstream_path="/v1/messages")
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
