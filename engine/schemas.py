@@ -1,0 +1,347 @@
+"""The wire-format JSON Schemas under schemas/: one registry, validators built once.
+
+Every ``schemas/**/*.json`` file is a JSON Schema (draft 2020-12) whose ``$id`` is its path
+relative to schemas/ without ``.json`` (``openai/chat.request``), so schemas ``$ref`` each other
+by relative id (``"chat.response#/$defs/usage"`` from inside ``openai/chat.chunk``).
+
+    >>> first_error("openai/chat.request", {"model": "gpt-4o"})
+    Issue(path='messages', message="'messages' is a required property")
+
+Issue paths use the OpenAI ``param`` style: ``messages[2].role``, ``tools[0].function.name``,
+``""`` for the root. For a missing required property the path names the missing property
+(``messages[2].tool_call_id``) and the message names the object that lacks it
+(``"messages[2]: 'tool_call_id' is a required property"``).
+
+Speed. Validators are built once per schema id. A stock jsonschema validator re-creates a child
+validator (and its resolver) on every step into a subschema and re-resolves every ``$ref``, which
+costs ~2 ms for a Chat request of 11 messages and 5 tools. ``validator()`` therefore returns a
+2020-12 validator class extended here with three caches that do not change the result:
+
+* the child validator for each subschema is built once (valid because no schema here uses
+  ``$dynamicRef``, so a subschema's base URI and resolver never depend on how it was reached);
+* each ``$ref`` is resolved once per referring subschema;
+* discriminator conditions ``"if": {"required": [...], "properties": {k: {"const"|"enum": str}}}``
+  (the way every schema here dispatches on ``role`` / ``type``) are evaluated directly.
+
+That brings the request above to ~0.3 ms. If the jsonschema internals it relies on are missing
+(another jsonschema version), or a schema uses ``$dynamicRef``, plain ``Draft202012Validator`` is
+used instead. tests/test_schemas.py checks both give the same errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jsonschema
+import jsonschema.protocols
+import jsonschema.validators
+from jsonschema.exceptions import ValidationError, best_match, relevance
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+__all__ = [
+    "Issue",
+    "SCHEMA_DIR",
+    "errors",
+    "first_error",
+    "registry",
+    "schema",
+    "schema_ids",
+    "validator",
+]
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _schema_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "schemas"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "engine" / "schemas"
+
+
+SCHEMA_DIR = _schema_dir()
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One validation error: where (OpenAI ``param`` style) and what, in words."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    documents: dict[str, Any]  # id -> the file as parsed (what schema() returns)
+    registry: Registry  # over copies of the documents without a 2020-12 "$schema" (see below)
+    cls: type  # the validator class
+
+
+@functools.cache
+def _load() -> _Loaded:
+    documents: dict[str, Any] = {}
+    for file in sorted(SCHEMA_DIR.rglob("*.json")):
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        default_id = file.relative_to(SCHEMA_DIR).with_suffix("").as_posix()
+        schema_id = doc.get("$id", default_id) if isinstance(doc, dict) else default_id
+        if schema_id in documents:
+            raise ValueError(f"{file}: duplicate schema $id {schema_id!r}")
+        documents[schema_id] = doc
+
+    # A validator stepping into a document whose root names "$schema" switches to the class
+    # registered for that dialect, which would drop the cached class below for that subtree.
+    # Every file here is 2020-12 and the registry defaults to it, so register copies without it.
+    registered = {
+        sid: {k: v for k, v in doc.items() if not (k == "$schema" and v == DIALECT)}
+        if isinstance(doc, dict) else doc
+        for sid, doc in documents.items()
+    }
+    reg = Registry().with_resources(
+        (sid, Resource.from_contents(doc, default_specification=DRAFT202012))
+        for sid, doc in registered.items()
+    ).crawl()
+
+    uses_dynamic_ref = any("$dynamicRef" in json.dumps(doc) for doc in documents.values())
+    cls = jsonschema.Draft202012Validator if uses_dynamic_ref else _cached_class()
+    return _Loaded(documents=documents, registry=reg, cls=cls)
+
+
+def registry() -> Registry:
+    """The registry holding every schema file, keyed by ``$id``."""
+    return _load().registry
+
+
+def schema_ids() -> list[str]:
+    """Every schema id, sorted."""
+    return sorted(_load().documents)
+
+
+def schema(schema_id: str) -> Any:
+    """The schema document for ``schema_id`` as parsed from its file (KeyError when unknown)."""
+    return _load().documents[schema_id]
+
+
+@functools.cache
+def validator(schema_id: str) -> jsonschema.protocols.Validator:
+    """A draft 2020-12 validator for ``schema_id`` over the shared registry, built once."""
+    loaded = _load()
+    if schema_id not in loaded.documents:
+        known = ", ".join(sorted(loaded.documents))
+        raise KeyError(f"unknown schema id {schema_id!r}; known: {known}")
+    root = loaded.registry.contents(schema_id)
+    return loaded.cls(root, registry=loaded.registry)
+
+
+# --- the cached validator class -------------------------------------------------------------
+
+
+def _discriminator(if_schema: Any) -> Callable[[Any], bool] | None:
+    """A plain-Python test equivalent to ``if_schema`` when it only checks required keys and
+    string/null const/enum values; None for any other shape (evaluated by jsonschema)."""
+    if not isinstance(if_schema, dict) or not if_schema or not set(if_schema) <= {"required", "properties"}:
+        return None
+    required = if_schema.get("required", [])
+    properties = if_schema.get("properties", {})
+    if not isinstance(required, list) or not isinstance(properties, dict):
+        return None
+    checks = []
+    for key, sub in properties.items():
+        if not isinstance(sub, dict) or len(sub) != 1:
+            return None
+        ((keyword, value),) = sub.items()
+        allowed = [value] if keyword == "const" else value if keyword == "enum" else None
+        if not isinstance(allowed, list) or not all(a is None or isinstance(a, str) for a in allowed):
+            return None
+        checks.append((key, frozenset(a for a in allowed if a is not None), None in allowed))
+
+    def test(instance: Any) -> bool:
+        if not isinstance(instance, dict):
+            return True  # required/properties ignore non-objects
+        for key in required:
+            if key not in instance:
+                return False
+        for key, strings, null_ok in checks:
+            if key in instance:
+                value = instance[key]
+                if value is None:
+                    if not null_ok:
+                        return False
+                elif not (isinstance(value, str) and value in strings):
+                    return False
+        return True
+
+    return test
+
+
+def _cached_class() -> type:
+    """Draft202012Validator plus the caches described in the module docstring, or the plain class
+    when this jsonschema lacks the internals they use."""
+    base = jsonschema.Draft202012Validator
+    probe = base({})
+    if not (hasattr(probe, "_resolver") and hasattr(probe, "_validators") and hasattr(probe, "evolve")):
+        return base
+
+    children: dict[int, tuple[Any, Any]] = {}  # id(subschema) -> (subschema, child validator)
+    refs: dict[tuple[int, str], tuple[Any, Any, Any]] = {}  # (id(subschema), ref) -> resolved
+    tests: dict[int, tuple[Any, Callable[[Any], bool] | None]] = {}  # id(if schema) -> test
+
+    def descend(self, instance, schema, path=None, schema_path=None, resolver=None):
+        # jsonschema's Validator.descend, with the child validator built once per subschema
+        if schema is True:
+            return
+        if schema is False:
+            yield ValidationError(
+                f"False schema does not allow {instance!r}",
+                validator=None, validator_value=None, instance=instance, schema=schema,
+            )
+            return
+        hit = children.get(id(schema))
+        if hit is None or hit[0] is not schema:
+            if resolver is None:
+                resolver = self._resolver.in_subresource(DRAFT202012.create_resource(schema))
+            hit = children[id(schema)] = (schema, self.evolve(schema=schema, _resolver=resolver))
+        child = hit[1]
+        for check, keyword, value in child._validators:
+            for error in check(child, value, instance, schema) or ():
+                error._set(
+                    validator=keyword, validator_value=value, instance=instance,
+                    schema=schema, type_checker=child.TYPE_CHECKER,
+                )
+                if keyword not in {"if", "$ref"}:
+                    error.schema_path.appendleft(keyword)
+                if path is not None:
+                    error.path.appendleft(path)
+                if schema_path is not None:
+                    error.schema_path.appendleft(schema_path)
+                yield error
+
+    def ref(validator, ref, instance, schema):
+        key = (id(schema), ref)
+        hit = refs.get(key)
+        if hit is None or hit[0] is not schema:
+            try:
+                resolved = validator._resolver.lookup(ref)
+            except Exception:  # let jsonschema raise its own error
+                yield from base.VALIDATORS["$ref"](validator, ref, instance, schema)
+                return
+            hit = refs[key] = (schema, resolved.contents, resolved.resolver)
+        yield from validator.descend(instance, hit[1], resolver=hit[2])
+
+    def if_(validator, if_schema, instance, schema):
+        hit = tests.get(id(if_schema))
+        if hit is None or hit[0] is not if_schema:
+            hit = tests[id(if_schema)] = (if_schema, _discriminator(if_schema))
+        test = hit[1]
+        matched = test(instance) if test is not None else validator.evolve(schema=if_schema).is_valid(instance)
+        if matched:
+            if "then" in schema:
+                yield from validator.descend(instance, schema["then"], schema_path="then")
+        elif "else" in schema:
+            yield from validator.descend(instance, schema["else"], schema_path="else")
+
+    cls = jsonschema.validators.extend(base, {"$ref": ref, "if": if_})
+    cls.descend = descend
+    cls.__name__ = cls.__qualname__ = "CachedDraft202012Validator"
+    return cls
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _path(parts: Iterable[Any]) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        else:
+            out.append(f".{part}" if out else str(part))
+    return "".join(out)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(error: ValidationError) -> str:
+    """jsonschema's message, with the offending instance abbreviated so a 100 kB body stays short."""
+    keyword, instance, value = error.validator, error.instance, error.validator_value
+    if keyword == "type":
+        types = value if isinstance(value, list) else [value]
+        return f"{_short(instance)} is not of type {', '.join(repr(t) for t in types)}"
+    if keyword == "enum":
+        return f"{_short(instance)} is not one of {value!r}"
+    if keyword in ("anyOf", "oneOf"):
+        return f"{_short(instance)} is not valid under any of the given schemas"
+    message = error.message
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _missing_property(error: ValidationError) -> str | None:
+    """The property a ``required`` error is about (jsonschema raises one error per missing one)."""
+    if error.validator != "required" or not isinstance(error.instance, dict):
+        return None
+    for prop in error.validator_value:
+        if prop not in error.instance and error.message.startswith(repr(prop)):
+            return prop
+    return None
+
+
+def _descend(error: ValidationError) -> ValidationError:
+    """For anyOf/oneOf, the most specific sub-error: the same descent best_match() does."""
+    while error.context:
+        smallest = heapq.nsmallest(2, error.context, key=relevance)
+        if len(smallest) == 2 and relevance(smallest[0]) == relevance(smallest[1]):
+            return error
+        error = smallest[0]
+    return error
+
+
+def _issue(error: ValidationError) -> Issue:
+    where = list(error.absolute_path)
+    location = _path(where)
+    message = _describe(error)
+    if location:
+        message = f"{location}: {message}"
+    missing = _missing_property(error)
+    return Issue(path=_path([*where, missing]) if missing is not None else location, message=message)
+
+
+def errors(schema_id: str, instance: Any) -> list[Issue]:
+    """Every error, most relevant first (``errors(...)[0] == first_error(...)``); [] when valid."""
+    v = validator(schema_id)
+    if v.is_valid(instance):
+        return []
+    # best_match() takes the max by relevance; a reverse sort is stable, so equal keys keep the
+    # order max() would see them in and the first issue is best_match's.
+    ranked = sorted(v.iter_errors(instance), key=relevance, reverse=True)
+    out: list[Issue] = []
+    seen: set[Issue] = set()
+    for error in ranked:
+        issue = _issue(_descend(error))
+        if issue not in seen:
+            seen.add(issue)
+            out.append(issue)
+    return out
+
+
+def first_error(schema_id: str, instance: Any) -> Issue | None:
+    """The most relevant error (jsonschema's best_match), or None when ``instance`` is valid."""
+    v = validator(schema_id)
+    if v.is_valid(instance):
+        return None
+    best = best_match(v.iter_errors(instance))
+    return _issue(best) if best is not None else None
