@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from . import nodes as N
 from .errors import SpecError, spec_path
-from .expr import ExprError, compile_expr, is_builtin
+from .expr import ExprError, compile_expr, is_builtin, negates_before_path
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
 
 TEMPLATE_KEYS = {
@@ -108,6 +108,8 @@ def compile_expression(ctx: Ctx, text: str, path):
         quoted = ctx.source.line(line)[col - 1:col] in ("'", '"')
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
+    if negates_before_path(text):
+        ctx.error(path, "`!a.b` reads as `(!a).b` in JMESPath, which is always null; write `!(a.b)`")
     for name in used:
         if name in CUSTOM_FUNCTIONS:
             if name not in ctx.helpers:

@@ -117,11 +117,13 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class Route:
-    """``pattern=>provider[:mode]``; ``pattern`` is a case-insensitive glob."""
+    """``pattern=>provider[:mode][@version]``; ``pattern`` is a case-insensitive glob;
+    ``version`` pins the mapping spec version for requests on this route."""
 
     pattern: str
     provider: str
     mode: str | None = None  # "translate" | "passthrough" | None (work_mode decides)
+    version: str | None = None
     _rx: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +133,8 @@ class Route:
         return self._rx.match(model) is not None
 
     def __str__(self) -> str:
-        return f"{self.pattern}=>{self.provider}" + (f":{self.mode}" if self.mode else "")
+        return (f"{self.pattern}=>{self.provider}" + (f":{self.mode}" if self.mode else "")
+                + (f"@{self.version}" if self.version else ""))
 
 
 # ---------------------------------------------------------- value parsers
@@ -245,6 +248,10 @@ def parse_routes(text: str) -> tuple[Route, ...]:
     routes = []
     for entry in _split_entries(text):
         pattern, target = _pair(entry, "pattern=>provider")
+        target, at, version = target.partition("@")
+        version = version.strip() or None
+        if at and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version or ""):
+            raise ValueError(f"entry {entry!r}: mapping version must look like 2025-06-01, not {version!r}")
         provider, colon, mode = target.rpartition(":")
         if not colon:
             provider, mode = target, ""
@@ -255,9 +262,9 @@ def parse_routes(text: str) -> tuple[Route, ...]:
         if colon and mode != "auto":
             if mode not in ROUTE_MODES:
                 raise ValueError(f"entry {entry!r}: mode must be translate or passthrough, not {mode!r}")
-            routes.append(Route(pattern, provider, ROUTE_MODES[mode]))
+            routes.append(Route(pattern, provider, ROUTE_MODES[mode], version))
         else:
-            routes.append(Route(pattern, provider, None))
+            routes.append(Route(pattern, provider, None, version))
     return tuple(routes)
 
 

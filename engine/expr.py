@@ -157,5 +157,25 @@ def compile_expr(text: str):
     return _closure(parsed), used
 
 
+def negates_before_path(text: str) -> bool:
+    """True when a `!` applies to the head of a dotted path (`!a.b` is `(!a).b`: always null)."""
+    if _PLAIN.match(text):
+        return False
+    try:
+        parsed = _PARSER.parse(text).parsed
+    except jexc.JMESPathError:
+        return False
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return False
+        ch = node.get("children", ())
+        if node.get("type") == "subexpression" and ch and isinstance(ch[0], dict) \
+                and ch[0].get("type") == "not_expression":
+            return True
+        return any(walk(c) for c in ch)
+    return walk(parsed)
+
+
 def is_builtin(name: str) -> bool:
     return name in jmespath.functions.Functions.FUNCTION_TABLE and name not in CUSTOM_FUNCTIONS

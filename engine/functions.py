@@ -13,6 +13,9 @@ JMESPath functions (use inside expressions):
   new_id(prefix)       prefix + 24 random alphanumerics (ids the gateway mints)
   now()                current Unix time in whole seconds
   is_string(v) / is_object(v) / is_array(v)   type tests that read better than type(v) == '...'
+  json_or(s, fallback) JSON text -> value; fallback when s is null, '' or not valid JSON (a tool call's
+                       arguments cut off by a length stop must not fail the whole response)
+  minus(a, b)          a - b, null counting as 0 (JMESPath has no arithmetic: prompt minus cached tokens)
 
 Named transforms (use as {pipe: NAME, input: ..., args: {...}}):
   merge_turns(messages)       consecutive same-role Anthropic turns merged into one; in user turns
@@ -112,6 +115,19 @@ class Functions(jf.Functions):
     def _func_now(self):
         return int(clock())
 
+    @jf.signature({"types": []}, {"types": []})
+    def _func_json_or(self, s, fallback):
+        if not isinstance(s, str):
+            return fallback if s is None else s
+        try:
+            return json.loads(s) if s.strip() else fallback
+        except ValueError:
+            return fallback
+
+    @jf.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+    def _func_minus(self, a, b):
+        return (a or 0) - (b or 0)
+
     @jf.signature({"types": []})
     def _func_is_string(self, v):
         return isinstance(v, str)
@@ -141,20 +157,19 @@ def merge_turns(messages):
         if isinstance(content, str):
             content = [{"type": "text", "text": content}] if content else []
         content = list(content or ())
+        if not content:
+            continue  # an empty turn must not keep its neighbours apart
         if out and out[-1]["role"] == m["role"]:
             out[-1]["content"].extend(content)
         else:
             out.append({**m, "content": content})
-    result = []
     for m in out:
-        blocks = m["content"]
         if m["role"] == "user":
+            blocks = m["content"]
             results = [b for b in blocks if b.get("type") == "tool_result"]
             if results and len(results) != len(blocks):
-                blocks = results + [b for b in blocks if b.get("type") != "tool_result"]
-        if blocks:
-            result.append({**m, "content": blocks})
-    return result
+                m["content"] = results + [b for b in blocks if b.get("type") != "tool_result"]
+    return out
 
 
 def merge_tool_messages(messages):

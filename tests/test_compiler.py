@@ -207,3 +207,14 @@ def test_each_action_runs_rules_per_item():
     t = StreamTranslator(spec)
     assert t.event({"type": "batch", "items": [{"n": 2}, {"n": 3}]}) == [{"n": 2, "total": 2}, {"n": 3, "total": 5}]
     assert t.event({"type": "batch", "items": []}) == []
+
+
+def test_negation_before_a_dotted_path_is_an_error():
+    _, errors = compile_text("""
+    template:
+      a: "!src.x"
+      b: "!(src.x)"
+      c: "src.a != src.b"
+    """)
+    assert [e.path for e in errors] == ["template.a"]
+    assert "write `!(a.b)`" in errors[0].message

@@ -65,6 +65,19 @@ def test_type_tests():
     assert ev("is_array(a)", a=[]) is True and ev("is_array(a)", a="[]") is False
 
 
+def test_json_or_parses_or_falls_back():
+    assert ev("json_or(a, `{}`)", a='{"x": 1}') == {"x": 1}
+    assert ev("json_or(a, `{}`)", a='{"x": ') == {}
+    assert ev("json_or(a, `{}`)", a="") == {}
+    assert ev("json_or(a, `{}`)", a=None) == {}
+
+
+def test_minus_subtracts_with_null_as_zero():
+    assert ev("minus(a, b)", a=10, b=3) == 7
+    assert ev("minus(a, b)", a=10, b=None) == 10
+    assert ev("minus(a, b)", a=None, b=None) == 0
+
+
 def test_merge_turns_merges_same_role_and_puts_tool_results_first():
     msgs = [
         {"role": "user", "content": "hi"},

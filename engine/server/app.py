@@ -1,6 +1,7 @@
 """App factory: routes, the error middleware, upstream sessions and the compiled specs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -103,11 +104,28 @@ async def models(request):
 # ---------------------------------------------------------------- factory
 
 def add_pair(app, name: str, **kw) -> translate.Pair:
-    """Registers an API pair with the specs of the configured version (mapping_versions)."""
-    versions = getattr(app[CONFIG], "mapping_versions", None) or {}
+    """Registers an API pair with the specs of the configured version (mapping_versions), and
+    compiles-in the versions that routes pin (`claude-3*=>anthropic@2025-06-01`)."""
+    cfg = app[CONFIG]
+    versions = getattr(cfg, "mapping_versions", None) or {}
     pair = translate.Pair(name=name, specs=app[CATALOG].pair(name, versions), **kw)
     app[PAIRS][name] = pair
+    for route in cfg.routes:
+        if route.version and (name, route.version) not in app[PAIRS]:
+            try:
+                specs = app[CATALOG].pair(name, {name: route.version})
+            except KeyError:
+                continue  # that version exists for another pair only
+            app[PAIRS][(name, route.version)] = dataclasses.replace(pair, specs=specs)
     return pair
+
+
+def pair_for(app, name: str, model: str) -> translate.Pair:
+    """The pair's specs in the version the model's route pins, else the configured one."""
+    route = app[CONFIG].route_for(model)
+    if route is not None and route.version:
+        return app[PAIRS].get((name, route.version)) or app[PAIRS][name]
+    return app[PAIRS][name]
 
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import PAIRS, UPSTREAMS, add_pair, resolve, spec_scope, upstream_auth
+from .app import UPSTREAMS, add_pair, pair_for, resolve, spec_scope, upstream_auth
 
 
 async def chat_completions(request: web.Request):
@@ -15,7 +15,7 @@ async def chat_completions(request: web.Request):
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
                                          upstream_auth(app, provider))
-    pair = app[PAIRS]["chat-to-messages"]
+    pair = pair_for(app, "chat-to-messages", target)
     auth = upstream_auth(app, provider)
     return await translate.run(request, pair, app[UPSTREAMS][provider], body,
                                spec_scope(app, target, request), auth)

@@ -48,12 +48,12 @@ def parse_body(raw: bytes, schema_id: str) -> dict:
 
 def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
     spec = pair.specs["request"]
-    sc = spec.scope(src=body, **scope)
-    failed = spec.check(sc)
-    if failed:
-        param, message, status, code = failed
-        raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
     try:
+        sc = spec.scope(src=body, **scope)
+        failed = spec.check(sc)
+        if failed:
+            param, message, status, code = failed
+            raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
         return spec.template(sc)
     except TranslationError as e:
         raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
