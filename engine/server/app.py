@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..catalog import Catalog
 from ..functions import new_id
-from . import translate
+from . import ops, translate
 from .errors import ApiError, api_of, render
 from .upstream import Upstream
 
@@ -44,11 +44,14 @@ async def errors_middleware(request: web.Request, handler):
 
 
 
-def resolve(app, model: str, client_api: str):
+def resolve(app, model: str, client_api: str, request: web.Request | None = None):
     """(provider, upstream model, mode) for a requested model; ApiError 404 when no route matches."""
     cfg = app[CONFIG]
     target = cfg.alias(model)
     route = cfg.route_for(target)
+    if request is not None:
+        ops.note(request, model=model, model_label=route.pattern if route else "unrouted",
+                 provider=route.provider if route else None)
     if route is None:
         raise ApiError(404, f"The model '{model}' does not exist on this gateway: no route matches it "
                             f"(routes: {cfg.describe_routes()}).", param="model", code="model_not_found")
@@ -62,6 +65,8 @@ def resolve(app, model: str, client_api: str):
                             f"on a {client_api} endpoint", param="model", code="passthrough_only")
     if mode == "translate" and route.provider == client_api:
         mode = "passthrough"
+    if request is not None:
+        ops.note(request, mode=mode)
     return route.provider, target, mode
 
 
@@ -130,7 +135,8 @@ def pair_for(app, name: str, model: str) -> translate.Pair:
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     catalog = catalog or Catalog.load()
-    app = web.Application(middlewares=[errors_middleware], client_max_size=cfg.max_body_bytes)
+    app = web.Application(middlewares=[ops.access_middleware, errors_middleware, ops.auth_middleware],
+                          client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
     app[PAIRS] = {}
@@ -150,6 +156,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
             await up.close()
 
     app.cleanup_ctx.append(sessions)
+    ops.setup(app, cfg)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     # each client API registers its own routes and pairs

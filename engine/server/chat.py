@@ -11,7 +11,7 @@ async def chat_completions(request: web.Request):
     app = request.app
     raw = await request.read()
     body = translate.parse_body(raw, "openai/chat.request")
-    provider, target, mode = resolve(app, body["model"], "openai")
+    provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
                                          upstream_auth(app, provider))

@@ -1,0 +1,132 @@
+"""What an operator needs around every request: gateway keys, one log line, Prometheus metrics.
+
+Handlers add what they learn (route, model, upstream status, tokens, time to first byte) with
+`note(request, ...)`; the access middleware logs and counts it once the response is done."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .errors import ApiError
+
+log = logging.getLogger("engine.access")
+
+METRICS = web.AppKey("metrics", object)
+KEYRING = web.AppKey("keyring", object)
+OPEN_PATHS = frozenset({"/health"})
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def note(request: web.Request, **fields):
+    """Facts about this request for the access log and the metrics."""
+    request.setdefault("log", {}).update(fields)
+
+
+class KeyRing:
+    """Gateway keys kept only as SHA-256 digests and compared in constant time. A keys-file line
+    `sha256:<hex>` is taken as an already-hashed key."""
+
+    def __init__(self, keys):
+        self.digests = []
+        for k in keys:
+            if k.startswith("sha256:") and len(k) == 71:
+                self.digests.append(bytes.fromhex(k[7:]))
+            else:
+                self.digests.append(hashlib.sha256(k.encode()).digest())
+
+    def accepts(self, presented: str | None) -> bool:
+        if not presented:
+            return False
+        d = hashlib.sha256(presented.encode()).digest()
+        ok = False
+        for known in self.digests:  # no early exit: the time does not tell which key matched
+            ok |= hmac.compare_digest(d, known)
+        return ok
+
+
+def presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("engine_requests", "Requests served", ["route", "model", "status"], registry=r)
+        self.latency = Histogram("engine_request_seconds", "Time to the end of the response",
+                                 ["route"], buckets=_BUCKETS, registry=r)
+        self.ttft = Histogram("engine_time_to_first_token_seconds", "Time to the first streamed byte",
+                              ["route"], buckets=_BUCKETS, registry=r)
+        self.tokens = Counter("engine_tokens", "Tokens reported by the upstream", ["direction", "model"], registry=r)
+        self.upstream_errors = Counter("engine_upstream_errors", "Upstream failures",
+                                       ["provider", "status"], registry=r)
+        self.retries = Counter("engine_upstream_retries", "Upstream retries", ["provider"], registry=r)
+        self.open_streams = Gauge("engine_open_streams", "Streams being forwarded now", registry=r)
+
+
+def setup(app: web.Application, cfg):
+    app[METRICS] = Metrics()
+    app[KEYRING] = None if cfg.auth_disabled else KeyRing(cfg.all_api_keys())
+    app.router.add_get("/metrics", metrics_handler)
+
+
+async def metrics_handler(request: web.Request):
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    ring = request.app[KEYRING]
+    if ring is not None and request.path not in OPEN_PATHS and not ring.accepts(presented_key(request)):
+        raise ApiError(401, "Missing or invalid gateway API key: send it as 'Authorization: Bearer KEY' "
+                            "or 'x-api-key: KEY'.", code="invalid_api_key", type="authentication_error")
+    return await handler(request)
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler):
+    start = time.monotonic()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        _record(request, status, time.monotonic() - start)
+
+
+def _record(request: web.Request, status: int, elapsed: float):
+    info = request.get("log") or {}
+    m: Metrics = request.app[METRICS]
+    route = info.get("route") or (request.match_info.route.resource.canonical
+                                  if request.match_info.route.resource else "unmatched")
+    model = info.get("model_label") or "-"
+    m.requests.labels(route, model, str(status)).inc()
+    m.latency.labels(route).observe(elapsed)
+    ttfb = info.get("ttfb")
+    if ttfb is not None:
+        m.ttft.labels(route).observe(ttfb)
+    tin, tout = info.get("tokens_in"), info.get("tokens_out")
+    if tin:
+        m.tokens.labels("in", model).inc(tin)
+    if tout:
+        m.tokens.labels("out", model).inc(tout)
+    if request.path == "/metrics" or request.path == "/health":
+        return
+    fields = {
+        "method": request.method, "path": request.path, "route": route, "model": info.get("model"),
+        "provider": info.get("provider"), "mode": info.get("mode"), "status": status,
+        "upstream_status": info.get("upstream_status"), "latency_ms": round(elapsed * 1000, 1),
+        "ttfb_ms": round(ttfb * 1000, 1) if ttfb is not None else None,
+        "tokens_in": tin, "tokens_out": tout, "request_id": request.get("request_id"),
+    }
+    log.info(" ".join(f"{k}={v}" for k, v in fields.items() if v is not None), extra={"fields": fields})
