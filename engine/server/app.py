@@ -160,8 +160,8 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     # each client API registers its own routes and pairs
-    from . import chat
-    for module in (chat,):
+    from . import chat, messages, responses
+    for module in (chat, messages, responses):
         module.setup(app)
     return app
 

@@ -1,26 +1,73 @@
-"""Forward a request untouched to the provider whose API the client speaks; bytes both ways."""
+"""Forward a request untouched to the provider whose API the client speaks; bytes both ways.
+
+    forward(request, upstream, path, raw, auth_headers)   the generic forwarder (any provider)
+    anthropic_passthrough(request, path, raw, body=None)  Anthropic Messages / count_tokens
+    responses_passthrough(request, raw, body=None)        OpenAI Responses (POST /v1/responses)
+
+What is kept: the body bytes, the query string exactly as the client wrote it, every request
+header except the hop-by-hop ones and the client's credentials (authorization, x-api-key), which
+are replaced by the gateway's configured key; the client's anthropic-version and anthropic-beta
+headers (a repeated header stays repeated); accept-encoding, so a compressed answer is one the
+client asked for and is passed on compressed, as is. The upstream's status, headers (but hop-by-hop
+ones and set-cookie) and body bytes go back the same way, streamed as they arrive.
+
+The one change made to a body: when a model alias rewrote the model (`model_aliases`), the body
+is re-encoded with the upstream's model name, since the upstream does not know the alias.
+"""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from .errors import ApiError
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
-        "content-encoding", "accept-encoding"}
+        "transfer-encoding", "upgrade", "host", "content-length"}
+_CREDENTIALS = {"authorization", "x-api-key"}
+# aiohttp hands the handler a decoded body, so its content-encoding no longer applies
+_REQ_DROP = _HOP | _CREDENTIALS | {"content-encoding"}
 _RESP_DROP = _HOP | {"set-cookie"}
+# Sent by the gateway only when the client did not send its own.
+_CLIENT_WINS = {"anthropic-version", "anthropic-beta"}
+
+
+def _request_headers(request: web.Request, auth_headers: dict) -> CIMultiDict:
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _REQ_DROP)
+    for k, v in (auth_headers or {}).items():
+        if k.lower() in _CLIENT_WINS and k in headers:
+            continue
+        headers[k] = v
+    return headers
+
+
+def _upstream_url(upstream, path: str, request: web.Request) -> URL:
+    # the query string byte for byte (yarl would otherwise re-quote it)
+    qs = request.rel_url.raw_query_string
+    return URL(upstream.url(path) + (f"?{qs}" if qs else ""), encoded=True)
+
+
+def with_model(raw: bytes, body: dict | None, model: str | None) -> bytes:
+    """`raw` unchanged unless an alias gave the upstream another model name."""
+    if body is None or not model or body.get("model") == model:
+        return raw
+    return json.dumps({**body, "model": model}, ensure_ascii=False).encode()
 
 
 async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_headers: dict) -> web.StreamResponse:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-    headers.update(auth_headers)
+    """Sends `raw` to `upstream` at `path` (plus the client's query string) and streams the
+    answer back untouched. ApiError(502) when the upstream cannot be reached."""
+    headers = _request_headers(request, auth_headers)
+    # aiohttp would add its own Accept-Encoding; only the client's may be offered upstream
+    skip = () if "accept-encoding" in headers else ("Accept-Encoding",)
     try:
-        ctx = upstream.session.request(request.method, upstream.url(path), data=raw, headers=headers,
-                                       params=request.rel_url.query, auto_decompress=False)
+        ctx = upstream.session.request(request.method, _upstream_url(upstream, path, request), data=raw,
+                                       headers=headers, auto_decompress=False, skip_auto_headers=skip)
         resp = await ctx.__aenter__()
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {type(e).__name__}: {e}",
@@ -28,13 +75,13 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
     try:
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
         for k, v in resp.headers.items():
-            if k.lower() not in _RESP_DROP or k.lower() == "content-encoding":
+            if k.lower() not in _RESP_DROP:
                 out.headers.add(k, v)
         await out.prepare(request)
         try:
             async for chunk in resp.content.iter_any():
                 await out.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError):
             # the upstream broke mid-body: end ours abruptly too, so the client sees the failure
             request.transport.close() if request.transport else None
             return out
@@ -45,3 +92,26 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         raise
     finally:
         await ctx.__aexit__(None, None, None)
+
+
+async def anthropic_passthrough(request: web.Request, path: str, raw: bytes, body: dict | None = None,
+                                model: str | None = None) -> web.StreamResponse:
+    """An Anthropic client's request to the Anthropic upstream (`path` is /v1/messages or
+    /v1/messages/count_tokens, whatever prefix the gateway route had): the configured x-api-key,
+    the client's anthropic-version (the configured one when it sent none) and anthropic-beta."""
+    from .app import UPSTREAMS, upstream_auth
+    app = request.app
+    return await forward(request, app[UPSTREAMS]["anthropic"], path, with_model(raw, body, model),
+                         upstream_auth(app, "anthropic", request))
+
+
+async def responses_passthrough(request: web.Request, raw: bytes, body: dict | None = None,
+                                model: str | None = None) -> web.StreamResponse:
+    """For the Responses module: POST /v1/responses forwarded to the OpenAI upstream
+    (openai_base_url + /responses) with the configured openai_api_key as the bearer token,
+    streaming untouched. Call it when resolve(app, body["model"], "openai") says passthrough;
+    pass the parsed `body` and the resolved `model` so an aliased model name is rewritten."""
+    from .app import UPSTREAMS, upstream_auth
+    app = request.app
+    return await forward(request, app[UPSTREAMS]["openai"], "/responses", with_model(raw, body, model),
+                         upstream_auth(app, "openai", request))

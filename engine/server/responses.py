@@ -1,0 +1,244 @@
+"""OpenAI Responses API: POST /v1/responses (stream and not), GET and DELETE /v1/responses/{id},
+POST /v1/responses/{id}/submit_tool_outputs; translated to Anthropic or passed through to OpenAI.
+
+Every translation is a spec of the `responses-to-messages` pair (request, response, stream, error,
+submit); this module only moves data between them, the upstream and the response store:
+
+* previous_response_id loads the stored record {input, output, instructions, request} and hands it
+  to the specs as `prev`; the request spec puts that conversation before the new input.
+* the request spec's `vars.items` is the whole conversation before this response and
+  `vars.tools_in` / `vars.instructions` what applied; the response spec's `vars.items` (or the
+  stream spec's `state.items`) every output item, encrypted_content included; `state.final` (or
+  the response body) the response object the client saw. Those make the next record.
+* the record is written before the client receives the final event, so a client that chains the
+  next request at once finds it. store:false writes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+
+from ..functions import TranslationError, new_id
+from ..stream import StreamTranslator
+from . import passthrough, translate
+from .app import CONFIG, UPSTREAMS, add_pair, pair_for, resolve, spec_scope, upstream_auth
+from .errors import ApiError
+
+log = logging.getLogger("engine.responses")
+
+PAIR = "responses-to-messages"
+STORE = web.AppKey("response_store", object)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_NOT_STORED = ("input", "previous_response_id", "stream")
+
+
+# ---------------------------------------------------------------- store
+
+async def _store_ctx(app: web.Application):
+    from ..store import open_store
+    cfg = app[CONFIG]
+    app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds)
+    yield
+    await app[STORE].close()
+
+
+async def _load(app, response_id: str, param: str | None = None) -> dict:
+    """The stored record, or the 404 OpenAI answers for an unknown (or expired) id."""
+    try:
+        record = await app[STORE].get(response_id)
+    except Exception as e:  # StoreError, or the backend's own
+        log.error("response store: get %s failed: %s", response_id, e)
+        raise ApiError(503, f"the response store is unavailable: {e}", type="server_error",
+                       code="store_unavailable") from None
+    if record is None:
+        if param == "previous_response_id":
+            raise ApiError(404, f"Previous response with id '{response_id}' not found.", param=param,
+                           code="previous_response_not_found")
+        raise ApiError(404, f"No response found with id '{response_id}'.", param=param, code="not_found")
+    return record
+
+
+async def _save(app, record: dict) -> None:
+    try:
+        await app[STORE].put(record["id"], record)
+    except Exception as e:
+        # the client still gets its answer; only chaining on it will fail
+        log.error("response store: put %s failed: %s", record["id"], e)
+
+
+def _record(response_id: str, body: dict, req_vars: dict, response: dict, items: list) -> dict:
+    request = {k: v for k, v in body.items() if k not in _NOT_STORED}
+    if req_vars.get("tools_in"):
+        request["tools"] = req_vars["tools_in"]
+    return {"id": response_id, "response": response, "input": req_vars.get("items") or [],
+            "output": items or [], "instructions": req_vars.get("instructions"), "request": request}
+
+
+# ---------------------------------------------------------------- handlers
+
+async def create_response(request: web.Request):
+    app = request.app
+    raw = await request.read()
+    body = translate.parse_body(raw, "openai/responses.request")
+    provider, target, mode = resolve(app, body["model"], "openai")
+    if mode == "passthrough":
+        return await passthrough.forward(request, app[UPSTREAMS][provider], "/responses", raw,
+                                         upstream_auth(app, provider))
+    return await _translated(request, body, provider, target)
+
+
+async def get_response(request: web.Request):
+    record = await _load(request.app, request.match_info["id"])
+    return web.Response(body=_dumps(record["response"]).encode(), content_type="application/json")
+
+
+async def delete_response(request: web.Request):
+    rid = request.match_info["id"]
+    try:
+        deleted = await request.app[STORE].delete(rid)
+    except Exception as e:
+        raise ApiError(503, f"the response store is unavailable: {e}", type="server_error",
+                       code="store_unavailable") from None
+    if not deleted:
+        raise ApiError(404, f"No response found with id '{rid}'.", code="not_found")
+    return web.json_response({"id": rid, "object": "response.deleted", "deleted": True})
+
+
+async def submit_tool_outputs(request: web.Request):
+    """Continues a stored response that stopped for tool calls: the outputs become the input of a
+    new response chained to it by previous_response_id (the submit spec builds that request)."""
+    app = request.app
+    rid = request.match_info["id"]
+    try:
+        sub = json.loads(await request.read() or b"{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    if not isinstance(sub, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    record = await _load(app, rid)
+    model = (record.get("request") or {}).get("model") or ""
+    provider, target, mode = resolve(app, model, "openai")
+    if mode == "passthrough":
+        raise ApiError(400, f"response '{rid}' was made for model '{model}', which this gateway now passes "
+                            "through to OpenAI: submit the tool outputs there.", code="passthrough_only")
+    spec = pair_for(app, PAIR, target).specs["submit"]
+    body = _apply(spec, src=sub, req=record)
+    return await _translated(request, body, provider, target, prev=record)
+
+
+def setup(app: web.Application):
+    add_pair(app, PAIR, client_api="openai", request_schema="openai/responses.request",
+             upstream_path="/v1/messages")
+    app.cleanup_ctx.append(_store_ctx)
+    for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/responses", create_response)
+        app.router.add_get(prefix + "/responses/{id}", get_response)
+        app.router.add_delete(prefix + "/responses/{id}", delete_response)
+        app.router.add_post(prefix + "/responses/{id}/submit_tool_outputs", submit_tool_outputs)
+
+
+# ---------------------------------------------------------------- the translated path
+
+def _apply(spec, **scope):
+    """check + template of a request-kind spec; returns the output (vars stay in the scope)."""
+    out, _ = _apply_vars(spec, **scope)
+    return out
+
+
+def _apply_vars(spec, **scope):
+    try:
+        sc = spec.scope(**scope)
+        failed = spec.check(sc)
+        if failed:
+            param, message, status, code = failed
+            raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
+        return spec.template(sc), sc.get("vars") or {}
+    except TranslationError as e:
+        raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
+
+
+async def _translated(request: web.Request, body: dict, provider: str, target: str, prev: dict | None = None):
+    app = request.app
+    pair = pair_for(app, PAIR, target)
+    if prev is None and body.get("previous_response_id"):
+        prev = await _load(app, body["previous_response_id"], "previous_response_id")
+    auth = upstream_auth(app, provider)
+    id_base = new_id("")
+    response_id = "resp_" + id_base
+    scope = {**spec_scope(app, target, request), "prev": prev, "id_base": id_base, "response_id": response_id}
+    out_body, req_vars = _apply_vars(pair.specs["request"], src=body, **scope)
+    store = body.get("store") is not False
+    upstream = app[UPSTREAMS][provider]
+    try:
+        ctx = upstream.post(pair.upstream_path, _dumps(out_body).encode(), auth)
+        resp = await ctx.__aenter__()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {type(e).__name__}: {e}",
+                       code="upstream_unreachable", type="server_error") from None
+    try:
+        if resp.status != 200:
+            raise await translate.upstream_error(pair, resp, upstream.name)
+        if not body.get("stream"):
+            try:
+                data = await resp.json(content_type=None)
+            except (ValueError, aiohttp.ClientError) as e:
+                raise ApiError(502, f"the upstream sent an unreadable response: {e}", type="server_error") from None
+            spec = pair.specs["response"]
+            sc = spec.scope(src=data, req=body, **scope)
+            result = spec.template(sc)
+            if store:
+                await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items")))
+            return web.Response(body=_dumps(result).encode(), content_type="application/json")
+        save = (lambda final, items: _save(app, _record(response_id, body, req_vars, final, items))) if store else None
+        return await _stream(request, pair, resp, body, scope, save)
+    finally:
+        await ctx.__aexit__(None, None, None)
+
+
+async def _stream(request, pair, resp, body: dict, scope: dict, save) -> web.StreamResponse:
+    """translate._stream, plus: the record is saved before the final event reaches the client."""
+    translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
+    out = web.StreamResponse(status=200, headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no"})
+    await out.prepare(request)
+    state = {"last": time.monotonic()}
+    keepalive = asyncio.create_task(translate._keepalive(out, pair.keepalive,
+                                                         scope.get("keepalive_seconds") or 15.0, state))
+    saved = False
+
+    async def write(data: bytes):
+        nonlocal saved
+        if not saved and save is not None and translator.state.get("final") is not None:
+            saved = True
+            await save(translator.state["final"], translator.state.get("items"))
+        if data:
+            state["last"] = time.monotonic()
+            await out.write(data)
+
+    try:
+        await write(translator.encode(translator.start()))
+        try:
+            async for chunk in resp.content.iter_any():
+                data = translator.feed(chunk)
+                if data:
+                    await write(data)
+                if translator.ended:
+                    break
+            tail = translator.finish()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            tail = translator.encode(translator.fail(
+                f"the upstream connection failed mid-stream: {type(e).__name__}", "api_error"))
+        await write(tail)
+        await out.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        resp.close()
+        raise
+    finally:
+        keepalive.cancel()
+    return out
