@@ -1,7 +1,8 @@
-"""`engine serve | check | translate | replay`."""
+"""`engine serve | check | translate | replay | bench`."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -36,9 +37,134 @@ def _serve(args) -> int:
     if not cfg.anthropic_api_key:
         log.warning("no Anthropic API key set (anthropic_api_key / TOKLIGENCE_ANTHROPIC_API_KEY): "
                     "requests routed to anthropic will fail until one is set")
-    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None,
+    _raise_nofile()
+    # everything built so far (compiled specs, schemas, modules) lives as long as the process:
+    # out of every later GC pass, and shared copy-on-write with forked workers
+    gc.collect()
+    gc.freeze()
+    workers = cfg.worker_count
+    if workers <= 1:
+        web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True,
+                    shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
+        return 0
+    return _supervise(workers, lambda: _run_worker(app, cfg), log, cfg.port)
+
+
+def _raise_nofile():
+    """Soft open-files limit up to the hard one: each open stream holds two sockets."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _run_worker(app, cfg) -> None:
+    """One of N worker processes: its own socket on the shared port (SO_REUSEPORT, the kernel
+    spreads connections), its own event loop and upstream sessions. Answers carry
+    `x-engine-worker: <pid>`. The first SIGTERM/SIGINT starts a graceful stop; repeats (the
+    parent forwards what the process group may also have received) are ignored."""
+    import asyncio
+    import os
+    import signal
+    from aiohttp import web
+
+    pid = str(os.getpid())
+
+    async def tag(request, response):
+        response.headers["x-engine-worker"] = pid
+
+    async def signals_once(app):
+        loop = asyncio.get_running_loop()
+        fired = []
+
+        def stop():
+            if not fired:
+                fired.append(True)
+                raise web.GracefulExit()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+
+    app.on_response_prepare.append(tag)
+    app.on_startup.append(signals_once)
+    logging.getLogger("engine").info("worker %s serving on http://%s:%s", pid, cfg.host, cfg.port)
+    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True, reuse_port=True,
                 shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
-    return 0
+
+
+def _supervise(n: int, run, log, port) -> int:
+    """Parent of `n` forked workers: forwards SIGTERM/SIGINT to them and exits when they have
+    all exited. A worker that dies on its own after running a while is replaced; one that dies
+    within seconds of starting (bad port, bad config) stops them all, with its exit code."""
+    import os
+    import signal
+    import traceback
+
+    children: dict[int, float] = {}
+    state = {"stopping": False, "code": 0}
+
+    def spawn():
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                run()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for h in logging.getLogger().handlers:
+                    try:
+                        h.flush()
+                    except Exception:
+                        pass
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = time.monotonic()
+        return pid
+
+    def forward(signum, frame):
+        state["stopping"] = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(n):
+        spawn()
+    log.info("engine: %d workers on port %s (SO_REUSEPORT), pids %s", n, port,
+             " ".join(map(str, children)))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None:
+            continue
+        rc = os.waitstatus_to_exitcode(status)
+        if state["stopping"]:
+            continue
+        if time.monotonic() - started > 5.0:
+            log.warning("worker %s exited (code %s); starting another", pid, rc)
+            spawn()
+        else:
+            log.error("worker %s exited at start (code %s); stopping the others", pid, rc)
+            state["code"] = rc or 1
+            forward(signal.SIGTERM, None)
+    return state["code"]
 
 
 def _check(args) -> int:
@@ -157,5 +283,34 @@ def main(argv=None) -> int:
     r.add_argument("--mappings")
     r.set_defaults(fn=_replay)
 
+    b = sub.add_parser("bench", help="benchmark: the gateway beside a plain byte proxy, one table of ratios")
+    b.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
+    b.add_argument("--micro-only", action="store_true", help="only the engine alone: µs per event / request")
+    b.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
+                   help="non-stream load generator (auto: wrk if installed)")
+    b.add_argument("--duration", type=float, help="seconds per measured load run")
+    b.add_argument("--open-streams", type=int, help="streams held open at once for the RSS test (default 1000)")
+    b.add_argument("--workers", type=int, help="worker count for the scaling row (default 2; 0 skips it)")
+    b.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
+    b.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    b.set_defaults(fn=_bench)
+
     args = p.parse_args(argv)
     return args.fn(args)
+
+
+def _bench(args) -> int:
+    from .bench import runner
+
+    over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro}
+    if args.duration:
+        over["duration"] = args.duration
+    if args.open_streams is not None:
+        over["open_streams"] = args.open_streams
+    if args.workers is not None:
+        over["workers"] = args.workers
+    try:
+        return runner.main(quick_run=args.quick, micro_only=args.micro_only, **over)
+    except RuntimeError as e:
+        print(f"engine bench: {e}", file=sys.stderr)
+        return 2

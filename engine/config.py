@@ -383,6 +383,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "upstream_idle_timeout": _DURATION,
     "upstream_max_retries": _int(0),
     "max_body_bytes": _int(1),
+    "max_json_depth": _int(2),
+    "max_messages": _int(1),
     "keepalive_seconds": _DURATION,
     "shutdown_grace_seconds": _DURATION,
     "forward_client_keys": parse_bool,
@@ -426,6 +428,8 @@ class Config:
     upstream_idle_timeout: float
     upstream_max_retries: int
     max_body_bytes: int
+    max_json_depth: int
+    max_messages: int
     keepalive_seconds: float
     shutdown_grace_seconds: float
     forward_client_keys: bool

@@ -10,7 +10,8 @@ import json
 from .compiler import END, CompiledSpec, Raw
 from .sse import SSEDecoder
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from .nodes import dumps as _dumps
+
 _loads = json.loads
 
 

@@ -43,6 +43,8 @@ def gateway_env(fake_anthropic: FakeUpstream, fake_openai: FakeUpstream, data_di
         "TOKLIGENCE_ANTHROPIC_API_KEY": UPSTREAM_ANTHROPIC_KEY,
         "TOKLIGENCE_OPENAI_API_KEY": UPSTREAM_OPENAI_KEY,
         "TOKLIGENCE_DATA_DIR": str(data_dir),
+        # the shared gateways test how errors map; retries are tested on gateways of their own
+        "TOKLIGENCE_UPSTREAM_MAX_RETRIES": "0",
     }
 
 

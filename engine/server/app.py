@@ -12,7 +12,7 @@ from ..catalog import Catalog
 from ..functions import new_id
 from . import ops, translate
 from .errors import ApiError, api_of, render
-from .upstream import Upstream
+from .upstream import RetryPolicy, Upstream
 
 log = logging.getLogger("engine")
 
@@ -87,6 +87,12 @@ def upstream_auth(app, provider: str, request: web.Request | None = None) -> dic
     return {"authorization": f"Bearer {key}"}
 
 
+def limits(app) -> tuple[int, int]:
+    """(max JSON depth, max messages) for request bodies."""
+    cfg = app[CONFIG]
+    return cfg.max_json_depth, cfg.max_messages
+
+
 def spec_scope(app, model: str, request: web.Request) -> dict:
     cfg = app[CONFIG]
     return {"model": model, "cfg": app["spec_cfg"], "keepalive_seconds": cfg.keepalive_seconds}
@@ -147,6 +153,11 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
         "openai": Upstream("openai", cfg.openai_base_url, {"content-type": "application/json"},
                            cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
     }
+
+    policy = RetryPolicy(max_retries=cfg.upstream_max_retries,
+                         first_byte_timeout=cfg.upstream_first_byte_timeout)
+    for up in app[UPSTREAMS].values():
+        up.policy = policy
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():

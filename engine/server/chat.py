@@ -4,13 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import UPSTREAMS, add_pair, pair_for, resolve, spec_scope, upstream_auth
+from .app import UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
 
 
 async def chat_completions(request: web.Request):
     app = request.app
     raw = await request.read()
-    body = translate.parse_body(raw, "openai/chat.request")
+    body = translate.parse_body(raw, "openai/chat.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,

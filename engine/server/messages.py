@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .. import schemas
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, pair_for, resolve, spec_scope, upstream_auth
+from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
 
 PAIR = "messages-to-chat"
@@ -29,15 +29,10 @@ PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 SPEC_CFG = web.AppKey("messages_spec_cfg", dict)
 
 
-def _load(raw: bytes, schema_id: str) -> dict:
+def _load(app, raw: bytes, schema_id: str) -> dict:
     """The JSON object, with a model; full schema validation is left to the translated path (a
     passed-through request is the upstream's to judge)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+    body = translate.load_json(raw, *limits(app))
     if not isinstance(body.get("model"), str) or not body["model"]:
         _validate(body, schema_id)
     return body
@@ -65,7 +60,7 @@ def _upstream(app, provider: str):
 async def messages(request: web.Request):
     app = request.app
     raw = await request.read()
-    body = _load(raw, "anthropic/messages.request")
+    body = _load(app, raw, "anthropic/messages.request")
     provider, target, mode = resolve(app, body["model"], "anthropic")
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages", raw, body, target)
@@ -78,7 +73,7 @@ async def messages(request: web.Request):
 async def count_tokens(request: web.Request):
     app = request.app
     raw = await request.read()
-    body = _load(raw, "anthropic/count_tokens.request")
+    body = _load(app, raw, "anthropic/count_tokens.request")
     provider, target, mode = resolve(app, body["model"], "anthropic")
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages/count_tokens", raw, body, target)

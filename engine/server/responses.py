@@ -15,18 +15,14 @@ submit); this module only moves data between them, the upstream and the response
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 
-import aiohttp
 from aiohttp import web
 
 from ..functions import TranslationError, new_id
-from ..stream import StreamTranslator
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, pair_for, resolve, spec_scope, upstream_auth
+from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
 
 log = logging.getLogger("engine.responses")
@@ -84,7 +80,7 @@ def _record(response_id: str, body: dict, req_vars: dict, response: dict, items:
 async def create_response(request: web.Request):
     app = request.app
     raw = await request.read()
-    body = translate.parse_body(raw, "openai/responses.request")
+    body = translate.parse_body(raw, "openai/responses.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai")
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/responses", raw,
@@ -173,72 +169,20 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
     scope = {**spec_scope(app, target, request), "prev": prev, "id_base": id_base, "response_id": response_id}
     out_body, req_vars = _apply_vars(pair.specs["request"], src=body, **scope)
     store = body.get("store") is not False
-    upstream = app[UPSTREAMS][provider]
-    try:
-        ctx = upstream.post(pair.upstream_path, _dumps(out_body).encode(), auth)
-        resp = await ctx.__aenter__()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {type(e).__name__}: {e}",
-                       code="upstream_unreachable", type="server_error") from None
-    try:
-        if resp.status != 200:
-            raise await translate.upstream_error(pair, resp, upstream.name)
-        if not body.get("stream"):
-            try:
-                data = await resp.json(content_type=None)
-            except (ValueError, aiohttp.ClientError) as e:
-                raise ApiError(502, f"the upstream sent an unreadable response: {e}", type="server_error") from None
-            spec = pair.specs["response"]
-            sc = spec.scope(src=data, req=body, **scope)
-            result = spec.template(sc)
-            if store:
-                await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items")))
-            return web.Response(body=_dumps(result).encode(), content_type="application/json")
-        save = (lambda final, items: _save(app, _record(response_id, body, req_vars, final, items))) if store else None
-        return await _stream(request, pair, resp, body, scope, save)
-    finally:
-        await ctx.__aexit__(None, None, None)
 
+    async def on_result(result, sc):
+        if store:
+            await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items")))
 
-async def _stream(request, pair, resp, body: dict, scope: dict, save) -> web.StreamResponse:
-    """translate._stream, plus: the record is saved before the final event reaches the client."""
-    translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
-    out = web.StreamResponse(status=200, headers={
-        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no"})
-    await out.prepare(request)
-    state = {"last": time.monotonic()}
-    keepalive = asyncio.create_task(translate._keepalive(out, pair.keepalive,
-                                                         scope.get("keepalive_seconds") or 15.0, state))
-    saved = False
+    saved = []
 
-    async def write(data: bytes):
-        nonlocal saved
-        if not saved and save is not None and translator.state.get("final") is not None:
-            saved = True
-            await save(translator.state["final"], translator.state.get("items"))
-        if data:
-            state["last"] = time.monotonic()
-            await out.write(data)
+    async def on_write(translator):
+        # saved before the final event reaches the client, so a client chaining the next
+        # request at once finds this one
+        final = translator.state.get("final")
+        if store and not saved and final is not None:
+            saved.append(True)
+            await _save(app, _record(response_id, body, req_vars, final, translator.state.get("items")))
 
-    try:
-        await write(translator.encode(translator.start()))
-        try:
-            async for chunk in resp.content.iter_any():
-                data = translator.feed(chunk)
-                if data:
-                    await write(data)
-                if translator.ended:
-                    break
-            tail = translator.finish()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
-            tail = translator.encode(translator.fail(
-                f"the upstream connection failed mid-stream: {type(e).__name__}", "api_error"))
-        await write(tail)
-        await out.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        resp.close()
-        raise
-    finally:
-        keepalive.cancel()
-    return out
+    return await translate.call(request, pair, app[UPSTREAMS][provider], body, out_body, scope, auth,
+                                on_result=on_result, on_write=on_write)

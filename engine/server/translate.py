@@ -13,9 +13,11 @@ import aiohttp
 from aiohttp import web
 
 from .. import schemas
-from ..functions import TranslationError, new_id
+from ..functions import TranslationError
 from ..stream import StreamTranslator
+from . import ops
 from .errors import ApiError
+from .upstream import UpstreamUnreachable, open_with_retries
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -32,14 +34,46 @@ class Pair:
     extra_headers: dict = field(default_factory=dict)
 
 
-def parse_body(raw: bytes, schema_id: str) -> dict:
-    """JSON object checked against the client API's schema, or ApiError(400) naming the field."""
+def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
+    """The body as a JSON object within the nesting and message-count limits, else ApiError(400)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, f"the request body is nested deeper than {max_depth} levels") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if _depth(body, max_depth) > max_depth:
+        raise ApiError(400, f"the request body is nested deeper than {max_depth} levels")
+    for key in ("messages", "input"):
+        items = body.get(key)
+        if isinstance(items, list) and len(items) > max_items:
+            raise ApiError(400, f"{key} has {len(items)} entries; this gateway accepts at most {max_items}",
+                           param=key)
+    return body
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth, without recursion; stops counting past the limit."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > limit:
+                return deepest
+        if type(v) is dict:
+            stack.extend((x, d + 1) for x in v.values() if type(x) in (dict, list))
+        elif type(v) is list:
+            stack.extend((x, d + 1) for x in v if type(x) in (dict, list))
+    return deepest
+
+
+def parse_body(raw: bytes, schema_id: str, max_depth: int = 100, max_items: int = 5000) -> dict:
+    """JSON object checked against the client API's schema, or ApiError(400) naming the field."""
+    body = load_json(raw, max_depth, max_items)
     issue = schemas.first_error(schema_id, body)
     if issue is not None:
         raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
@@ -82,76 +116,125 @@ async def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dic
     """Translate, call the upstream, translate back. ApiError for anything the client did wrong
     or the upstream refused before the first byte reached the client."""
     out_body = translate_request(pair, body, scope)
-    stream = bool(body.get("stream"))
+    return await call(request, pair, upstream, body, out_body, scope, upstream_headers)
+
+
+async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict, scope: dict,
+               upstream_headers: dict | None = None, *, on_result=None, on_write=None) -> web.StreamResponse:
+    """Sends an already translated body upstream (retrying before the first byte) and translates
+    the answer back. `on_result(result, scope)` sees a non-streamed result before it is sent;
+    `on_write(translator)` runs before each write of a stream (the Responses store uses both)."""
+    metrics = request.app[ops.METRICS]
+    headers = dict(upstream_headers or ())
+    if request.get("request_id"):
+        headers["x-request-id"] = request["request_id"]
     payload = _dumps(out_body).encode()
     try:
-        ctx = upstream.post(pair.upstream_path, payload, upstream_headers)
-        resp = await ctx.__aenter__()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {type(e).__name__}: {e}",
-                       code="upstream_unreachable", type="server_error") from None
+        ctx, resp = await open_with_retries(
+            lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
+            on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
+    except UpstreamUnreachable as e:
+        metrics.upstream_errors.labels(upstream.name, "unreachable").inc()
+        timed_out = "timed out" in str(e)
+        raise ApiError(504 if timed_out else 502,
+                       f"could not reach the upstream provider ({upstream.name}): {e}",
+                       code="upstream_timeout" if timed_out else "upstream_unreachable",
+                       type="timeout_error" if timed_out else "server_error") from None
+    ops.note(request, upstream_status=resp.status)
     try:
         if resp.status != 200:
+            metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
             raise await upstream_error(pair, resp, upstream.name)
-        if not stream:
+        if not body.get("stream"):
             try:
-                data = await resp.json(content_type=None)
-            except (ValueError, aiohttp.ClientError) as e:
-                raise ApiError(502, f"the upstream sent an unreadable response: {e}", type="server_error") from None
-            result = pair.specs["response"].apply(src=data, req=body, **scope)
+                data = await asyncio.wait_for(resp.json(content_type=None), upstream.idle_timeout)
+            except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
+                               type="server_error") from None
+            usage = data.get("usage") if isinstance(data, dict) else None
+            if isinstance(usage, dict):
+                ops.note(request, tokens_in=usage.get("input_tokens", usage.get("prompt_tokens")),
+                         tokens_out=usage.get("output_tokens", usage.get("completion_tokens")))
+            spec = pair.specs["response"]
+            sc = spec.scope(src=data, req=body, **scope)
+            result = spec.template(sc)
+            if on_result is not None:
+                await on_result(result, sc)
             return web.Response(body=_dumps(result).encode(), content_type="application/json")
-        return await _stream(request, pair, resp, body, scope)
+        return await _stream(request, pair, resp, body, scope, upstream, on_write)
     finally:
         await ctx.__aexit__(None, None, None)
 
 
-async def _stream(request, pair: Pair, resp, body: dict, scope: dict) -> web.StreamResponse:
+async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None) -> web.StreamResponse:
     translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
     out = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no"})
+        "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
     await out.prepare(request)
-    state = {"last": time.monotonic()}
-    keepalive = asyncio.create_task(_keepalive(out, pair.keepalive, scope.get("keepalive_seconds") or 15.0, state))
+    started = request.get("started") or time.monotonic()
+    clock = {"write": time.monotonic(), "read": time.monotonic(), "idle": False, "ttfb": None}
+    metrics = request.app[ops.METRICS]
+    metrics.open_streams.inc()
+    watchdog = asyncio.create_task(_watch(out, resp, pair.keepalive, scope.get("keepalive_seconds") or 15.0,
+                                          upstream.idle_timeout, clock))
+
+    async def write(data: bytes):
+        if on_write is not None:
+            await on_write(translator)
+        if data:
+            if clock["ttfb"] is None:
+                clock["ttfb"] = time.monotonic() - started
+            clock["write"] = time.monotonic()
+            await out.write(data)
+
     try:
-        first = translator.encode(translator.start())
-        if first:
-            await out.write(first)
+        await write(translator.encode(translator.start()))
         try:
             async for chunk in resp.content.iter_any():
+                clock["read"] = time.monotonic()
                 data = translator.feed(chunk)
                 if data:
-                    state["last"] = time.monotonic()
-                    await out.write(data)
+                    await write(data)
                 if translator.ended:
                     break
-            tail = translator.finish()
+            tail = translator.finish() if not clock["idle"] else translator.encode(translator.fail(
+                f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)", "timeout_error"))
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
-            tail = translator.encode(translator.fail(
-                f"the upstream connection failed mid-stream: {type(e).__name__}", "api_error"))
-        if tail:
-            await out.write(tail)
+            why = (f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)" if clock["idle"]
+                   else f"the upstream connection failed mid-stream: {type(e).__name__}")
+            tail = translator.encode(translator.fail(why, "timeout_error" if clock["idle"] else "api_error"))
+        await write(tail)
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
-        # the client went away: leaving the `async with` closes the upstream request at once
+        # the client went away: close the upstream request at once
         resp.close()
         raise
     finally:
-        keepalive.cancel()
+        watchdog.cancel()
+        metrics.open_streams.dec()
+        state = translator.state
+        ops.note(request, ttfb=clock["ttfb"],
+                 tokens_in=(state.get("input_tokens") or 0) + (state.get("cache_read") or 0)
+                 + (state.get("cache_creation") or 0) or None,
+                 tokens_out=state.get("output_tokens"))
     return out
 
 
-async def _keepalive(out: web.StreamResponse, payload: bytes, every: float, state: dict):
-    """Writes a keep-alive while the upstream is silent, so clients and proxies do not time out."""
+async def _watch(out: web.StreamResponse, resp, keepalive: bytes, every: float, idle_timeout: float, clock: dict):
+    """One task per stream: a keep-alive while the upstream is silent, so clients and proxies do
+    not time out, and the idle timeout between upstream reads (never a total timeout)."""
+    tick = max(0.05, min(every, idle_timeout or every) / 4)
     try:
         while True:
-            await asyncio.sleep(every)
-            if time.monotonic() - state["last"] >= every:
-                state["last"] = time.monotonic()
-                await out.write(payload)
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if idle_timeout and now - clock["read"] >= idle_timeout:
+                clock["idle"] = True
+                resp.close()  # the read loop sees the connection end and reports the timeout
+                return
+            if now - clock["write"] >= every:
+                clock["write"] = now
+                await out.write(keepalive)
     except (asyncio.CancelledError, ConnectionResetError, RuntimeError):
         return
-
-
-def stream_id() -> str:
-    return new_id("")

@@ -15,12 +15,15 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self.headers = headers
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.idle_timeout = read_timeout
+        self.policy = RetryPolicy()
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self):
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.read_timeout)
+        # no total timeout (it would cut healthy long streams); the first-byte and idle timeouts
+        # are enforced per request by open_with_retries and the stream watchdog
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              auto_decompress=True, skip_auto_headers=("User-Agent",))
 

@@ -1,0 +1,450 @@
+"""One benchmark run: the byte proxy and the gateway under the same load, one table of ratios.
+
+Phases, in order, all on loopback:
+  1. the fake upstream starts (load CPU); the load generator's ceiling is measured straight at it;
+  2. the byte proxy starts (server CPU): non-stream load at each concurrency, text streams,
+     tool-call streams; it stops;
+  3. `engine serve` starts (server CPU), the same load; it stops;
+  4. 1,000 open streams (the upstream paces its events so they stay open) through a fresh byte
+     proxy, then a fresh gateway: peak RSS and failures;
+  5. `engine serve --workers 2` (both CPUs): the same non-stream and stream load at the highest
+     concurrency, against the 1-worker figures;
+  6. the micro-benchmark of the engine alone (engine.bench.micro).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import micro as micro_mod
+from . import wrk as wrk_mod
+from .procs import Pinning, Proc, free_port, python, status_kb
+from .upstream import model_name, stream_events
+
+PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Settings:
+    duration: float = 5.0            # seconds per measured load run
+    warmup: float = 1.0              # seconds of load before each process's measurements
+    ns_concurrency: tuple = (1, 16, 64)
+    stream_concurrency: tuple = (1, 32)
+    text_deltas: int = 200           # text deltas per stream
+    tool_calls: int = 2              # tool calls per tool stream
+    tool_fragments: int = 50         # argument fragments per tool call
+    open_streams: int = 1000         # streams held open at once for the RSS test
+    open_deltas: int = 40            # text deltas of one such stream...
+    open_pace_ms: int = 100          # ...paced this far apart (so each stays open ~4 s)
+    workers: int = 2                 # 0: skip the --workers phase
+    micro: bool = True
+    micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
+    loadgen: str = "auto"            # auto (wrk if installed) | wrk | python
+    pin: bool = True
+    workdir: Path | None = None
+    log: object = field(default=sys.stderr, repr=False)
+
+
+QUICK = dict(duration=1.5, warmup=0.5, open_deltas=20, open_pace_ms=100)
+
+
+def quick(**over) -> Settings:
+    return replace(Settings(**QUICK), **over)
+
+
+# ---------------------------------------------------------------- bodies
+
+def _body(model: str, stream: bool, tools: bool = False) -> bytes:
+    body = {"model": model, "max_tokens": 1024, "messages": [
+        {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}]}
+    if tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": "search", "description": "Search the web",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"},
+                                                            "limit": {"type": "integer"}},
+                           "required": ["query"]}}}]
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+# ---------------------------------------------------------------- the run
+
+class Bench:
+    def __init__(self, s: Settings):
+        self.s = s
+        self.pin = Pinning(s.pin)
+        self.tmp = None
+        if s.workdir is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="engine-bench-")
+            self.dir = Path(self.tmp.name)
+        else:
+            self.dir = Path(s.workdir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.results: dict = {}
+        self.notes: list[str] = []
+        self.procs: list[Proc] = []
+        self.use_wrk = (s.loadgen == "wrk") or (s.loadgen == "auto" and wrk_mod.available() is not None)
+        if s.loadgen == "wrk" and not wrk_mod.available():
+            raise RuntimeError(wrk_mod.MISSING)
+        self.text_model = model_name("text", n=s.text_deltas)
+        self.tools_model = model_name("tools", n=s.tool_fragments, k=s.tool_calls)
+        self.open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms)
+        self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model)}
+        self.bodies = {}
+        for key, data in {
+            "ns": _body(self.text_model, False),
+            "text": _body(self.text_model, True),
+            "tools": _body(self.tools_model, True, tools=True),
+            "open": _body(self.open_model, True),
+        }.items():
+            path = self.dir / f"body-{key}.json"
+            path.write_bytes(data)
+            self.bodies[key] = path
+
+    def say(self, msg: str):
+        print(f"[bench] {msg}", file=self.s.log, flush=True)
+
+    # -- processes
+    def _start(self, name: str, cmd: list[str], cpus: str | None, port: int, env=None, health=None) -> Proc:
+        p = Proc(name, self.pin.prefix(cpus) + cmd, env=env, log=self.dir / f"{name}.log")
+        self.procs.append(p)
+        p.wait_port(port, path=health)
+        return p
+
+    def _stop(self, p: Proc):
+        p.stop()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def start_upstream(self):
+        self.up_port = free_port()
+        self.upstream = self._start("upstream", [python(), "-m", "engine.bench.upstream", "--port",
+                                                 str(self.up_port)], self.pin.load_cpus, self.up_port)
+        self.up_url = f"http://127.0.0.1:{self.up_port}"
+
+    def start_proxy(self) -> tuple[Proc, str]:
+        port = free_port()
+        p = self._start("byte-proxy", [python(), "-m", "engine.bench.proxy", "--port", str(port),
+                                       "--upstream", self.up_url], self.pin.server_cpus, port)
+        return p, f"http://127.0.0.1:{port}"
+
+    def start_engine(self, workers: int = 1) -> tuple[Proc, str]:
+        port = free_port()
+        data = self.dir / f"data-{port}"
+        data.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKLIGENCE_")}
+        env.update({"TOKLIGENCE_ANTHROPIC_BASE_URL": self.up_url, "TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-bench",
+                    "TOKLIGENCE_DATA_DIR": str(data)})
+        for k in [k for k in os.environ if k.startswith("TOKLIGENCE_")]:
+            env[k] = ""  # the bench measures the defaults, not the caller's config
+        env.pop("TOKLIGENCE_CONFIG", None)
+        cmd = [python(), "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if workers != 1:
+            cmd += ["--workers", str(workers)]
+        cpus = self.pin.server_cpus if workers == 1 else self.pin.all_cpus
+        p = self._start(f"engine-w{workers}", cmd, cpus, port, env=env, health="/health")
+        return p, f"http://127.0.0.1:{port}"
+
+    # -- load
+    def nonstream(self, base: str, conc: int, duration: float | None = None) -> dict:
+        d = self.s.duration if duration is None else duration
+        if self.use_wrk:
+            return wrk_mod.run(base + PATH, self.bodies["ns"], conc, d, self.pin.prefix(self.pin.load_cpus),
+                               self.dir)
+        return self.client(base, "ns", conc, d)
+
+    def client(self, base: str, body: str, conc: int, duration: float | None = None, mode: str = "duration",
+               warmup: float = 0.0) -> dict:
+        d = self.s.duration if duration is None else duration
+        cmd = self.pin.prefix(self.pin.load_cpus) + [
+            python(), "-m", "engine.bench.client", "--url", base + PATH, "--body", str(self.bodies[body]),
+            "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        if out.returncode != 0:
+            raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def stream(self, base: str, kind: str, conc: int) -> dict:
+        r = self.client(base, kind, conc, warmup=min(self.s.warmup, 1.0))
+        model = self.text_model if kind == "text" else self.tools_model
+        r["events_per_stream"] = self.events[model]
+        r["events_s"] = r["ok"] * self.events[model] / r["elapsed"] if r["elapsed"] else 0.0
+        return r
+
+    def warm(self, base: str):
+        d = max(self.s.warmup, 0.2)
+        if self.use_wrk:
+            wrk_mod.run(base + PATH, self.bodies["ns"], 16, max(1.0, d), self.pin.prefix(self.pin.load_cpus),
+                        self.dir)
+        else:
+            self.client(base, "ns", 16, d)
+        self.client(base, "text", 8, d)
+
+    def load_all(self, name: str, base: str):
+        R = self.results.setdefault(name, {})
+        self.warm(base)
+        for c in self.s.ns_concurrency:
+            self.say(f"{name}: non-stream, concurrency {c}")
+            R[f"ns{c}"] = self.nonstream(base, c)
+        for c in self.s.stream_concurrency:
+            self.say(f"{name}: text streams ({self.events[self.text_model]} events each), concurrency {c}")
+            R[f"text{c}"] = self.stream(base, "text", c)
+        c = max(self.s.stream_concurrency)
+        self.say(f"{name}: tool-call streams ({self.events[self.tools_model]} events each), concurrency {c}")
+        R[f"tools{c}"] = self.stream(base, "tools", c)
+
+    def open_streams(self, name: str, start) -> dict:
+        proc, base = start()
+        pids = proc.tree()
+        idle = sum(status_kb(p, "VmRSS") for p in pids)
+        n = self.s.open_streams
+        self.say(f"{name}: {n} streams open at once ({self.s.open_deltas} deltas, {self.s.open_pace_ms} ms apart)")
+        peak = [idle]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], sum(status_kb(p, "VmRSS") for p in pids))
+                stop.wait(0.05)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            r = self.client(base, "open", n, duration=0, mode="once")
+        finally:
+            stop.set()
+            th.join()
+        hwm = sum(status_kb(p, "VmHWM") for p in pids)
+        r["rss_idle_mb"] = idle / 1024
+        r["rss_peak_mb"] = max(peak[0], hwm) / 1024
+        self._stop(proc)
+        return r
+
+    def run(self) -> dict:
+        s = self.s
+        self.pin.pin_self()
+        t0 = time.monotonic()
+        self.say(self.pin.describe())
+        if not self.use_wrk:
+            self.say(wrk_mod.MISSING if not wrk_mod.available() else "non-stream load: asyncio client (--loadgen python)")
+        try:
+            self.start_upstream()
+            D = self.results.setdefault("direct", {})
+            self.say("load generator ceiling: straight at the fake upstream")
+            self.warm(self.up_url)
+            D["ns1"] = self.nonstream(self.up_url, 1)
+            D[f"ns{max(s.ns_concurrency)}"] = self.nonstream(self.up_url, max(s.ns_concurrency))
+            c = max(s.stream_concurrency)
+            D[f"text{c}"] = self.stream(self.up_url, "text", c)
+            D["text1"] = self.stream(self.up_url, "text", 1)
+
+            proxy, base = self.start_proxy()
+            self.load_all("proxy", base)
+            self._stop(proxy)
+
+            engine, base = self.start_engine()
+            self.load_all("engine", base)
+            self._stop(engine)
+
+            if s.open_streams:
+                self.results["proxy"]["open"] = self.open_streams("proxy", self.start_proxy)
+                self.results["engine"]["open"] = self.open_streams("engine", self.start_engine)
+
+            if s.workers and s.workers > 1:
+                w = s.workers
+                eng, base = self.start_engine(workers=w)
+                W = self.results.setdefault(f"engine-w{w}", {})
+                self.warm(base)
+                cn, cs = max(s.ns_concurrency), max(s.stream_concurrency)
+                self.say(f"engine --workers {w}: non-stream concurrency {cn}, text streams concurrency {cs}")
+                W[f"ns{cn}"] = self.nonstream(base, cn)
+                W[f"text{cs}"] = self.stream(base, "text", cs)
+                self._stop(eng)
+        finally:
+            for p in list(self.procs):
+                self._stop(p)
+        if s.micro:
+            self.say("micro-benchmark of the engine alone")
+            self.results["micro"] = micro_mod.run(quick=s.duration < 3, budget=s.micro_budget)
+        self.results["seconds"] = time.monotonic() - t0
+        return self.results
+
+    def close(self):
+        for p in list(self.procs):
+            self._stop(p)
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+# ---------------------------------------------------------------- the table
+
+def _fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "ms":
+        return f"{v:.2f}"
+    if kind == "mb":
+        return f"{v:.1f}"
+    return str(v)
+
+
+def rows(res: dict, s: Settings) -> list[dict]:
+    """Every row of the table: label, direct / proxy / engine values, engine/proxy ratio, target."""
+    D, P, E = res.get("direct", {}), res.get("proxy", {}), res.get("engine", {})
+    out = []
+
+    def row(label, key, field, kind, target=None, better="high", direct=True):
+        d = D.get(key, {}).get(field) if direct else None
+        p, e = P.get(key, {}).get(field), E.get(key, {}).get(field)
+        out.append(_row(label, d, p, e, kind, target, better))
+
+    for c in s.ns_concurrency:
+        tgt = 0.8 if c == max(s.ns_concurrency) else None
+        row(f"non-stream c={c}: requests/s", f"ns{c}", "rps", "int", tgt, "high", f"ns{c}" in D)
+        row(f"non-stream c={c}: latency p50 ms", f"ns{c}", "lat_p50", "ms", None, "low", f"ns{c}" in D)
+        row(f"non-stream c={c}: latency p99 ms", f"ns{c}", "lat_p99", "ms", None, "low", f"ns{c}" in D)
+        if c == 1:
+            base = D.get("ns1", {}).get("lat_p50")
+            p, e = P.get("ns1", {}).get("lat_p50"), E.get("ns1", {}).get("lat_p50")
+            out.append(_row("non-stream c=1: added p50 ms (over upstream)", base,
+                            None if p is None or base is None else p - base,
+                            None if e is None or base is None else e - base, "ms", 1.25, "low"))
+    for c in s.stream_concurrency:
+        k = f"text{c}"
+        row(f"text stream c={c}: TTFT p50 ms", k, "ttft_p50", "ms", 2.0 if c == max(s.stream_concurrency) else None,
+            "low", k in D)
+        row(f"text stream c={c}: full stream p50 ms", k, "lat_p50", "ms", None, "low", k in D)
+        row(f"text stream c={c}: events/s", k, "events_s", "int", 0.5 if c == max(s.stream_concurrency) else None,
+            "high", k in D)
+    c = max(s.stream_concurrency)
+    row(f"tool stream c={c}: TTFT p50 ms", f"tools{c}", "ttft_p50", "ms", None, "low", False)
+    row(f"tool stream c={c}: events/s", f"tools{c}", "events_s", "int", None, "high", False)
+    if "open" in E or "open" in P:
+        n = s.open_streams
+        row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)
+        pr = _row(f"{n:,} open streams: peak RSS MB", None, P.get("open", {}).get("rss_peak_mb"),
+                  E.get("open", {}).get("rss_peak_mb"), "mb", None, "low")
+        e = E.get("open", {}).get("rss_peak_mb")
+        pr["target"] = "<= 100 MB"
+        pr["verdict"] = "-" if e is None else ("met" if e <= 100 else "MISSED")
+        out.append(pr)
+        row(f"{n:,} open streams: most open at once", "open", "max_open", "int", None, "high", False)
+        fr = _row(f"{n:,} open streams: failed", None, P.get("open", {}).get("failed"),
+                  E.get("open", {}).get("failed"), "int", None, "low")
+        fr["ratio"] = ""
+        fr["target"] = "0 failed"
+        ef = E.get("open", {}).get("failed")
+        fr["verdict"] = "-" if ef is None else ("met" if ef == 0 else "MISSED")
+        out.append(fr)
+    fails = {name: sum(v.get("failed", 0) for k, v in res.get(name, {}).items() if isinstance(v, dict) and k != "open")
+             for name in ("direct", "proxy", "engine")}
+    fr = _row("failed requests/streams (all load runs above)", fails["direct"], fails["proxy"], fails["engine"],
+              "int", None, "low")
+    fr["ratio"] = ""
+    out.append(fr)
+    for name in [k for k in res if k.startswith("engine-w")]:
+        W = res[name]
+        w = name.split("-w")[1]
+        cn, cs = max(s.ns_concurrency), max(s.stream_concurrency)
+        for label, key, fld in ((f"--workers {w}: non-stream c={cn} requests/s", f"ns{cn}", "rps"),
+                                (f"--workers {w}: text stream c={cs} events/s", f"text{cs}", "events_s")):
+            one, many = E.get(key, {}).get(fld), W.get(key, {}).get(fld)
+            out.append({"label": label, "direct": "", "proxy": "1 worker: " + _fmt(one, "int"),
+                        "engine": _fmt(many, "int"),
+                        "ratio": "-" if not one or many is None else f"{many / one:.2f}x vs 1 worker",
+                        "target": "", "verdict": ""})
+    return out
+
+
+def _row(label, d, p, e, kind, target, better) -> dict:
+    ratio = None
+    if p is not None and e is not None and p > 0:
+        ratio = e / p
+    verdict = ""
+    tgt = ""
+    if target is not None:
+        tgt = (">= " if better == "high" else "<= ") + f"{target:g}x"
+        if ratio is None:
+            verdict = "-"
+        else:
+            verdict = "met" if (ratio >= target if better == "high" else ratio <= target) else "MISSED"
+    return {"label": label, "direct": _fmt(d, kind), "proxy": _fmt(p, kind), "engine": _fmt(e, kind),
+            "ratio": "-" if ratio is None else f"{ratio:.2f}x", "target": tgt, "verdict": verdict}
+
+
+def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
+    import aiohttp
+
+    R = rows(res, s)
+    heads = ("metric", "upstream direct", "byte proxy", "engine", "engine/proxy", "target", "")
+    widths = [max(len(heads[i]), *(len(str(r[k])) for r in R))
+              for i, k in enumerate(("label", "direct", "proxy", "engine", "ratio", "target", "verdict"))]
+    line = lambda cells: "  ".join(  # noqa: E731
+        (str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])) for i, c in enumerate(cells)).rstrip()
+    D = res.get("direct", {})
+    cn, cs = max(s.ns_concurrency), max(s.stream_concurrency)
+    lg = "wrk -t1" if use_wrk else "asyncio client (wrk missing)"
+    head = [
+        "engine bench: byte proxy vs engine serve, same load, same run (loopback)",
+        f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
+        f"{pin.describe()}",
+        f"load: non-stream via {lg}; streams via the asyncio client; {s.duration:g} s per measured run; "
+        f"text stream = {len(stream_events(model_name('text', n=s.text_deltas)))} upstream events, "
+        f"tool stream = {len(stream_events(model_name('tools', n=s.tool_fragments, k=s.tool_calls)))}",
+        f"load generator ceiling (straight at the fake upstream, same CPU): non-stream c={cn} "
+        f"{_fmt(D.get(f'ns{cn}', {}).get('rps'), 'int')} req/s, text streams c={cs} "
+        f"{_fmt(D.get(f'text{cs}', {}).get('events_s'), 'int')} events/s",
+        "",
+        line(heads),
+        line(["-" * w for w in widths]),
+    ]
+    body = [line([r["label"], r["direct"], r["proxy"], r["engine"], r["ratio"], r["target"], r["verdict"]])
+            for r in R]
+    notes = ["",
+             "events/s: upstream events carried per second, all streams together (streams completed x events "
+             "per stream / time). TTFT: request sent -> first text delta (or argument fragment) received.",
+             "added p50: p50 latency minus the p50 straight at the upstream. ratio: engine / byte proxy."]
+    if s.workers and s.workers > 1:
+        notes.append(f"--workers {s.workers}: both CPUs for the gateway, so its workers share CPU "
+                     f"{pin.load_cpus or '-'} with the upstream and the load generator: the gain shown is a "
+                     "floor, not what a dedicated machine gives.")
+    micro = res.get("micro")
+    out = "\n".join(head + body + notes)
+    if micro:
+        out += "\n\n" + micro_mod.render(micro)
+        for r in micro["stream"]:
+            if r["beyond_us_event"] is not None:
+                ok = "met" if r["beyond_us_event"] <= 5 else "MISSED"
+                out += f"\ntarget <= 5 µs/event beyond json decode/encode, {r['spec']}: " \
+                       f"{r['beyond_us_event']:.2f} µs  {ok}"
+    out += f"\n\n(run took {res.get('seconds', 0):.0f} s)"
+    return out
+
+
+def main(quick_run: bool = False, micro_only: bool = False, **over) -> int:
+    if micro_only:
+        print(micro_mod.render(micro_mod.run(quick=quick_run)))
+        return 0
+    s = quick(**over) if quick_run else Settings(**over)
+    b = Bench(s)
+    try:
+        res = b.run()
+        print(render(res, s, b.pin, b.use_wrk))
+        failed = sum(v.get("failed", 0) for name in ("proxy", "engine") for v in res.get(name, {}).values()
+                     if isinstance(v, dict))
+        return 0 if failed == 0 else 1
+    finally:
+        b.close()
