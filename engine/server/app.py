@@ -23,24 +23,34 @@ PAIRS = web.AppKey("pairs", dict)
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler):
+async def middleware(request: web.Request, handler):
+    """The one middleware (each layer costs every request): request id, gateway key, errors in
+    the caller's API shape, then the access log line and the metrics."""
+    start = time.monotonic()
     rid = request.headers.get("x-request-id") or new_id("req_")
     request["request_id"] = rid
+    request["started"] = start
+    status = 499  # the client went away before an answer
     try:
-        resp = await handler(request)
-    except ApiError as e:
-        resp = render(api_of(request.path), e, rid)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
-                                                     type="server_error"), rid)
-    if not resp.prepared:
-        resp.headers["x-request-id"] = rid
-    return resp
+        try:
+            ops.check_key(request)
+            resp = await handler(request)
+        except ApiError as e:
+            resp = render(api_of(request.path), e, rid)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
+                                                         type="server_error"), rid)
+        if not resp.prepared:
+            resp.headers["x-request-id"] = rid
+        status = resp.status
+        return resp
+    finally:
+        ops.record(request, status, time.monotonic() - start)
 
 
 
@@ -141,7 +151,7 @@ def pair_for(app, name: str, model: str) -> translate.Pair:
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     catalog = catalog or Catalog.load()
-    app = web.Application(middlewares=[ops.access_middleware, errors_middleware, ops.auth_middleware],
+    app = web.Application(middlewares=[middleware],
                           client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog

@@ -70,6 +70,15 @@ class Metrics:
                                        ["provider", "status"], registry=r)
         self.retries = Counter("engine_upstream_retries", "Upstream retries", ["provider"], registry=r)
         self.open_streams = Gauge("engine_open_streams", "Streams being forwarded now", registry=r)
+        self._children: dict = {}
+
+    def child(self, metric, *labels):
+        """metric.labels(...) remembered: labels() takes a lock and rebuilds its key each call."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
 
 def setup(app: web.Application, cfg):
@@ -83,44 +92,30 @@ async def metrics_handler(request: web.Request):
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler):
+def check_key(request: web.Request):
     ring = request.app[KEYRING]
     if ring is not None and request.path not in OPEN_PATHS and not ring.accepts(presented_key(request)):
         raise ApiError(401, "Missing or invalid gateway API key: send it as 'Authorization: Bearer KEY' "
                             "or 'x-api-key: KEY'.", code="invalid_api_key", type="authentication_error")
-    return await handler(request)
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler):
-    start = time.monotonic()
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    finally:
-        _record(request, status, time.monotonic() - start)
-
-
-def _record(request: web.Request, status: int, elapsed: float):
+def record(request: web.Request, status: int, elapsed: float):
     info = request.get("log") or {}
     m: Metrics = request.app[METRICS]
     route = info.get("route") or (request.match_info.route.resource.canonical
                                   if request.match_info.route.resource else "unmatched")
     model = info.get("model_label") or "-"
-    m.requests.labels(route, model, str(status)).inc()
-    m.latency.labels(route).observe(elapsed)
+    m.child(m.requests, route, model, str(status)).inc()
+    m.child(m.latency, route).observe(elapsed)
     ttfb = info.get("ttfb")
     if ttfb is not None:
-        m.ttft.labels(route).observe(ttfb)
+        m.child(m.ttft, route).observe(ttfb)
     tin, tout = info.get("tokens_in"), info.get("tokens_out")
     if tin:
-        m.tokens.labels("in", model).inc(tin)
+        m.child(m.tokens, "in", model).inc(tin)
     if tout:
-        m.tokens.labels("out", model).inc(tout)
-    if request.path == "/metrics" or request.path == "/health":
+        m.child(m.tokens, "out", model).inc(tout)
+    if request.path in OPEN_PATHS or request.path == "/metrics" or not log.isEnabledFor(logging.INFO):
         return
     fields = {
         "method": request.method, "path": request.path, "route": route, "model": info.get("model"),

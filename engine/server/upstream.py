@@ -75,7 +75,8 @@ async def open_with_retries(send, policy: RetryPolicy, on_retry=None):
     while True:
         ctx = send()
         try:
-            resp = await asyncio.wait_for(ctx.__aenter__(), policy.first_byte_timeout)
+            async with asyncio.timeout(policy.first_byte_timeout):  # no task per request, unlike wait_for
+                resp = await ctx.__aenter__()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             if attempt >= policy.max_retries:
                 kind = "timed out waiting for the first byte" if isinstance(e, asyncio.TimeoutError) \
