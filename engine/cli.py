@@ -34,6 +34,12 @@ def _serve(args) -> int:
     log.info("engine listening on http://%s:%s", cfg.host, cfg.port)
     log.info("routes: %s", cfg.describe_routes())
     log.info("mapping specs: %s", ", ".join(s.ref for s in catalog._latest.values()))
+    if cfg.auth_disabled:
+        log.warning("auth disabled (auth_disabled=true, the dev default): every client is let through "
+                    "without a gateway key")
+    else:
+        log.info("auth enabled: %d gateway key(s); clients send them as Bearer or x-api-key",
+                 len(cfg.all_api_keys()))
     if not cfg.anthropic_api_key:
         log.warning("no Anthropic API key set (anthropic_api_key / TOKLIGENCE_ANTHROPIC_API_KEY): "
                     "requests routed to anthropic will fail until one is set")

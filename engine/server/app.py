@@ -80,16 +80,26 @@ def resolve(app, model: str, client_api: str, request: web.Request | None = None
     return route.provider, target, mode
 
 
+def client_upstream_key(app, request: web.Request | None) -> str | None:
+    """With forward_client_keys, the caller's own provider key: `x-upstream-api-key`, or, when the
+    gateway takes no keys of its own (auth_disabled), the key the client sent as usual."""
+    cfg = app[CONFIG]
+    if request is None or not cfg.forward_client_keys:
+        return None
+    return request.headers.get("x-upstream-api-key") or (ops.presented_key(request) if cfg.auth_disabled else None)
+
+
 def upstream_auth(app, provider: str, request: web.Request | None = None) -> dict:
     cfg = app[CONFIG]
+    own = client_upstream_key(app, request)
     if provider == "anthropic":
-        key = cfg.anthropic_api_key
+        key = own or cfg.anthropic_api_key
         if not key:
             raise ApiError(500, "No Anthropic API key is set on the gateway: set anthropic_api_key in the "
                                 "config file or TOKLIGENCE_ANTHROPIC_API_KEY in its environment.",
                            code="upstream_key_missing", type="server_error")
         return {"x-api-key": key, "anthropic-version": cfg.anthropic_version}
-    key = cfg.openai_api_key
+    key = own or cfg.openai_api_key
     if not key:
         raise ApiError(500, "No OpenAI API key is set on the gateway: set openai_api_key in the config file "
                             "or TOKLIGENCE_OPENAI_API_KEY in its environment.",

@@ -14,9 +14,9 @@ async def chat_completions(request: web.Request):
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
-                                         upstream_auth(app, provider))
+                                         upstream_auth(app, provider, request))
     pair = pair_for(app, "chat-to-messages", target)
-    auth = upstream_auth(app, provider)
+    auth = upstream_auth(app, provider, request)
     return await translate.run(request, pair, app[UPSTREAMS][provider], body,
                                spec_scope(app, target, request), auth)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -70,6 +69,10 @@ class Metrics:
                                        ["provider", "status"], registry=r)
         self.retries = Counter("engine_upstream_retries", "Upstream retries", ["provider"], registry=r)
         self.open_streams = Gauge("engine_open_streams", "Streams being forwarded now", registry=r)
+        self.tasks = Gauge("engine_asyncio_tasks", "asyncio tasks alive in this process", registry=r)
+        self.tasks.set_function(_task_count)
+        self.upstream_connections = Gauge("engine_upstream_connections", "Upstream connections in use",
+                                          registry=r)
         self._children: dict = {}
 
     def child(self, metric, *labels):
@@ -81,6 +84,14 @@ class Metrics:
         return c
 
 
+def _task_count() -> int:
+    import asyncio
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
+
+
 def setup(app: web.Application, cfg):
     app[METRICS] = Metrics()
     app[KEYRING] = None if cfg.auth_disabled else KeyRing(cfg.all_api_keys())
@@ -88,7 +99,14 @@ def setup(app: web.Application, cfg):
 
 
 async def metrics_handler(request: web.Request):
-    body = generate_latest(request.app[METRICS].registry)
+    m = request.app[METRICS]
+    from .app import UPSTREAMS
+    in_use = 0
+    for up in request.app[UPSTREAMS].values():
+        connector = up.session.connector if up.session else None
+        in_use += len(getattr(connector, "_acquired", ()))  # aiohttp keeps no public count
+    m.upstream_connections.set(in_use)
+    body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -24,12 +24,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import ops
 from .errors import ApiError
+from .upstream import UpstreamUnreachable, open_with_retries
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "content-length"}
-_CREDENTIALS = {"authorization", "x-api-key"}
+_CREDENTIALS = {"authorization", "x-api-key", "x-upstream-api-key"}
 # aiohttp hands the handler a decoded body, so its content-encoding no longer applies
 _REQ_DROP = _HOP | _CREDENTIALS | {"content-encoding"}
 _RESP_DROP = _HOP | {"set-cookie"}
@@ -63,15 +65,25 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
     """Sends `raw` to `upstream` at `path` (plus the client's query string) and streams the
     answer back untouched. ApiError(502) when the upstream cannot be reached."""
     headers = _request_headers(request, auth_headers)
+    if request.get("request_id") and "x-request-id" not in headers:
+        headers["x-request-id"] = request["request_id"]
     # aiohttp would add its own Accept-Encoding; only the client's may be offered upstream
     skip = () if "accept-encoding" in headers else ("Accept-Encoding",)
+    url = _upstream_url(upstream, path, request)
+    metrics = request.app[ops.METRICS]
     try:
-        ctx = upstream.session.request(request.method, _upstream_url(upstream, path, request), data=raw,
-                                       headers=headers, auto_decompress=False, skip_auto_headers=skip)
-        resp = await ctx.__aenter__()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {type(e).__name__}: {e}",
+        # retried like translated requests: nothing has reached the client before the first byte
+        ctx, resp = await open_with_retries(
+            lambda: upstream.session.request(request.method, url, data=raw, headers=headers,
+                                             auto_decompress=False, skip_auto_headers=skip),
+            upstream.policy, on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
+    except UpstreamUnreachable as e:
+        metrics.upstream_errors.labels(upstream.name, "unreachable").inc()
+        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {e}",
                        code="upstream_unreachable", type="server_error") from None
+    ops.note(request, upstream_status=resp.status)
+    if resp.status >= 400:
+        metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
     try:
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
         for k, v in resp.headers.items():

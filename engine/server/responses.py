@@ -84,7 +84,7 @@ async def create_response(request: web.Request):
     provider, target, mode = resolve(app, body["model"], "openai")
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/responses", raw,
-                                         upstream_auth(app, provider))
+                                         upstream_auth(app, provider, request))
     return await _translated(request, body, provider, target)
 
 
@@ -163,7 +163,7 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
     pair = pair_for(app, PAIR, target)
     if prev is None and body.get("previous_response_id"):
         prev = await _load(app, body["previous_response_id"], "previous_response_id")
-    auth = upstream_auth(app, provider)
+    auth = upstream_auth(app, provider, request)
     id_base = new_id("")
     response_id = "resp_" + id_base
     scope = {**spec_scope(app, target, request), "prev": prev, "id_base": id_base, "response_id": response_id}
