@@ -277,7 +277,11 @@ def compile_action(ctx: Ctx, a, path):
                 if type(cur) is list:
                     cur.append(v)
                 else:
-                    state[k] = (cur or "") + v
+                    # popped first, the string has one reference and CPython extends it in
+                    # place: long answers cost linear, not quadratic, time
+                    cur = state.pop(k, None) or ""
+                    cur += v
+                    state[k] = cur
         return do_append
     if "emit" in a:
         items = a["emit"] if isinstance(a["emit"], list) else [a["emit"]]
