@@ -48,6 +48,23 @@ def gateway_env(fake_anthropic: FakeUpstream, fake_openai: FakeUpstream, data_di
     }
 
 
+# ------------------------------------------------------------------ the engine alone
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    """Every mapping spec, compiled once for the whole run."""
+    from engine.catalog import Catalog
+    return Catalog.load()
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """now() answers one instant, so `created` fields can be snapshotted."""
+    from engine import functions
+    monkeypatch.setattr(functions, "clock", lambda: 1760000000)
+
+
 # ------------------------------------------------------------------ recorded data
 
 

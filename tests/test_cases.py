@@ -10,21 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import functions, schemas
-from engine.catalog import Catalog
+from engine import schemas
 
 CASES = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES.rglob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def catalog():
-    return Catalog.load()
-
-
 @pytest.fixture(autouse=True)
-def fixed_clock(monkeypatch):
-    monkeypatch.setattr(functions, "clock", lambda: 1760000000)
+def _frozen(fixed_clock):
+    pass
 
 
 def _spec_for(path: Path, catalog):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from engine import functions, schemas
-from engine.catalog import Catalog
 from engine.sse import SSEDecoder
 from engine.stream import StreamTranslator
 
@@ -21,14 +20,8 @@ REQ = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "h
        "stream_options": {"include_usage": True}}
 
 
-@pytest.fixture(scope="module")
-def catalog():
-    return Catalog.load()
-
-
 @pytest.fixture(autouse=True)
-def deterministic(monkeypatch):
-    monkeypatch.setattr(functions, "clock", lambda: 1760000000)
+def deterministic(monkeypatch, fixed_clock):
     monkeypatch.setattr(functions, "random_bytes", lambda n: bytes(n))
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import functions, schemas
-from engine.catalog import Catalog
+from engine import schemas
 from engine.stream import StreamTranslator
 from support.fake_upstream import parse_sse
 
@@ -33,14 +32,9 @@ REQ = {"model": "claude-sonnet-4-5", "stream": True, "include": ["reasoning.encr
        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]}
 
 
-@pytest.fixture(scope="module")
-def catalog():
-    return Catalog.load()
-
-
 @pytest.fixture(autouse=True)
-def fixed_clock(monkeypatch):
-    monkeypatch.setattr(functions, "clock", lambda: 1760000000)
+def _frozen(fixed_clock):
+    pass
 
 
 def replay(spec, raw: bytes, req=REQ, chunk: int = 0) -> list[dict]:

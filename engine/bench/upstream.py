@@ -15,6 +15,29 @@ byte proxy (which forwards it untouched) and through the gateway (which forwards
 are written back to back, one HTTP chunk per event, without yielding). A non-stream request
 (``"stream"`` absent or false) gets the whole Messages body of the same scenario.
 
+Fault injection (the fault load test, engine.bench.faults), also from the model name:
+
+    ...-f<percent>[-x<kind>[.<kind>...]]-s<stream id>
+
+``-f<percent>`` faults that share of the stream ids (exactly floor(N * percent / 100) of the ids
+0..N-1, evenly spread: see `fault_of`), ``-x`` names the kinds (default ``mix``: every kind in
+turn), ``-s`` is the client's stream id. Kinds (FAULT_KINDS):
+
+    error    an Anthropic ``error`` event (overloaded_error) mid-stream, then a clean HTTP end
+    drop     the connection closed mid-stream (FIN), no terminating chunk
+    reset    the connection aborted mid-stream (RST), no terminating chunk
+    eof      every event but ``message_stop``, then a clean HTTP end
+    stall    some events, then silence (connection held open) until the peer gives up
+    429      HTTP 429 with ``retry-after`` before the stream, on the first attempt only
+    529      HTTP 529 overloaded before the stream, on the first attempt only
+    429all   HTTP 429 with ``retry-after`` on every attempt
+    529all   HTTP 529 on every attempt
+
+Attempts are counted per model name (so per stream id) since the upstream started: the retry of a
+``429``/``529`` stream gets the normal stream, so whether a stream recovers is decidable from its
+id and the gateway's retry count alone. ``GET /_bench/stats`` answers the counts (requests,
+faults written by kind, attempts by model).
+
 The first text delta (or argument fragment) of every stream holds the marker ``T0K3N``: the load
 generator measures time to first token as the time until that marker arrives, whatever the
 framing of the proxy in between.
@@ -29,11 +52,20 @@ import json
 import re
 import resource
 import signal
+import socket
+import struct
 import sys
 
 MARKER = "T0K3N"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SCENARIO = re.compile(r"-(?P<key>[nkp])(?P<val>\d+)")
+
+_FAULTS = re.compile(r"-f(?P<pct>\d+)(?:-x(?P<kinds>[a-z0-9.]+))?-s(?P<sid>\d+)")
+
+FAULT_KINDS = ("error", "drop", "reset", "eof", "stall", "429", "529", "429all", "529all")
+TRANSIENT = frozenset({"429", "529"})       # the first attempt only: a retry succeeds
+RETRY_AFTER = "0.1"                         # seconds, on every 429
+STALL_MAX = 60.0                            # a stalled stream is closed after this at the latest
 
 DEFAULT_TEXT_DELTAS = 200
 DEFAULT_TOOL_CALLS = 2
@@ -52,7 +84,8 @@ def scenario(model: str) -> dict:
     }
 
 
-def model_name(kind: str = "text", n: int | None = None, k: int | None = None, pace_ms: int = 0) -> str:
+def model_name(kind: str = "text", n: int | None = None, k: int | None = None, pace_ms: int = 0,
+               fault_pct: int | None = None, fault_kinds: str = "mix", sid: int | None = None) -> str:
     name = f"claude-bench-{kind}"
     if k is not None and kind == "tools":
         name += f"-k{k}"
@@ -60,7 +93,43 @@ def model_name(kind: str = "text", n: int | None = None, k: int | None = None, p
         name += f"-n{n}"
     if pace_ms:
         name += f"-p{pace_ms}"
+    if fault_pct is not None:
+        name += f"-f{fault_pct}" + ("" if fault_kinds == "mix" else f"-x{fault_kinds}") + f"-s{sid or 0}"
     return name
+
+
+def fault_kinds(spec: str | None) -> tuple:
+    """``mix`` (or nothing): every kind; else the ``.``-separated kinds, in that order."""
+    if not spec or spec == "mix":
+        return FAULT_KINDS
+    kinds = tuple(k for k in spec.replace(",", ".").split(".") if k)
+    bad = [k for k in kinds if k not in FAULT_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"unknown fault kind(s) {bad or spec!r}; known: {', '.join(FAULT_KINDS)} or mix")
+    return kinds
+
+
+def fault_plan(model: str) -> tuple | None:
+    """(percent, kinds, stream id) from a model name, or None when it asks for no faults."""
+    m = _FAULTS.search(model or "")
+    if m is None:
+        return None
+    return int(m.group("pct")), fault_kinds(m.group("kinds")), int(m.group("sid"))
+
+
+def fault_of(sid: int, pct: int, kinds: tuple) -> str | None:
+    """The fault of stream `sid`, or None. Exactly floor(N * pct / 100) of the ids 0..N-1 are
+    faulted, evenly spread (every 5th at 20 %); the faulted ones take the kinds in turn."""
+    if (sid + 1) * pct // 100 == sid * pct // 100:
+        return None
+    return kinds[(sid * pct // 100) % len(kinds)]
+
+
+def fault_for_attempt(kind: str | None, attempt: int) -> str | None:
+    """What the upstream does on the `attempt`-th request (0 first) of a stream faulted `kind`."""
+    if kind in TRANSIENT and attempt > 0:
+        return None
+    return kind
 
 
 def _usage(out_tokens: int) -> dict:
@@ -137,12 +206,17 @@ _CLOSE = b"Connection: close\r\n\r\n"
 
 class Reply:
     """One scenario's reply, prebuilt: the head, the body or the chunked frames."""
-    __slots__ = ("stream", "head", "body", "chunks", "whole", "pace", "events")
+    __slots__ = ("stream", "head", "body", "chunks", "whole", "pace", "events", "model", "plan", "cut")
 
     def __init__(self, model: str, stream: bool):
         sc = scenario(model)
         self.stream = stream
         self.pace = sc["pace"]
+        self.model = model
+        self.plan = fault_plan(model)
+        # where a mid-stream fault strikes: after message_start, the first block's start (and the
+        # ping of a text stream) and about half of the deltas
+        self.cut = 3 + max(sc["n"] // 2, 1) if sc["kind"] == "text" else 2 + max(sc["n"] // 2, 1)
         if stream:
             frames = sse_frames(model)
             self.events = len(frames)
@@ -199,12 +273,27 @@ class UpstreamProtocol(asyncio.Protocol):
                 return
             body = buf[he + 4:end]
             self.buf = buf[end:]
+            if head.startswith(b"get "):
+                self._stats(b"\r\nconnection: close" in head)
+                continue
             self._handle(body, b"\r\nconnection: close" in head)
+
+    def _stats(self, close: bool):
+        msg = _dumps(self.server.stats()).encode()
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s"
+                             % (len(msg), _CLOSE if close else _KEEP, msg))
+        if close:
+            self.transport.close()
 
     def _handle(self, body: bytes, close: bool):
         self.server.requests += 1
         reply = self.server.reply_for(body)
         t = self.transport
+        if reply is not None and reply.plan is not None:
+            fault = self.server.fault_for(reply)
+            if fault is not None:
+                self._fault(reply, fault, close)
+                return
         if reply is None:
             msg = b'{"type":"error","error":{"type":"invalid_request_error","message":"bad body"}}'
             t.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s"
@@ -226,6 +315,70 @@ class UpstreamProtocol(asyncio.Protocol):
                     write(c)
         if close:
             t.close()
+
+    def _fault(self, reply: Reply, fault: str, close: bool):
+        t = self.transport
+        conn = _CLOSE if close else _KEEP
+        if fault in ("429", "429all", "529", "529all"):
+            if fault.startswith("429"):
+                status, extra = b"429 Too Many Requests", b"retry-after: " + RETRY_AFTER.encode() + b"\r\n"
+                err = {"type": "rate_limit_error", "message": "bench: rate limited (injected fault)"}
+            else:
+                status, extra = b"529 Overloaded", b""
+                err = {"type": "overloaded_error", "message": "bench: overloaded (injected fault)"}
+            msg = _dumps({"type": "error", "error": err}).encode()
+            t.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n%s%s"
+                    % (status, extra, len(msg), conn, msg))
+            if close:
+                t.close()
+            return
+        if not reply.stream:  # mid-stream faults of a non-stream request: the connection drops
+            t.close()
+            return
+        t.write(reply.head + conn)
+        self.busy = True
+        asyncio.get_running_loop().create_task(self._faulted(reply, fault, close))
+
+    async def _faulted(self, reply: Reply, fault: str, close: bool):
+        t = self.transport
+        chunks, cut, last = reply.chunks, reply.cut, reply.chunks[-1]
+        if fault == "error":
+            frame = _dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            frame = f"event: error\ndata: {frame}\n\n".encode()
+            seq = chunks[:cut] + [b"%x\r\n%s\r\n" % (len(frame), frame), last]
+        elif fault == "eof":
+            seq = chunks[:-2] + [last]  # all but message_stop, then a clean end of the body
+        else:  # drop, reset, stall
+            seq = chunks[:cut]
+        try:
+            for i, c in enumerate(seq):
+                if self.closed:
+                    return
+                if i and reply.pace:
+                    await asyncio.sleep(reply.pace)
+                t.write(c)
+            if fault == "drop":
+                t.close()
+                return
+            if fault == "reset":
+                await asyncio.sleep(0.01)  # let the events before it leave first
+                sock = t.get_extra_info("socket")
+                if sock is not None:  # linger 0: the close sends RST, not FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                t.abort()
+                return
+            if fault == "stall":
+                deadline = asyncio.get_running_loop().time() + STALL_MAX
+                while not self.closed and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                t.close()
+                return
+        finally:
+            self.busy = False
+        if close:
+            t.close()
+        elif self.buf and not self.closed:
+            self._process()
 
     async def _paced(self, reply: Reply, close: bool):
         t = self.transport
@@ -251,6 +404,21 @@ class FakeAnthropic:
         self.connections = 0
         self.whole = whole
         self.server = None
+        self.attempts: dict = {}   # model name -> requests seen (fault plans only)
+        self.faults: dict = {}     # fault kind -> times written
+
+    def fault_for(self, reply: Reply) -> str | None:
+        pct, kinds, sid = reply.plan
+        attempt = self.attempts.get(reply.model, 0)
+        self.attempts[reply.model] = attempt + 1
+        fault = fault_for_attempt(fault_of(sid, pct, kinds), attempt)
+        if fault is not None:
+            self.faults[fault] = self.faults.get(fault, 0) + 1
+        return fault
+
+    def stats(self) -> dict:
+        return {"requests": self.requests, "connections": self.connections, "faults": self.faults,
+                "attempts": self.attempts}
 
     def reply_for(self, body: bytes) -> Reply | None:
         # the two fields that matter, without parsing a large body twice: cached by (model, stream)
@@ -265,7 +433,10 @@ class FakeAnthropic:
         if reply is None:
             if len(self.cache) > 256:
                 self.cache.clear()
-            reply = self.cache[key] = Reply(model, stream)
+            try:
+                reply = self.cache[key] = Reply(model, stream)
+            except ValueError:  # an unknown fault kind in the model name
+                return None
         return reply
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 4096):

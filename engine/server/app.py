@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
@@ -195,7 +194,3 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     for module in (chat, messages, responses):
         module.setup(app)
     return app
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False)
