@@ -292,6 +292,10 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="benchmark: the gateway beside a plain byte proxy, one table of ratios")
     b.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
     b.add_argument("--micro-only", action="store_true", help="only the engine alone: µs per event / request")
+    b.add_argument("--faults", action="store_true",
+                   help="only the fault load test: 200 streams at once through engine serve, 20%% faulted, "
+                        "each outcome checked exactly")
+    b.add_argument("--no-faults", action="store_true", help="skip the fault load test in a full run")
     b.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                    help="non-stream load generator (auto: wrk if installed)")
     b.add_argument("--duration", type=float, help="seconds per measured load run")
@@ -315,8 +319,10 @@ def _bench(args) -> int:
         over["open_streams"] = args.open_streams
     if args.workers is not None:
         over["workers"] = args.workers
+    if args.no_faults:
+        over["faults"] = False
     try:
-        return runner.main(quick_run=args.quick, micro_only=args.micro_only, **over)
+        return runner.main(quick_run=args.quick, micro_only=args.micro_only, faults_only=args.faults, **over)
     except RuntimeError as e:
         print(f"engine bench: {e}", file=sys.stderr)
         return 2

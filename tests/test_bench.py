@@ -2,13 +2,25 @@
 assertions: the figures of a loaded CI machine mean nothing."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
+import aiohttp
 import pytest
 
-from engine.bench import runner, wrk
-from engine.bench.upstream import message_body, model_name, scenario, stream_events
+from engine.bench import faults, runner, wrk
+from engine.bench.upstream import (
+    FAULT_KINDS,
+    FakeAnthropic,
+    fault_kinds,
+    fault_of,
+    fault_plan,
+    message_body,
+    model_name,
+    scenario,
+    stream_events,
+)
 
 WRK_OUT = """\
 Running 1s test @ http://127.0.0.1:1/v1/chat/completions
@@ -53,7 +65,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     s = runner.Settings(duration=0.3, warmup=0.1, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        workdir=tmp_path, log=log)
+                        fault_streams=20, workdir=tmp_path, log=log)
     b = runner.Bench(s)
     try:
         res = b.run()
@@ -79,3 +91,171 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     assert any(r["spec"].startswith("chat-to-messages/stream") and r["events"] > 0 for r in micro["stream"])
     assert any(r["spec"].startswith("chat-to-messages/request") and "us" in r for r in micro["request"])
     assert "µs/event" in table
+    f = res["faults"]
+    assert f["streams"] == 20 and f["faulted"] == 4 and f["unexpected"] == 0, f["unexpected_detail"]
+    assert faults.passed(f), f["checks"]
+    assert "fault load test: 20 concurrent streams" in table and "verdict: met" in table
+
+
+# ---------------------------------------------------------------- the fault load test
+
+def test_fault_plan_is_exact_and_decidable():
+    m = model_name("text", n=40, pace_ms=10, fault_pct=20, sid=9)
+    assert m == "claude-bench-text-n40-p10-f20-s9"
+    assert scenario(m) == {"kind": "text", "n": 40, "k": 2, "pace": 0.01}
+    assert fault_plan(m) == (20, FAULT_KINDS, 9)
+    assert fault_plan(model_name("text", n=3)) is None
+    assert fault_plan(model_name("text", fault_pct=7, fault_kinds="stall.eof", sid=3)) == (7, ("stall", "eof"), 3)
+    with pytest.raises(ValueError):
+        fault_kinds("stall.nope")
+    for pct in (0, 7, 20, 33, 100):
+        picked = [fault_of(i, pct, FAULT_KINDS) for i in range(200)]
+        assert sum(k is not None for k in picked) == 200 * pct // 100
+    picked = [fault_of(i, 20, FAULT_KINDS) for i in range(200)]
+    assert [i for i, k in enumerate(picked) if k][:3] == [4, 9, 14]  # every 5th, evenly spread
+    assert {k for k in picked if k} == set(FAULT_KINDS)  # every kind in turn
+    # what the client must see, from the kind and the gateway's retries alone
+    assert faults.expectation(None, 2) == "ok"
+    assert faults.expectation("429", 1) == "ok" and faults.expectation("429", 0) == "http 429"
+    assert faults.expectation("529all", 2) == "http 503" and faults.expectation("stall", 2) == "error payload"
+    assert faults.expected_attempts("529all", 2) == 3 and faults.expected_attempts("429", 2) == 2
+
+
+def _sse(*events) -> bytes:
+    return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
+
+
+def _chunk(content=None, finish=None):
+    delta = {"content": content} if content is not None else {}
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+USAGE = {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+ERROR = {"error": {"message": "boom", "type": "api_error", "param": None, "code": None}}
+
+
+@pytest.mark.parametrize("raw,status,seen,flagged", [
+    (_sse(_chunk("ab"), _chunk("c"), _chunk(finish="stop"), USAGE, b"[DONE]"), 200, "ok", False),
+    (b": keep-alive\n\n" + _sse(_chunk("abc"), _chunk(finish="stop"), USAGE, b"[DONE]"), 200, "ok", False),
+    (_sse(_chunk("ab"), _chunk(finish="stop"), USAGE, b"[DONE]"), 200, "ok", True),        # text cut short
+    (_sse(_chunk("abc"), _chunk(finish="stop"), b"[DONE]"), 200, "ok", True),              # no usage chunk
+    (_sse(_chunk("abc"), _chunk(finish="stop"), USAGE), 200, "truncated", True),           # clean-looking end
+    (_sse(_chunk("ab"), ERROR), 200, "error payload", False),
+    (_sse(_chunk("ab"), ERROR, b"[DONE]"), 200, "error payload", True),                    # [DONE] after it
+    (_sse(_chunk("ab"), ERROR, _chunk("c")), 200, "error payload", True),                  # not the last event
+    (_sse(_chunk("xy"), ERROR), 200, "error payload", True),                               # not the text sent
+    (json.dumps(ERROR).encode(), 503, "http 503", False),
+    (b"<html>oops</html>", 502, "http 502", True),
+])
+def test_the_client_judges_each_stream_exactly(raw, status, seen, flagged):
+    r = faults.StreamResult(0, None, "ok", status=status, raw=raw, retry_after="1")
+    faults.judge(r, "abc")
+    assert r.seen == seen and bool(r.detail) == flagged, r.detail
+
+
+def test_a_429_without_retry_after_is_flagged():
+    r = faults.StreamResult(0, "429all", "http 429", status=429, raw=json.dumps(ERROR).encode())
+    faults.judge(r, "abc")
+    assert r.seen == "http 429" and "retry-after" in r.detail
+
+
+async def _raw(url: str, model: str):
+    body = json.dumps({"model": model, "stream": True, "max_tokens": 9, "messages": []}).encode()
+    chunks = []
+    async with aiohttp.ClientSession() as s, s.post(url + "/v1/messages", data=body) as resp:
+        try:
+            async for c in resp.content.iter_any():
+                chunks.append(c)
+            broke = None
+        except aiohttp.ClientPayloadError as e:
+            broke = type(e).__name__
+        return resp.status, resp.headers.copy(), b"".join(chunks), broke
+
+
+async def test_the_fake_upstream_injects_each_fault():
+    up = FakeAnthropic()
+    url = f"http://127.0.0.1:{await up.start()}"
+    try:
+        def m(kind):
+            return model_name("text", n=6, fault_pct=100, fault_kinds=kind, sid=0)
+
+        status, _, raw, broke = await _raw(url, model_name("text", n=6))
+        assert status == 200 and raw.endswith(b"message_stop\"}\n\n") and broke is None
+        status, _, raw, broke = await _raw(url, m("error"))
+        assert b"overloaded_error" in raw and b"message_stop" not in raw and broke is None
+        status, _, raw, broke = await _raw(url, m("eof"))
+        assert b"message_delta" in raw and b"message_stop" not in raw and broke is None
+        for kind in ("drop", "reset"):
+            status, _, raw, broke = await _raw(url, m(kind))
+            assert status == 200 and b"message_stop" not in raw and broke, kind
+        status, headers, raw, _ = await _raw(url, m("429"))
+        assert status == 429 and headers["retry-after"] == "0.1" and b"rate_limit_error" in raw
+        status, _, raw, _ = await _raw(url, m("429"))  # the retry: the normal stream
+        assert status == 200 and raw.endswith(b"message_stop\"}\n\n")
+        for _ in range(3):
+            status, _, raw, _ = await _raw(url, m("529all"))
+            assert status == 529 and b"overloaded_error" in raw
+        with pytest.raises(asyncio.TimeoutError):  # the stall: some events, then silence
+            await asyncio.wait_for(_raw(url, m("stall")), 0.5)
+        async with aiohttp.ClientSession() as s, s.get(url + "/_bench/stats") as resp:
+            stats = await resp.json()
+        assert stats["faults"] == {"error": 1, "eof": 1, "drop": 1, "reset": 1, "429": 1, "529all": 3, "stall": 1}
+        assert stats["attempts"][m("429")] == 2 and stats["requests"] == 11
+    finally:
+        await up.stop()
+
+
+def test_fault_load_test_200_streams(tmp_path):
+    """`engine bench --faults`: 200 streams at once through engine serve, 20 % faulted with every
+    kind in turn; each outcome exactly as planned, nothing lost, nothing left open."""
+    s = runner.Settings(workdir=tmp_path, log=io.StringIO())
+    res = runner.run_faults(s)
+    print(faults.render(res))
+    assert res["unexpected"] == 0, res["unexpected_detail"]
+    assert res["streams"] == 200 and res["faulted"] == 40
+    assert res["completed_ok"] + res["failed_as_expected"] + res["unexpected"] == res["streams"]
+    assert res["completed_ok"] == 160 + res["recovered"] and res["recovered"] == 8  # 429/529 once, retried
+    assert res["max_in_flight"] == 200
+    for c in res["checks"]:
+        assert c["ok"], c
+    assert {c["name"] for c in res["checks"]} >= {"no stream lost", "engine_open_streams 0 after the run",
+                                                   "gateway answers /health"}
+    assert res["wall"] < 15
+    assert faults.passed(res)
+
+
+async def test_the_openai_sdk_sees_each_fault_as_an_error(tmp_path):
+    """What an OpenAI SDK client makes of each outcome: the full answer, or an exception."""
+    import openai
+
+    b = runner.Bench(runner.Settings(workdir=tmp_path, log=io.StringIO(), pin=False))
+    try:
+        fs = faults.FaultSettings()
+        port = runner.free_port()
+        b._start("upstream", [runner.python(), "-m", "engine.bench.upstream", "--port", str(port)], None, port)
+        up_url = f"http://127.0.0.1:{port}"
+        _, base = b.start_engine(up_url=up_url, extra_env=fs.engine_env())
+        client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        want = faults.expected_text(6)
+
+        async def ask(kind):
+            model = model_name("text", n=6, fault_pct=100, fault_kinds=kind, sid=0) if kind else \
+                model_name("text", n=6)
+            stream = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
+                stream_options={"include_usage": True})
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+        assert await ask(None) == want
+        assert await ask("429") == want and await ask("529") == want  # retried by the gateway
+        with pytest.raises(openai.RateLimitError):
+            await ask("429all")
+        with pytest.raises(openai.InternalServerError) as e:
+            await ask("529all")
+        assert e.value.status_code == 503
+        for kind in ("error", "drop", "reset", "eof", "stall"):
+            with pytest.raises(openai.APIError):
+                await ask(kind)
+        await client.close()
+    finally:
+        b.close()

@@ -12,6 +12,8 @@ Modules, one job each:
 | procs.py | starting, pinning (taskset) and measuring (RSS) the processes under test |
 | runner.py | the phases, in one run, and the one table with ratios to the byte proxy |
 | micro.py | the engine alone: µs per stream event per stream spec, µs per request translation |
+| faults.py | the fault load test: 200 streams at once, a share faulted by the fake upstream, every
+  outcome checked exactly (`engine bench --faults`) |
 
 Every process under test is started as a subprocess (``python -m engine.bench.upstream``,
 ``python -m engine.bench.proxy``, ``python -m engine serve``), so each can be pinned to a core.

@@ -35,6 +35,7 @@ class Pinning:
 
     def __init__(self, enabled: bool = True):
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.requested = enabled
         self.taskset = shutil.which("taskset")
         self.enabled = bool(enabled and self.taskset and len(cpus) >= 2)
         self.server_cpus = str(cpus[0]) if self.enabled else None
@@ -46,7 +47,8 @@ class Pinning:
 
     def describe(self) -> str:
         if not self.enabled:
-            why = "taskset is missing" if not self.taskset else "fewer than 2 CPUs"
+            why = ("pinning turned off" if not self.requested else "taskset is missing" if not self.taskset
+                   else "fewer than 2 CPUs")
             return f"not pinned ({why}): the process under test shares the CPUs with the load side"
         return (f"process under test pinned to CPU {self.server_cpus}; fake upstream and load generator "
                 f"pinned to CPU {self.load_cpus} (taskset)")

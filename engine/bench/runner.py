@@ -9,10 +9,14 @@ Phases, in order, all on loopback:
      proxy, then a fresh gateway: peak RSS and failures;
   5. `engine serve --workers 2` (both CPUs): the same non-stream and stream load at the highest
      concurrency, against the 1-worker figures;
-  6. the micro-benchmark of the engine alone (engine.bench.micro).
+  6. the fault load test (engine.bench.faults): a fresh fake upstream and `engine serve` with a
+     1 s idle timeout; 200 concurrent streams, 20 % of them faulted; every outcome checked exactly
+     (also alone: ``main(faults_only=True)``);
+  7. the micro-benchmark of the engine alone (engine.bench.micro).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -24,6 +28,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import faults as faults_mod
 from . import micro as micro_mod
 from . import wrk as wrk_mod
 from .procs import Pinning, Proc, free_port, python, status_kb
@@ -45,6 +50,11 @@ class Settings:
     open_deltas: int = 40            # text deltas of one such stream...
     open_pace_ms: int = 100          # ...paced this far apart (so each stays open ~4 s)
     workers: int = 2                 # 0: skip the --workers phase
+    faults: bool = True              # the fault load test (faults.FaultSettings)
+    fault_streams: int = 200         # streams open at once, ...
+    fault_percent: int = 20          # ...this share of them faulted, ...
+    fault_kinds: str = "mix"         # ...with these kinds (upstream.FAULT_KINDS, '.'-separated, or mix)
+    fault_retries: int = 2           # the gateway's upstream_max_retries in that run
     micro: bool = True
     micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
     loadgen: str = "auto"            # auto (wrk if installed) | wrk | python
@@ -138,22 +148,57 @@ class Bench:
                                        "--upstream", self.up_url], self.pin.server_cpus, port)
         return p, f"http://127.0.0.1:{port}"
 
-    def start_engine(self, workers: int = 1) -> tuple[Proc, str]:
+    def start_engine(self, workers: int = 1, up_url: str | None = None, extra_env: dict | None = None,
+                     name: str | None = None) -> tuple[Proc, str]:
         port = free_port()
         data = self.dir / f"data-{port}"
         data.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOKLIGENCE_")}
-        env.update({"TOKLIGENCE_ANTHROPIC_BASE_URL": self.up_url, "TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-bench",
-                    "TOKLIGENCE_DATA_DIR": str(data)})
         for k in [k for k in os.environ if k.startswith("TOKLIGENCE_")]:
             env[k] = ""  # the bench measures the defaults, not the caller's config
+        env.update({"TOKLIGENCE_ANTHROPIC_BASE_URL": up_url or self.up_url,
+                    "TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-bench", "TOKLIGENCE_DATA_DIR": str(data)})
+        env.update(extra_env or {})
         env.pop("TOKLIGENCE_CONFIG", None)
         cmd = [python(), "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
         if workers != 1:
             cmd += ["--workers", str(workers)]
         cpus = self.pin.server_cpus if workers == 1 else self.pin.all_cpus
-        p = self._start(f"engine-w{workers}", cmd, cpus, port, env=env, health="/health")
+        p = self._start(name or f"engine-w{workers}", cmd, cpus, port, env=env, health="/health")
         return p, f"http://127.0.0.1:{port}"
+
+    def fault_settings(self) -> faults_mod.FaultSettings:
+        s = self.s
+        return faults_mod.FaultSettings(streams=s.fault_streams, percent=s.fault_percent, kinds=s.fault_kinds,
+                                        max_retries=s.fault_retries)
+
+    def fault_phase(self, fs: faults_mod.FaultSettings | None = None) -> dict:
+        """A fresh fake upstream (it counts attempts per stream) and a fresh `engine serve` with the
+        fault run's timeouts; the streams from this process (the load CPU)."""
+        fs = fs or self.fault_settings()
+        up_port = free_port()
+        up = self._start("upstream-faults", [python(), "-m", "engine.bench.upstream", "--port", str(up_port)],
+                         self.pin.load_cpus, up_port)
+        up_url = f"http://127.0.0.1:{up_port}"
+        try:
+            eng, base = self.start_engine(up_url=up_url, extra_env=fs.engine_env(), name="engine-faults")
+            self.say(f"fault load test: {fs.streams} streams at once, {fs.percent}% faulted ({fs.kinds}), "
+                     f"upstream_max_retries={fs.max_retries}, upstream_idle_timeout={fs.idle_timeout:g}s")
+            try:
+                res = asyncio.run(faults_mod.drive(base, up_url, fs))
+                alive = eng.p.poll() is None
+                res["checks"].append({"name": "engine process still running", "ok": alive,
+                                      "detail": "running" if alive else f"exited {eng.p.returncode}"})
+            finally:
+                self._stop(eng)
+            log = (self.dir / "engine-faults.log").read_text(errors="replace")
+            tracebacks = log.count("Traceback (most recent call last)")
+            first = log[log.find("Traceback"):][:1500] if tracebacks else ""
+            res["checks"].append({"name": "no traceback in the gateway log", "ok": tracebacks == 0,
+                                  "detail": f"{tracebacks} tracebacks" + (f": {first}" if first else "")})
+        finally:
+            self._stop(up)
+        return res
 
     # -- load
     def nonstream(self, base: str, conc: int, duration: float | None = None) -> dict:
@@ -271,6 +316,9 @@ class Bench:
                 W[f"ns{cn}"] = self.nonstream(base, cn)
                 W[f"text{cs}"] = self.stream(base, "text", cs)
                 self._stop(eng)
+
+            if s.faults and s.fault_streams:
+                self.results["faults"] = self.fault_phase()
         finally:
             for p in list(self.procs):
                 self._stop(p)
@@ -423,6 +471,8 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
                      "floor, not what a dedicated machine gives.")
     micro = res.get("micro")
     out = "\n".join(head + body + notes)
+    if res.get("faults"):
+        out += "\n\n" + faults_mod.render(res["faults"])
     if micro:
         out += "\n\n" + micro_mod.render(micro)
         for r in micro["stream"]:
@@ -434,17 +484,34 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
     return out
 
 
-def main(quick_run: bool = False, micro_only: bool = False, **over) -> int:
+def run_faults(s: Settings, fs: faults_mod.FaultSettings | None = None) -> dict:
+    """The fault load test alone (`engine bench --faults`)."""
+    b = Bench(s)
+    try:
+        b.pin.pin_self()
+        b.say(b.pin.describe())
+        return b.fault_phase(fs)
+    finally:
+        b.close()
+
+
+def main(quick_run: bool = False, micro_only: bool = False, faults_only: bool = False, **over) -> int:
     if micro_only:
         print(micro_mod.render(micro_mod.run(quick=quick_run)))
         return 0
     s = quick(**over) if quick_run else Settings(**over)
+    if faults_only:
+        res = run_faults(s)
+        print(faults_mod.render(res))
+        return 0 if faults_mod.passed(res) else 1
     b = Bench(s)
     try:
         res = b.run()
         print(render(res, s, b.pin, b.use_wrk))
         failed = sum(v.get("failed", 0) for name in ("proxy", "engine") for v in res.get(name, {}).values()
                      if isinstance(v, dict))
+        if res.get("faults") and not faults_mod.passed(res["faults"]):
+            failed += 1
         return 0 if failed == 0 else 1
     finally:
         b.close()
