@@ -61,7 +61,7 @@ async def messages(request: web.Request):
     app = request.app
     raw = await request.read()
     body = _load(app, raw, "anthropic/messages.request")
-    provider, target, mode = resolve(app, body["model"], "anthropic")
+    provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages", raw, body, target)
     _validate(body, "anthropic/messages.request")
@@ -74,7 +74,7 @@ async def count_tokens(request: web.Request):
     app = request.app
     raw = await request.read()
     body = _load(app, raw, "anthropic/count_tokens.request")
-    provider, target, mode = resolve(app, body["model"], "anthropic")
+    provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages/count_tokens", raw, body, target)
     _validate(body, "anthropic/count_tokens.request")

@@ -81,7 +81,7 @@ async def create_response(request: web.Request):
     app = request.app
     raw = await request.read()
     body = translate.parse_body(raw, "openai/responses.request", *limits(app))
-    provider, target, mode = resolve(app, body["model"], "openai")
+    provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/responses", raw,
                                          upstream_auth(app, provider, request))
@@ -110,15 +110,10 @@ async def submit_tool_outputs(request: web.Request):
     new response chained to it by previous_response_id (the submit spec builds that request)."""
     app = request.app
     rid = request.match_info["id"]
-    try:
-        sub = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
-    if not isinstance(sub, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+    sub = translate.load_json(await request.read() or b"{}", *limits(app))
     record = await _load(app, rid)
     model = (record.get("request") or {}).get("model") or ""
-    provider, target, mode = resolve(app, model, "openai")
+    provider, target, mode = resolve(app, model, "openai", request)
     if mode == "passthrough":
         raise ApiError(400, f"response '{rid}' was made for model '{model}', which this gateway now passes "
                             "through to OpenAI: submit the tool outputs there.", code="passthrough_only")

@@ -34,10 +34,16 @@ class Pair:
     extra_headers: dict = field(default_factory=dict)
 
 
+def _not_json(word: str):
+    # Python's json module accepts NaN and Infinity; JSON does not, and echoing them back would
+    # hand the client invalid JSON
+    raise ValueError(f"{word} is not a JSON value")
+
+
 def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
     """The body as a JSON object within the nesting and message-count limits, else ApiError(400)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
     except RecursionError:
