@@ -16,6 +16,7 @@ def _serve(args) -> int:
     from . import config as config_mod
     from .logs import setup_logging
     from .server.app import create_app
+    from .server.errors import install_http_error_shapes
     from aiohttp import web
 
     try:
@@ -31,6 +32,7 @@ def _serve(args) -> int:
         print(f"engine: the mapping specs do not compile:\n{e}", file=sys.stderr)
         return 1
     app = create_app(cfg, catalog)
+    install_http_error_shapes()
     log.info("engine listening on http://%s:%s", cfg.host, cfg.port)
     log.info("routes: %s", cfg.describe_routes())
     log.info("mapping specs: %s", ", ".join(s.ref for s in catalog._latest.values()))

@@ -10,6 +10,7 @@ JMESPath functions (use inside expressions):
   data_url(s)          'data:image/png;base64,XXXX' -> {media_type, data}; anything else -> null
   clamp(x, lo, hi)     number limited to [lo, hi]; null stays null
   get(obj, key)        obj[key] for a computed key (numbers are turned into strings); null if absent
+                       or if obj is not an object
   new_id(prefix)       prefix + 24 random alphanumerics (ids the gateway mints)
   now()                current Unix time in whole seconds
   is_string(v) / is_object(v) / is_array(v)   type tests that read better than type(v) == '...'
@@ -99,9 +100,10 @@ class Functions(jf.Functions):
             return None
         return lo if x < lo else hi if x > hi else x
 
-    @jf.signature({"types": ["object", "null"]}, {"types": ["string", "number", "null"]})
+    @jf.signature({"types": []}, {"types": ["string", "number", "null"]})
     def _func_get(self, obj, key):
-        if obj is None or key is None:
+        # client-supplied shapes (a tool's `properties`) may be anything: not an object -> null
+        if type(obj) is not dict or key is None:
             return None
         if not isinstance(key, str):
             key = str(key)

@@ -45,6 +45,7 @@ def test_get_reads_computed_keys_and_numbers_as_strings():
     assert ev("get(m, k)", m={"3": "x"}, k=3) == "x"
     assert ev("get(m, k)", m={"a": 1}, k="b") is None
     assert ev("get(m, k)", m=None, k="a") is None
+    assert ev("get(m, k)", m=True, k="a") is None and ev("get(m, k)", m=[1], k="0") is None
 
 
 def test_new_id_has_prefix_and_is_random(monkeypatch):

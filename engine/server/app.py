@@ -6,6 +6,8 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..catalog import Catalog
 from ..functions import new_id
@@ -40,8 +42,18 @@ async def middleware(request: web.Request, handler):
             if e.status < 400:
                 raise
             resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
+        except (HttpProcessingError, RequestPayloadError) as e:
+            # a body aiohttp could not read: e.g. labelled gzip but not gzip
+            resp = render(api_of(request.path), ApiError(400, f"the request body could not be read: {e}"), rid)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
+            started = request.get("stream_response")
+            if started is not None and started.prepared:
+                # the answer is already on the wire: a second response would corrupt the
+                # connection, so end it; the client sees a broken stream, not a wrong answer
+                if request.transport is not None:
+                    request.transport.close()
+                return started
             resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
                                                          type="server_error"), rid)
         if not resp.prepared:

@@ -55,4 +55,32 @@ def render(api: str, err: ApiError, request_id: str | None = None) -> web.Respon
 
 def api_of(path: str) -> str:
     """Which client API a path belongs to, for error shapes."""
-    return "anthropic" if "/messages" in path else "openai"
+    path = "/" + path.lstrip("/")
+    return "anthropic" if path.startswith(("/v1/messages", "/anthropic/", "/messages")) else "openai"
+
+
+def install_http_error_shapes():
+    """Requests aiohttp's HTTP parser refuses (a header over 8 KiB, an unknown method, a body
+    encoding it cannot decode) never reach a handler; aiohttp answers them in text/plain. This
+    re-renders those answers in the caller's API shape, keeping aiohttp's status and reason."""
+    from aiohttp import web_protocol
+
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "_engine_shaped", False):
+        return
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        resp = original(self, request, status, exc, message)
+        reason = getattr(exc, "message", None) or (str(exc) if exc is not None else message) or "request refused"
+        reason = " ".join(str(reason).split())[:300]
+        etype = "invalid_request_error" if resp.status < 500 else "api_error"
+        # aiohttp gives these requests no path, so the caller's API is unknown: this body is both
+        # an Anthropic error ({type: error, error: {type, message}}) and an OpenAI one
+        # ({error: {message, type, param, code}}), and each SDK reads its own part
+        body = {"type": "error", "error": {"type": etype, "message": reason, "param": None, "code": None}}
+        shaped = web.Response(status=resp.status, text=json.dumps(body), content_type="application/json")
+        shaped.force_close()
+        return shaped
+
+    handle_error._engine_shaped = True
+    web_protocol.RequestHandler.handle_error = handle_error

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ from . import ops
 from .errors import ApiError
 from .upstream import UpstreamUnreachable, open_with_retries
 
+log = logging.getLogger("engine")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -40,16 +43,48 @@ def _not_json(word: str):
     raise ValueError(f"{word} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (_INF, -_INF):  # 1e400 overflows to Infinity: not JSON either
+        raise ValueError(f"{text} does not fit a finite number")
+    return value
+
+
+_INF = float("inf")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]", re.ASCII)
+
+
+def _lone_surrogate(value) -> bool:
+    """True when a string holds half a UTF-16 pair (JSON may escape one; UTF-8 cannot carry it)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is str:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif type(v) is dict:
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return False
+
+
 def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
     """The body as a JSON object within the nesting and message-count limits, else ApiError(400)."""
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
     except RecursionError:
         raise ApiError(400, f"the request body is nested deeper than {max_depth} levels") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if _SURROGATE.search(raw) and _lone_surrogate(body):
+        raise ApiError(400, "the request body is not valid JSON text: a string holds a lone UTF-16 surrogate "
+                            "escape (\\ud800-\\udfff without its pair)")
     # nesting cannot exceed the number of openers: most bodies are settled by one C-speed count
     if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(body, max_depth) > max_depth:
         raise ApiError(400, f"the request body is nested deeper than {max_depth} levels")
@@ -179,6 +214,7 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
     await out.prepare(request)
+    request["stream_response"] = out
     started = request.get("started") or time.monotonic()
     clock = {"write": time.monotonic(), "read": time.monotonic(), "idle": False, "ttfb": None}
     metrics = request.app[ops.METRICS]
@@ -211,6 +247,13 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             why = (f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)" if clock["idle"]
                    else f"the upstream connection failed mid-stream: {type(e).__name__}")
             tail = translator.encode(translator.fail(why, "timeout_error" if clock["idle"] else "api_error"))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # a spec that fails on this event: the client gets an error in its own stream grammar
+            log.exception("stream translation failed (%s)", pair.specs["stream"].ref)
+            tail = translator.encode(translator.fail("internal gateway error while translating the stream",
+                                                     "api_error"))
         await write(tail)
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):

@@ -30,8 +30,9 @@ import functools
 import json
 import math
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 from hypothesis import strategies as st
@@ -39,21 +40,25 @@ from hypothesis import strategies as st
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 __all__ = [
-    "SCHEMA_DIR",
-    "documents",
-    "resolve",
-    "from_schema",
-    "json_values",
-    "paths_of",
-    "get_at",
-    "set_at",
-    "tree_mutation",
-    "byte_mutation",
-    "mutated",
-    "nested",
-    "WRONG_TYPE_VALUES",
     "ODD_NUMBERS",
     "ODD_STRINGS",
+    "SCHEMA_DIR",
+    "WRONG_TYPE_VALUES",
+    "RawJSON",
+    "ShortBytes",
+    "ShortDict",
+    "byte_mutation",
+    "documents",
+    "encode",
+    "from_schema",
+    "get_at",
+    "json_values",
+    "mutated",
+    "nested",
+    "paths_of",
+    "resolve",
+    "set_at",
+    "tree_mutation",
 ]
 
 
@@ -367,12 +372,12 @@ def from_schema(schema_id: str, max_depth: int = 5, ref: str | None = None) -> s
     """Values valid (in the vast majority) for ``schema_id`` (or ``ref`` inside it)."""
     doc = documents()[schema_id]
     root = resolve(ref, schema_id) if ref else (doc, schema_id)
+    return _schema_values(root, max_depth)
 
-    @st.composite
-    def strategy(draw):
-        return _Drawer(draw, max_depth).value([root], 0)
 
-    return strategy()
+@st.composite
+def _schema_values(draw, root: _Part, max_depth: int):
+    return _Drawer(draw, max_depth).value([root], 0)
 
 
 # ------------------------------------------------------------------------------ tree paths
@@ -407,7 +412,7 @@ def set_at(value: Any, path: tuple, new: Any) -> Any:
         copy = dict(value)
     else:
         copy = list(value)
-    copy[head] = set_at(value[head], rest, new)
+    copy[head] = set_at(value[head], rest, new) if rest else new
     return copy
 
 
@@ -420,8 +425,40 @@ def _delete_at(value: Any, path: tuple) -> Any:
     return set_at(value, path[:-1], new_parent)
 
 
+class Short:
+    """Mixin: Hypothesis prints the value abbreviated in a falsifying example (a capture is 20 kB,
+    a mutated body may be megabytes)."""
+
+    LIMIT = 400
+
+    def _repr_pretty_(self, p, cycle):
+        text = self.short()
+        p.text(text)
+
+    def short(self) -> str:
+        raw = bytes(self) if isinstance(self, bytes) else encode(self)
+        more = f"... ({len(raw)} bytes)" if len(raw) > self.LIMIT else ""
+        return f"{type(self).__name__}({raw[:self.LIMIT]!r}{more})"
+
+
+class ShortBytes(Short, bytes):
+    """A request body."""
+
+
+class ShortDict(Short, dict):
+    """A request, as a JSON object."""
+
+
+class RawJSON(bytes):
+    """Encoded JSON put as is in the body by ``encode`` (nesting too deep for json.dumps)."""
+
+
 def nested(depth: int, kind: str = "list", leaf: Any = 1) -> Any:
-    """``depth`` levels of arrays (or objects) around ``leaf``, built without recursion."""
+    """``depth`` levels of arrays (or objects) around ``leaf``: a Python value up to 200 levels,
+    beyond that a RawJSON (json.dumps would hit the recursion limit)."""
+    if depth > 200:
+        opener, closer = (b"[", b"]") if kind == "list" else (b'{"a":', b"}")
+        return RawJSON(opener * depth + json.dumps(leaf).encode() + closer * depth)
     node = leaf
     for _ in range(depth):
         node = [node] if kind == "list" else {"a": node}
@@ -438,134 +475,149 @@ ODD_STRINGS = ["", " ", "\x00", "\x00\x01\x1f", "\u2028\u2029", "\ufeff", "\U000
                "../../etc/passwd", "💥" * 3000]
 
 
-def tree_mutation(value: Any) -> st.SearchStrategy:
+@st.composite
+def tree_mutation(draw, value: Any):
     """One mutation of the JSON tree ``value``: (description, new value)."""
     paths = paths_of(value)
-
-    @st.composite
-    def mutate(draw):
-        path = draw(st.sampled_from(paths))
-        node = get_at(value, path)
-        op = draw(st.sampled_from(["wrong_type", "number", "string", "nested", "unknown_field",
-                                   "delete", "empty", "explode"]))
-        where = "/".join(map(str, path)) or "<root>"
-        if op == "wrong_type":
-            new = draw(st.sampled_from([v for v in WRONG_TYPE_VALUES if type(v) is not type(node)]))
-            return f"{where}: wrong type {new!r}", set_at(value, path, new)
-        if op == "number":
-            new = draw(st.sampled_from(ODD_NUMBERS))
-            return f"{where}: number {str(new)[:30]}", set_at(value, path, new)
-        if op == "string":
-            new = draw(st.sampled_from(ODD_STRINGS))
-            return f"{where}: string {new[:30]!r}", set_at(value, path, new)
-        if op == "nested":
-            depth = draw(st.sampled_from([2, 10, 50, 95, 99, 100, 101, 150, 1000, 5000]))
-            kind = draw(st.sampled_from(["list", "dict"]))
-            return f"{where}: nested {kind} x{depth}", set_at(value, path, nested(depth, kind))
-        if op == "unknown_field":
-            target_paths = [p for p in paths if isinstance(get_at(value, p), dict)] or [()]
-            tp = draw(st.sampled_from(target_paths))
-            obj = get_at(value, tp)
-            if not isinstance(obj, dict):
-                return "root: unknown field on a non-object", value
-            key = draw(st.one_of(_KEYS, st.sampled_from(["__proto__", "constructor", "", "model",
-                                                         "stream", "\u0000", "x" * 5000])))
-            new_obj = {**obj, key: draw(json_values(6))}
-            return f"{'/'.join(map(str, tp)) or '<root>'}: field {key[:20]!r}", set_at(value, tp, new_obj)
-        if op == "delete":
-            if not path:
-                return "<root>: emptied", {}
-            return f"{where}: deleted", _delete_at(value, path)
-        if op == "empty":
-            new = draw(st.sampled_from([[], {}, "", None]))
-            return f"{where}: empty {new!r}", set_at(value, path, new)
-        # explode: a list with very many entries (past the message-count limit too)
-        n = draw(st.sampled_from([100, 5000, 5001, 20000]))
-        item = node if not isinstance(node, list) else (node[0] if node else {})
-        return f"{where}: {n} copies", set_at(value, path, [item] * n)
-
-    return mutate()
+    path = draw(st.sampled_from(paths))
+    node = get_at(value, path)
+    op = draw(st.sampled_from(["wrong_type", "number", "string", "nested", "unknown_field",
+                               "delete", "empty", "explode"]))
+    where = "/".join(map(str, path)) or "<root>"
+    if op == "wrong_type":
+        new = draw(st.sampled_from([v for v in WRONG_TYPE_VALUES if type(v) is not type(node)]))
+        return f"{where}: wrong type {new!r}", set_at(value, path, new)
+    if op == "number":
+        new = draw(st.sampled_from(ODD_NUMBERS))
+        return f"{where}: number {str(new)[:30]}", set_at(value, path, new)
+    if op == "string":
+        new = draw(st.sampled_from(ODD_STRINGS))
+        return f"{where}: string {new[:30]!r}", set_at(value, path, new)
+    if op == "nested":
+        depth = draw(st.sampled_from([2, 10, 50, 95, 99, 100, 101, 150, 1000, 5000]))
+        kind = draw(st.sampled_from(["list", "dict"]))
+        return f"{where}: nested {kind} x{depth}", set_at(value, path, nested(depth, kind))
+    if op == "unknown_field":
+        target_paths = [p for p in paths if isinstance(get_at(value, p), dict)] or [()]
+        tp = draw(st.sampled_from(target_paths))
+        obj = get_at(value, tp)
+        if not isinstance(obj, dict):
+            return "root: unknown field on a non-object", value
+        key = draw(st.one_of(_KEYS, st.sampled_from(["__proto__", "constructor", "", "model",
+                                                     "stream", "\u0000", "x" * 5000])))
+        new_obj = {**obj, key: draw(json_values(6))}
+        return f"{'/'.join(map(str, tp)) or '<root>'}: field {key[:20]!r}", set_at(value, tp, new_obj)
+    if op == "delete":
+        if not path:
+            return "<root>: emptied", {}
+        return f"{where}: deleted", _delete_at(value, path)
+    if op == "empty":
+        new = draw(st.sampled_from([[], {}, "", None]))
+        return f"{where}: empty {new!r}", set_at(value, path, new)
+    # explode: a list with very many entries (past the message-count limit too)
+    n = draw(st.sampled_from([50, 5001]))
+    item = node if not isinstance(node, list) else (node[0] if node else {})
+    n = max(2, min(n, (4 << 20) // max(1, len(encode(item)))))  # at most ~4 MB
+    return f"{where}: {n} copies", set_at(value, path, [item] * n)
 
 
-def _encode(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+def encode(value: Any, ensure_ascii: bool = False) -> bytes:
+    """The JSON body for ``value``: UTF-8, lone surrogates as \\uXXXX escapes (valid JSON that
+    decodes to a lone surrogate), RawJSON nodes inserted as they are."""
+    raws: list[bytes] = []
+
+    def swap(node):
+        if isinstance(node, RawJSON):
+            raws.append(bytes(node))
+            return f"\u0002RAW{len(raws) - 1}\u0002"
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    has_raw = any(isinstance(n, RawJSON) for n in iter_nodes(value))
+    if has_raw:
+        value = swap(value)
+    out = json.dumps(value, ensure_ascii=ensure_ascii).encode("utf-8", "backslashreplace")
+    for i, raw in enumerate(raws):
+        out = out.replace(json.dumps(f"\u0002RAW{i}\u0002", ensure_ascii=ensure_ascii).encode(), raw)
+    return out
+
+
+_encode = encode
 
 
 _SENTINEL = "\u0001SENTINEL\u0001"
 
 
-def byte_mutation(value: Any) -> st.SearchStrategy:
+@st.composite
+def byte_mutation(draw, value: Any):
     """One mutation at the level of the encoded body: (description, bytes)."""
     paths = paths_of(value)
-
-    @st.composite
-    def mutate(draw):
-        op = draw(st.sampled_from(["literal", "duplicate_key", "bad_utf8", "truncate", "garbage",
-                                   "utf16", "bom", "ascii_escapes"]))
-        body = _encode(value)
-        if op == "literal":
-            path = draw(st.sampled_from(paths))
-            lit = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400",
-                                        b"1" * 5000, b"-0", b"1E+999999999", b"0.0000000000e-99999",
-                                        b"123456789012345678901234567890"]))
-            raw = _encode(set_at(value, path, _SENTINEL))
-            return f"{'/'.join(map(str, path)) or '<root>'}: literal {lit[:20]!r}", \
-                raw.replace(json.dumps(_SENTINEL).encode(), lit)
-        if op == "duplicate_key":
-            dicts = [p for p in paths if isinstance(get_at(value, p), dict) and get_at(value, p)]
-            if not dicts:
-                return "no object to duplicate a key in", body
-            p = draw(st.sampled_from(dicts))
-            obj = get_at(value, p)
-            key = draw(st.sampled_from(sorted(obj)))
-            dup = draw(st.sampled_from(WRONG_TYPE_VALUES + ["claude-sonnet-4-5", "gpt-4o"]))
-            # the object re-encoded by hand: the duplicate first, then the original members
-            inner = ", ".join([f"{json.dumps(key)}: {json.dumps(dup)}"]
-                              + [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in obj.items()])
+    op = draw(st.sampled_from(["literal", "duplicate_key", "bad_utf8", "truncate", "garbage",
+                               "utf16", "bom", "ascii_escapes"]))
+    body = _encode(value)
+    if op == "literal":
+        path = draw(st.sampled_from(paths))
+        lit = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400",
+                                    b"1" * 5000, b"-0", b"1E+999999999", b"0.0000000000e-99999",
+                                    b"123456789012345678901234567890"]))
+        raw = _encode(set_at(value, path, _SENTINEL))
+        return f"{'/'.join(map(str, path)) or '<root>'}: literal {lit[:20]!r}", \
+            raw.replace(json.dumps(_SENTINEL).encode(), lit)
+    if op == "duplicate_key":
+        dicts = [p for p in paths if isinstance(get_at(value, p), dict) and get_at(value, p)]
+        if not dicts:
+            return "no object to duplicate a key in", body
+        p = draw(st.sampled_from(dicts))
+        obj = get_at(value, p)
+        key = draw(st.sampled_from(sorted(obj)))
+        dup = draw(st.sampled_from(WRONG_TYPE_VALUES + ["claude-sonnet-4-5", "gpt-4o"]))
+        # the object re-encoded by hand: the duplicate first, then the original members
+        inner = ", ".join([f"{json.dumps(key)}: {json.dumps(dup)}"]
+                          + [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in obj.items()])
+        raw = _encode(set_at(value, p, _SENTINEL))
+        return f"{'/'.join(map(str, p)) or '<root>'}: duplicate {key!r}", \
+            raw.replace(json.dumps(_SENTINEL).encode(), ("{" + inner + "}").encode("utf-8", "backslashreplace"))
+    if op == "bad_utf8":
+        bad = draw(st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xa0\xa1", b"\xe2\x28\xa1",
+                                    b"\xf0\x28\x8c\xbc", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80",
+                                    b"\x80"]))
+        strings = [p for p in paths if isinstance(get_at(value, p), str)]
+        if strings:
+            p = draw(st.sampled_from(strings))
             raw = _encode(set_at(value, p, _SENTINEL))
-            return f"{'/'.join(map(str, p)) or '<root>'}: duplicate {key!r}", \
-                raw.replace(json.dumps(_SENTINEL).encode(), ("{" + inner + "}").encode("utf-8", "backslashreplace"))
-        if op == "bad_utf8":
-            bad = draw(st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xa0\xa1", b"\xe2\x28\xa1",
-                                        b"\xf0\x28\x8c\xbc", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80",
-                                        b"\x80"]))
-            strings = [p for p in paths if isinstance(get_at(value, p), str)]
-            if strings:
-                p = draw(st.sampled_from(strings))
-                raw = _encode(set_at(value, p, _SENTINEL))
-                return f"{'/'.join(map(str, p))}: invalid UTF-8 {bad!r} in a string", \
-                    raw.replace(_SENTINEL.encode(), bad)
-            pos = draw(st.integers(0, len(body)))
-            return f"invalid UTF-8 {bad!r} at byte {pos}", body[:pos] + bad + body[pos:]
-        if op == "truncate":
-            pos = draw(st.integers(0, max(0, len(body) - 1)))
-            return f"truncated at {pos}", body[:pos]
-        if op == "garbage":
-            tail = draw(st.sampled_from([b"x", b"}", b"]", b"{}", b"\x00", b" \n\t", b"// c", b",", b"\xff"]))
-            return f"trailing {tail!r}", body + tail
-        if op == "utf16":
-            return "UTF-16 encoded", json.dumps(value).encode("utf-16")
-        if op == "bom":
-            return "UTF-8 BOM", b"\xef\xbb\xbf" + body
-        return "ASCII escapes only", json.dumps(value, ensure_ascii=True).encode()
-
-    return mutate()
+            return f"{'/'.join(map(str, p))}: invalid UTF-8 {bad!r} in a string", \
+                raw.replace(_SENTINEL.encode(), bad)
+        pos = draw(st.integers(0, len(body)))
+        return f"invalid UTF-8 {bad!r} at byte {pos}", body[:pos] + bad + body[pos:]
+    if op == "truncate":
+        pos = draw(st.integers(0, max(0, len(body) - 1)))
+        return f"truncated at {pos}", body[:pos]
+    if op == "garbage":
+        tail = draw(st.sampled_from([b"x", b"}", b"]", b"{}", b"\x00", b" \n\t", b"// c", b",", b"\xff"]))
+        return f"trailing {tail!r}", body + tail
+    if op == "utf16":
+        return "UTF-16 encoded", body.decode("utf-8", "replace").encode("utf-16")
+    if op == "bom":
+        return "UTF-8 BOM", b"\xef\xbb\xbf" + body
+    return "ASCII escapes only", encode(value, ensure_ascii=True)
 
 
-def mutated(value: Any) -> st.SearchStrategy:
+
+@st.composite
+def mutated(draw, value: Any):
     """(description, body bytes): ``value`` mutated once or twice in its tree, or in its bytes."""
-
-    @st.composite
-    def strategy(draw):
-        if draw(st.integers(0, 3)) == 0:
-            return draw(byte_mutation(value))
-        what, new = draw(tree_mutation(value))
-        if draw(st.booleans()):
-            more, new = draw(tree_mutation(new))
-            what += "; " + more
-        return what, _encode(new)
-
-    return strategy()
+    if draw(st.integers(0, 3)) == 0:
+        what, raw = draw(byte_mutation(value))
+        return what, ShortBytes(raw)
+    what, new = draw(tree_mutation(value))
+    if draw(st.booleans()):
+        more, new = draw(tree_mutation(new))
+        what += "; " + more
+    return what, ShortBytes(_encode(new))
 
 
 def iter_nodes(value: Any) -> Iterator[Any]:
@@ -575,5 +627,5 @@ def iter_nodes(value: Any) -> Iterator[Any]:
         yield node
         if isinstance(node, dict):
             todo.extend(node.values())
-        elif isinstance(node, list):
+        elif isinstance(node, list) and not isinstance(node, RawJSON):
             todo.extend(node)
