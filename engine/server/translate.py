@@ -145,9 +145,7 @@ async def upstream_error(pair: Pair, resp: aiohttp.ClientResponse, provider: str
            "retry_after": resp.headers.get("retry-after")}
     out = pair.specs["error"].apply(src=src)
     err = (out.get("body") or {}).get("error") or {}
-    if pair.client_api == "anthropic":
-        return ApiError(out["status"], err.get("message", ""), type=err.get("type"),
-                        headers={k: str(v) for k, v in (out.get("headers") or {}).items() if v is not None})
+    # an Anthropic-shaped error has no param/code: .get gives None and render() ignores them
     return ApiError(out["status"], err.get("message", ""), param=err.get("param"), code=err.get("code"),
                     type=err.get("type"),
                     headers={k: str(v) for k, v in (out.get("headers") or {}).items() if v is not None})
@@ -177,7 +175,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
     except UpstreamUnreachable as e:
         metrics.upstream_errors.labels(upstream.name, "unreachable").inc()
-        timed_out = "timed out" in str(e)
+        timed_out = e.timed_out
         raise ApiError(504 if timed_out else 502,
                        f"could not reach the upstream provider ({upstream.name}): {e}",
                        code="upstream_timeout" if timed_out else "upstream_unreachable",

@@ -56,6 +56,10 @@ class RetryPolicy:
 class UpstreamUnreachable(Exception):
     """No answer from the upstream after every try (connection refused, reset, timed out)."""
 
+    def __init__(self, message: str, timed_out: bool = False):
+        super().__init__(message)
+        self.timed_out = timed_out
+
 
 def retry_delay(attempt: int, policy: RetryPolicy, retry_after: str | None) -> float:
     """retry-after when the upstream gives one (seconds), else exponential backoff with full jitter."""
@@ -81,7 +85,7 @@ async def open_with_retries(send, policy: RetryPolicy, on_retry=None):
             if attempt >= policy.max_retries:
                 kind = "timed out waiting for the first byte" if isinstance(e, asyncio.TimeoutError) \
                     else f"{type(e).__name__}: {e}"
-                raise UpstreamUnreachable(kind) from None
+                raise UpstreamUnreachable(kind, isinstance(e, asyncio.TimeoutError)) from None
             delay = retry_delay(attempt, policy, None)
         else:
             if resp.status not in RETRY_STATUSES or attempt >= policy.max_retries:
