@@ -44,10 +44,14 @@ def test_case(path, catalog):
     out = spec.template(scope)
     assert out == case["expected"]
     # the input and the output are what their APIs accept
-    if spec.source and spec.source in schemas.schema_ids():
-        assert schemas.first_error(spec.source, case["input"]) is None
-    if spec.target and spec.target in schemas.schema_ids():
-        assert schemas.first_error(spec.target, out) is None, schemas.first_error(spec.target, out)
+    assert schemas.first_error(spec.source, case["input"]) is None, schemas.first_error(spec.source, case["input"])
+    assert schemas.first_error(spec.target, out) is None, schemas.first_error(spec.target, out)
+
+
+def test_every_spec_names_schemas_that_exist(catalog):
+    known = set(schemas.schema_ids())
+    for spec in catalog.specs.values():
+        assert {spec.source, spec.target} <= known, f"{spec.ref}: {spec.source} -> {spec.target}"
 
 
 def test_every_request_and_response_spec_has_cases(catalog):
