@@ -216,3 +216,16 @@ async def test_responses_passthrough_error_and_alias_rewrite(responses_app, fake
     assert status == 400 and json.loads(body)["error"]["message"] == "bad input"
     assert passthrough.with_model(raw, handler_body, "gpt-4o") is raw
     assert json.loads(passthrough.with_model(raw, handler_body, "gpt-4.1"))["model"] == "gpt-4.1"
+
+
+def test_chat_passthrough_sends_the_aliased_model_name(make_gateway, fake_openai):
+    import json as _json
+    import urllib.request as _rq
+    gw = make_gateway({"TOKLIGENCE_MODEL_ALIASES": "team-default=>gpt-4o"})
+    body = {"model": "team-default", "messages": [{"role": "user", "content": "hi"}]}
+    req = _rq.Request(gw.url + "/v1/chat/completions", data=_json.dumps(body).encode(), method="POST",
+                      headers={"content-type": "application/json"})
+    assert _rq.urlopen(req, timeout=10).status == 200
+    sent = fake_openai.last
+    assert sent.path == "/v1/chat/completions" and sent.json["model"] == "gpt-4o"
+    assert sent.json["messages"] == body["messages"]

@@ -13,7 +13,9 @@ async def chat_completions(request: web.Request):
     body = translate.parse_body(raw, "openai/chat.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
-        return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions", raw,
+        # an alias may have given the upstream another model name
+        return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions",
+                                         passthrough.with_model(raw, body, target),
                                          upstream_auth(app, provider, request))
     pair = pair_for(app, "chat-to-messages", target)
     auth = upstream_auth(app, provider, request)

@@ -83,8 +83,7 @@ async def create_response(request: web.Request):
     body = translate.parse_body(raw, "openai/responses.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
-        return await passthrough.forward(request, app[UPSTREAMS][provider], "/responses", raw,
-                                         upstream_auth(app, provider, request))
+        return await passthrough.responses_passthrough(request, raw, body, target)
     return await _translated(request, body, provider, target)
 
 
