@@ -24,7 +24,6 @@ async def chat_completions(request: web.Request):
 
 
 def setup(app: web.Application):
-    add_pair(app, "chat-to-messages", client_api="openai", request_schema="openai/chat.request",
-             upstream_path="/v1/messages")
+    add_pair(app, "chat-to-messages", upstream_path="/v1/messages")
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)

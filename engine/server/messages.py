@@ -18,7 +18,6 @@ import math
 
 from aiohttp import web
 
-from .. import schemas
 from . import passthrough, translate
 from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
@@ -34,14 +33,8 @@ def _load(app, raw: bytes, schema_id: str) -> dict:
     passed-through request is the upstream's to judge)."""
     body = translate.load_json(raw, *limits(app))
     if not isinstance(body.get("model"), str) or not body["model"]:
-        _validate(body, schema_id)
+        translate.validate(body, schema_id)
     return body
-
-
-def _validate(body: dict, schema_id: str):
-    issue = schemas.first_error(schema_id, body)
-    if issue is not None:
-        raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
 
 
 def _scope(app, target: str, request: web.Request) -> dict:
@@ -64,7 +57,7 @@ async def messages(request: web.Request):
     provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages", raw, body, target)
-    _validate(body, "anthropic/messages.request")
+    translate.validate(body, "anthropic/messages.request")
     pair = pair_for(app, PAIR, target)
     return await translate.run(request, pair, _upstream(app, provider), body, _scope(app, target, request),
                                upstream_auth(app, provider, request))
@@ -77,7 +70,7 @@ async def count_tokens(request: web.Request):
     provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages/count_tokens", raw, body, target)
-    _validate(body, "anthropic/count_tokens.request")
+    translate.validate(body, "anthropic/count_tokens.request")
     return web.json_response({"input_tokens": estimate_tokens(body)},
                              headers={"x-gateway-token-count": "estimate"})
 
@@ -140,8 +133,7 @@ def estimate_tokens(body: dict) -> int:
 def setup(app: web.Application):
     cfg = app[CONFIG]
     app[SPEC_CFG] = {**app["spec_cfg"], "max_tokens_cap": cfg.max_tokens_cap}
-    add_pair(app, PAIR, client_api="anthropic", request_schema="anthropic/messages.request",
-             upstream_path="/chat/completions", keepalive=PING)
+    add_pair(app, PAIR, upstream_path="/chat/completions", keepalive=PING)
     for prefix in ("", "/anthropic"):
         app.router.add_post(prefix + "/v1/messages", messages)
         app.router.add_post(prefix + "/v1/messages/count_tokens", count_tokens)

@@ -122,8 +122,7 @@ async def submit_tool_outputs(request: web.Request):
 
 
 def setup(app: web.Application):
-    add_pair(app, PAIR, client_api="openai", request_schema="openai/responses.request",
-             upstream_path="/v1/messages")
+    add_pair(app, PAIR, upstream_path="/v1/messages")
     app.cleanup_ctx.append(_store_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(prefix + "/responses", create_response)

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -29,12 +29,9 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Pair:
     """One client API translated to one upstream API, with the compiled specs of the chosen version."""
     name: str
-    client_api: str          # 'openai' | 'anthropic': error shape
-    request_schema: str
     specs: dict              # request / response / stream / error -> CompiledSpec
     upstream_path: str
     keepalive: bytes = b": keep-alive\n\n"
-    extra_headers: dict = field(default_factory=dict)
 
 
 def _not_json(word: str):
@@ -116,10 +113,15 @@ def _depth(value, limit: int) -> int:
 def parse_body(raw: bytes, schema_id: str, max_depth: int = 100, max_items: int = 5000) -> dict:
     """JSON object checked against the client API's schema, or ApiError(400) naming the field."""
     body = load_json(raw, max_depth, max_items)
+    validate(body, schema_id)
+    return body
+
+
+def validate(body: dict, schema_id: str):
+    """ApiError(400) naming the JSON path of the first schema violation, if any."""
     issue = schemas.first_error(schema_id, body)
     if issue is not None:
         raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
-    return body
 
 
 def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
