@@ -12,7 +12,19 @@ from .sse import SSEDecoder
 
 from .nodes import dumps as _dumps
 
-_loads = json.loads
+_scan = json.JSONDecoder().scan_once  # the C scanner behind json.loads
+
+
+def _loads(text: str):
+    """json.loads, minus its per-call checks for the common case (~0.6 µs of its 1.2 µs on a
+    small event): a value starting at the first character and filling the text."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # leading whitespace, or not JSON: json.loads decides
+        return json.loads(text)
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        return json.loads(text)  # raises its "Extra data" error
+    return value
 
 
 class StreamTranslator:

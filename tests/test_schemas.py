@@ -3,13 +3,13 @@
 - every schema file is a valid draft 2020-12 schema, ids match paths;
 - every recorded fixture and every captured client request validates;
 - bad requests and events give one precise first error (exact OpenAI-style `param` path);
-- the cached validator class agrees with plain Draft202012Validator and is faster.
+- the cached validator class agrees with plain Draft202012Validator (its speed is measured by
+  `engine bench --micro-only`, not here).
 """
 from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 
 import jsonschema
@@ -545,31 +545,3 @@ def test_cached_validator_agrees_with_plain_draft202012():
                 list(best_plain.absolute_path), best_plain.message)
         checked += 1
     assert checked > 700
-
-
-def _chat_request_11_messages_5_tools():
-    body = client_body("codex-0.94-chat-req2.json")
-    messages = (body["messages"] * 2)[:11]
-    return {**body, "messages": messages, "tools": body["tools"][:5]}
-
-
-def _best_time(fn, rounds=5, number=50):
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - start) / number)
-    return best
-
-
-def test_first_error_is_fast_on_a_valid_chat_request():
-    request = _chat_request_11_messages_5_tools()
-    assert len(request["messages"]) == 11 and len(request["tools"]) == 5
-    assert first_error("openai/chat.request", request) is None  # warm-up
-    plain = _plain("openai/chat.request")
-    assert plain.is_valid(request)
-    cached_s = _best_time(lambda: first_error("openai/chat.request", request))
-    plain_s = _best_time(lambda: plain.is_valid(request))
-    # ~0.3 ms vs ~2 ms here; compared, not absolute, so a slow CI machine does not flake
-    assert cached_s * 3 < plain_s, (cached_s, plain_s)

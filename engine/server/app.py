@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from .. import schemas
 from ..catalog import Catalog
 from ..functions import new_id
 from . import ops, translate
@@ -198,6 +199,9 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
             await up.close()
 
     app.cleanup_ctx.append(sessions)
+    # every schema compiled now, not by the first request that needs it (and frozen with the rest)
+    for schema_id in schemas.schema_ids():
+        schemas.is_valid(schema_id)
     ops.setup(app, cfg)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)

@@ -142,4 +142,4 @@ def record(request: web.Request, status: int, elapsed: float):
         "ttfb_ms": round(ttfb * 1000, 1) if ttfb is not None else None,
         "tokens_in": tin, "tokens_out": tout, "request_id": request.get("request_id"),
     }
-    log.info(" ".join(f"{k}={v}" for k, v in fields.items() if v is not None), extra={"fields": fields})
+    log.info(" ".join([f"{k}={v}" for k, v in fields.items() if v is not None]), extra={"fields": fields})
