@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import nodes as N
+from . import serialize
 from .errors import SpecError, spec_path
 from .expr import ExprError, compile_expr, is_builtin, negates_before_path
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
@@ -100,6 +101,7 @@ class Ctx:
         self.def_names: set = set()
         self.procs: dict = {}
         self.proc_names: set = set()
+        self.framing: dict = {}
 
     def error(self, path, message, col_offset=0):
         line, col = self.source.mark(tuple(path))
@@ -202,6 +204,59 @@ def compile_template(ctx: Ctx, t, path):
 
 # ---------------------------------------------------------------- stream actions
 
+class TextOut(list):
+    """What the actions of one upstream read emit on the byte path (StreamTranslator.feed):
+    finished SSE frames, in order, sequence numbers stamped as they are written. The event path
+    (StreamTranslator.event) collects dicts in a plain list instead."""
+    __slots__ = ("seq", "ended", "event_field", "seq_field")
+
+    def __init__(self, seq: int, event_field: str | None, seq_field: str | None):
+        super().__init__()
+        self.seq = seq
+        self.ended = False
+        self.event_field = event_field
+        self.seq_field = seq_field
+
+    def frame(self, ev):
+        """An emitted value no frame writer covers, framed as StreamTranslator.encode would."""
+        if type(ev) is dict:
+            if self.seq_field:
+                ev = {"type": ev.get("type"), self.seq_field: self.seq, **ev}
+                self.seq += 1
+            data = N.dumps(ev)
+            return f"event: {ev.get(self.event_field)}\ndata: {data}\n\n" if self.event_field \
+                else f"data: {data}\n\n"
+        if isinstance(ev, Raw):
+            return f"data: {ev}\n\n"
+        return None
+
+
+def _frame_writer(node, framing: dict):
+    """`frame(scope, out) -> str` writing an emitted object template straight to its SSE frame
+    (engine/serialize.py), or None when the template is not an object (the dict path runs)."""
+    ef, sf = framing.get("event_field"), framing.get("sequence_field")
+    fields = getattr(node, "fields", None)
+    if fields is not None:
+        return serialize.frame_text(*fields, ef, sf)
+    target = getattr(node, "target", None)
+    if target is None:
+        return None
+    defs, name, inner_scope = target
+    cell: list = []
+
+    def frame(scope, out):
+        # the block is looked up on first use: defs may be compiled after the actions using them
+        if not cell:
+            f = getattr(defs[name], "fields", None)
+            cell.append(serialize.frame_text(*f, ef, sf) if f is not None else None)
+        write = cell[0]
+        if write is None:
+            v = node(scope)
+            return None if v is None else out.frame(v)
+        return write(scope if inner_scope is None else inner_scope(scope), out)
+    return frame
+
+
 def _seq(acts):
     acts = tuple(acts)
     if len(acts) == 1:
@@ -303,8 +358,19 @@ def compile_action(ctx: Ctx, a, path):
             else:
                 fns.append(N.as_fn(compile_template(ctx, item, path + ["emit", i])))
         fns = tuple(fns)
+        framed = tuple((f, _frame_writer(f, ctx.framing)) for f in fns)
 
         def do_emit(scope, out):
+            if type(out) is TextOut:  # the byte path: whole SSE frames, written now
+                for f, frame in framed:
+                    if frame is not None:
+                        text = frame(scope, out)
+                    else:
+                        v = f(scope)
+                        text = None if v is None else out.frame(v)
+                    if text is not None:
+                        out.append(text)
+                return
             for f in fns:
                 v = f(scope)
                 if v is not None:
@@ -333,6 +399,8 @@ def compile_action(ctx: Ctx, a, path):
     if "end" in a:
         def do_end(scope, out):
             out.append(END)
+            if type(out) is TextOut:
+                out.ended = True
         return do_end
     if "do" in a:
         name = a["do"]
@@ -355,6 +423,7 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     before = len(errors)
     ctx = Ctx(source, errors)
     ctx.helpers = set(spec.get("helpers") or ())
+    ctx.framing = spec.get("framing") or {}
     for h in ctx.helpers:
         if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
             ctx.error(["helpers"], f"unknown helper {h!r}")

@@ -56,19 +56,27 @@ def truthy(v) -> bool:
 def obj(items, keep_null=frozenset()):
     if all(isinstance(n, Const) for _, n in items):
         return Const({k: n.value for k, n in items if n.value is not None or k in keep_null})
-    return _codegen("obj", items, keep_null)
+    from . import serialize
+    build = _codegen("obj", items, keep_null)
+    build.json = serialize.object_text(items, keep_null)  # the same value, as JSON text
+    build.fields = (items, keep_null)
+    return build
 
 
 def arr(nodes):
     if all(isinstance(n, Const) for n in nodes):
         return Const([n.value for n in nodes if n.value is not None])
-    return _codegen("arr", list(enumerate(nodes)), frozenset())
+    from . import serialize
+    build = _codegen("arr", list(enumerate(nodes)), frozenset())
+    build.json = serialize.array_text(nodes)
+    return build
 
 
 def _codegen(kind: str, items, keep_null):
     """One straight-line Python function per object/array node, generated at compile time:
-    constants are bound once, plain paths (`state.id`) are read inline, other nodes are called;
-    null values are left out unless keep_null. Same result as looping over per-field closures,
+    constants are bound once, plain paths (`state.id`) and expressions that carry their source
+    (`.code`, engine/expr.py) are inlined, other nodes are called; null values are left out
+    unless keep_null. Same result as looping over per-field closures,
     without a call per field."""
     env = {}
     lines = ["def build(scope):", "    out = {}" if kind == "obj" else "    out = []"]
@@ -84,7 +92,12 @@ def _codegen(kind: str, items, keep_null):
             lines.append(f"    {put}C{i}{end}")
             continue
         path = getattr(n, "path", None)
-        if path:
+        code = getattr(n, "code", None)
+        if code is not None:
+            src, names = code
+            env.update(names)
+            lines.append(f"    v = {src}")
+        elif path:
             env[f"P{i}_0"] = path[0]
             lines.append(f"    v = scope.get(P{i}_0)")
             for j, part in enumerate(path[1:], 1):
@@ -220,17 +233,41 @@ def merge(nodes):
 
 def use(defs: dict, name: str, bindings):
     """Calls a named block from `defs`; resolved lazily so defs may use each other."""
+    inner_scope = binder(bindings)
+    if inner_scope is None:
+        # templates never write to the scope: nothing to copy
+        def run(scope):
+            return defs[name](scope)
+    else:
+        def run(scope):
+            return defs[name](inner_scope(scope))
+    from .serialize import enc
+
+    def text(scope):
+        target = defs[name]
+        inner = scope if inner_scope is None else inner_scope(scope)
+        write = getattr(target, "json", None)
+        if write is not None:
+            return write(inner)
+        v = target(inner)
+        return None if v is None else enc(v)
+    run.json = text
+    run.target = (defs, name, inner_scope)
+    return run
+
+
+def binder(bindings):
+    """`scope -> inner scope` with the `with:` values bound, or None when there are none."""
     binds = tuple((k, as_fn(v)) for k, v in bindings)
     if not binds:
-        # templates never write to the scope: nothing to copy
-        return lambda scope: defs[name](scope)
+        return None
 
-    def run(scope):
+    def inner_scope(scope):
         inner = dict(scope)
         for k, f in binds:
             inner[k] = f(scope)
-        return defs[name](inner)
-    return run
+        return inner
+    return inner_scope
 
 
 def pipe(transform, source, args):

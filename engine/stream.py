@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .compiler import END, CompiledSpec, Raw
+from .compiler import END, CompiledSpec, Raw, TextOut
 from .sse import SSEDecoder
 
 from .nodes import dumps as _dumps
@@ -120,7 +120,11 @@ class StreamTranslator:
         return "".join(parts).encode()
 
     def feed(self, chunk: bytes) -> bytes:
-        out: list = []
+        """The byte path: the rules write finished SSE frames (TextOut), no dict per event is
+        built and encoded; the same bytes as event() + encode() (tests/test_fastpaths.py)."""
+        out = TextOut(self.seq, self.event_field, self.seq_field)
+        scope = self.scope
+        handlers = self.handlers
         for _name, data in self.decoder.feed(chunk):
             if self.ended:
                 break
@@ -128,17 +132,25 @@ class StreamTranslator:
                 event = _loads(data)
             except ValueError:
                 event = None
-            if type(event) is not dict:
+            if type(event) is dict:
+                self.events_in += 1
+                scope["event"] = event
+                try:
+                    handler = handlers.get(self.disc(scope))
+                except TypeError:
+                    handler = None
+            else:
                 # non-JSON data such as [DONE]: dispatch on the text itself
-                handler = self.handlers.get(data.strip())
-                if handler is not None:
-                    self.scope["event"] = {"data": data}
-                    got: list = []
-                    handler(self.scope, got)
-                    out.extend(self._finish_out(got))
+                handler = handlers.get(data.strip())
+                scope["event"] = {"data": data}
+            if handler is None:
                 continue
-            out.extend(self.event(event))
-        return self.encode(out)
+            handler(scope, out)
+            if out.ended:
+                del out[out.index(END):]
+                self.ended = True
+        self.seq = out.seq
+        return "".join(out).encode() if out else b""
 
     def finish(self) -> bytes:
         out: list = []
