@@ -229,7 +229,7 @@ def _replay(args) -> int:
 
     def run_once():
         t = StreamTranslator(spec, req=req, cfg=cfg, model=args.model)
-        return t.encode(t.start()) + t.feed(raw) + t.finish(), t.events_in
+        return t.start_bytes() + t.feed(raw) + t.finish(), t.events_in
 
     out, n_events = run_once()
     if not args.quiet:

@@ -119,14 +119,48 @@ class StreamTranslator:
                 parts.append(f"data: {ev}\n\n")
         return "".join(parts).encode()
 
+    # -- byte level: the server's hot path. The rules write finished SSE frames (TextOut): no
+    # dict per event is built and encoded. The same bytes as the event level + encode()
+    # (tests/test_fastpaths.py).
+    def start_bytes(self) -> bytes:
+        return self._text(self.spec.init)
+
     def feed(self, chunk: bytes) -> bytes:
-        """The byte path: the rules write finished SSE frames (TextOut), no dict per event is
-        built and encoded; the same bytes as event() + encode() (tests/test_fastpaths.py)."""
         out = TextOut(self.seq, self.event_field, self.seq_field)
+        self._dispatch(self.decoder.feed(chunk), out)
+        return self._close(out)
+
+    def finish(self) -> bytes:
+        """The upstream closed: a trailing event without its blank line, then the `eof` rules."""
+        out = TextOut(self.seq, self.event_field, self.seq_field)
+        self._dispatch([(n, d) for n, d in self.decoder.flush() if _is_object(d)], out)
+        head = self._close(out)
+        return head + self._text(self.spec.eof, {"type": "eof"})
+
+    def fail_bytes(self, message: str, kind: str = "api_error") -> bytes:
+        return self._text(self.spec.error, {"type": "error", "error": {"type": kind, "message": message}})
+
+    def _text(self, actions, event=None) -> bytes:
+        if self.ended or actions is None:
+            return b""
+        out = TextOut(self.seq, self.event_field, self.seq_field)
+        if event is not None:
+            self.scope["event"] = event
+        actions(self.scope, out)
+        return self._close(out)
+
+    def _close(self, out: TextOut) -> bytes:
+        if out.ended:
+            del out[out.index(END):]
+            self.ended = True
+        self.seq = out.seq
+        return "".join(out).encode() if out else b""
+
+    def _dispatch(self, events, out: TextOut):
         scope = self.scope
         handlers = self.handlers
-        for _name, data in self.decoder.feed(chunk):
-            if self.ended:
+        for _name, data in events:
+            if self.ended or out.ended:
                 break
             try:
                 event = _loads(data)
@@ -143,23 +177,13 @@ class StreamTranslator:
                 # non-JSON data such as [DONE]: dispatch on the text itself
                 handler = handlers.get(data.strip())
                 scope["event"] = {"data": data}
-            if handler is None:
-                continue
-            handler(scope, out)
-            if out.ended:
-                del out[out.index(END):]
-                self.ended = True
-        self.seq = out.seq
-        return "".join(out).encode() if out else b""
+            if handler is not None:
+                handler(scope, out)
 
-    def finish(self) -> bytes:
-        out: list = []
-        for _name, data in self.decoder.flush():
-            try:
-                event = _loads(data)
-            except ValueError:
-                continue
-            if type(event) is dict:
-                out.extend(self.event(event))
-        out.extend(self.eof())
-        return self.encode(out)
+
+def _is_object(data: str) -> bool:
+    """A trailing event at close counts only when it is a JSON object (no [DONE] dispatch)."""
+    try:
+        return type(_loads(data)) is dict
+    except ValueError:
+        return False

@@ -20,6 +20,7 @@ from engine.bench.micro import STREAM_FIXTURES
 from engine.catalog import MAPPINGS_DIR, Catalog
 from engine.compiler import Raw
 from engine.expr import compile_expr
+from engine import functions
 from engine.functions import Functions
 from engine.nodes import dumps
 from engine.source import load_file
@@ -179,25 +180,60 @@ def _stream_cases():
 @pytest.mark.parametrize("chunk", [None, 1, 7, 64])
 @pytest.mark.parametrize("req", [{"stream": True, "stream_options": {"include_usage": True}},
                                  {"stream": True, "response_format": {"type": "json_object"}}])
-def test_feed_emits_the_same_bytes_as_event_by_event(spec, path, chunk, req):
+def test_feed_emits_the_same_bytes_as_event_by_event(spec, path, chunk, req, monkeypatch):
     raw = path.read_bytes()
     cfg = {"default_max_tokens": 4096, "stream_id": "x"}
     fast = StreamTranslator(spec, req=req, cfg=cfg, model="m")
     slow = StreamTranslator(spec, req=req, cfg=cfg, model="m")
-    a = fast.encode(fast.start())
-    slow.start()
-    slow.state.clear()
-    slow.state.update(copy.deepcopy(fast.state))  # same ids and timestamps
-    b = a  # the start chunk: same state, same bytes
+    # the same ids and timestamps on both sides: start() mints them
+    monkeypatch.setattr(functions, "clock", lambda: 1700000000.5)
+    monkeypatch.setattr(functions, "random_bytes", lambda n: bytes(range(n)))
+    a = fast.start_bytes()
+    b = slow.encode(slow.start())
+    assert a == b and fast.state == slow.state
     pieces = [raw] if chunk is None else [raw[i:i + chunk] for i in range(0, len(raw), chunk)]
     for piece in pieces:
         a += fast.feed(piece)
         b += _reference_feed(slow, piece)
         assert a == b
     a += fast.finish()
-    b += slow.finish()
+    b += _reference_finish(slow)
     assert a == b
     assert fast.ended == slow.ended and fast.seq == slow.seq
+
+
+@pytest.mark.parametrize("spec", [p.values[0] for p in _stream_cases() if p.values[1].name == "anthropic-text.sse"
+                                  or p.values[1].name == "openai-chat-tool-call.sse"])
+@pytest.mark.parametrize("cut", [0.0, 0.01, 0.5])
+def test_fail_bytes_are_the_failure_events_encoded(spec, cut, monkeypatch):
+    """A transport failure after `cut` bytes of the stream: fail_bytes == encode(fail())."""
+    path = FIXTURES / ("anthropic-text.sse" if spec.source == "anthropic/stream-event" else "openai-chat-tool-call.sse")
+    raw = path.read_bytes()
+    raw = raw[:int(len(raw) * cut)]
+    monkeypatch.setattr(functions, "clock", lambda: 1700000000.5)
+    monkeypatch.setattr(functions, "random_bytes", lambda n: bytes(range(n)))
+    fast = StreamTranslator(spec, req={"stream": True}, cfg={"default_max_tokens": 4096}, model="m")
+    slow = StreamTranslator(spec, req={"stream": True}, cfg={"default_max_tokens": 4096}, model="m")
+    a = fast.start_bytes() + fast.feed(raw)
+    b = slow.encode(slow.start()) + _reference_feed(slow, raw)
+    a += fast.fail_bytes("the upstream connection failed mid-stream", "api_error")
+    b += slow.encode(slow.fail("the upstream connection failed mid-stream", "api_error"))
+    assert a == b and b"error" in a and fast.ended == slow.ended
+    assert fast.fail_bytes("again") == b""  # a failed stream says nothing more
+
+
+def _reference_finish(t: StreamTranslator) -> bytes:
+    """finish() spelled out: event() for a trailing object event, then eof()."""
+    out: list = []
+    for _name, data in t.decoder.flush():
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        if type(event) is dict:
+            out.extend(t.event(event))
+    out.extend(t.eof())
+    return t.encode(out)
 
 
 def test_dumps_is_json_dumps():

@@ -82,7 +82,7 @@ def stream_rows(catalog: Catalog, budget: float = 0.3, fixtures: Path = FIXTURES
 
             def run(raw=raw):
                 t = StreamTranslator(spec, req=STREAM_REQ, cfg=CFG, model="bench-model")
-                return t.encode(t.start()) + t.feed(raw) + t.finish(), t.events_in
+                return t.start_bytes() + t.feed(raw) + t.finish(), t.events_in
 
             try:
                 _, n = run()

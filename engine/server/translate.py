@@ -233,7 +233,7 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             await out.write(data)
 
     try:
-        await write(translator.encode(translator.start()))
+        await write(translator.start_bytes())
         try:
             async for chunk in resp.content.iter_any():
                 clock["read"] = time.monotonic()
@@ -242,19 +242,18 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                     await write(data)
                 if translator.ended:
                     break
-            tail = translator.finish() if not clock["idle"] else translator.encode(translator.fail(
-                f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)", "timeout_error"))
+            tail = translator.finish() if not clock["idle"] else translator.fail_bytes(
+                f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)", "timeout_error")
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
             why = (f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)" if clock["idle"]
                    else f"the upstream connection failed mid-stream: {type(e).__name__}")
-            tail = translator.encode(translator.fail(why, "timeout_error" if clock["idle"] else "api_error"))
+            tail = translator.fail_bytes(why, "timeout_error" if clock["idle"] else "api_error")
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:
             # a spec that fails on this event: the client gets an error in its own stream grammar
             log.exception("stream translation failed (%s)", pair.specs["stream"].ref)
-            tail = translator.encode(translator.fail("internal gateway error while translating the stream",
-                                                     "api_error"))
+            tail = translator.fail_bytes("internal gateway error while translating the stream", "api_error")
         await write(tail)
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
