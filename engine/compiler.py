@@ -10,7 +10,7 @@ from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
 from .expr import ExprError, compile_expr, is_builtin, negates_before_path
-from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
+from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 
 TEMPLATE_KEYS = {
     "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
@@ -131,8 +131,8 @@ def compile_expression(ctx: Ctx, text: str, path):
                             + ", ".join(sorted(CUSTOM_FUNCTIONS)))
     if not used and text in ("null",):
         return N.Const(None)
-    if used & VOLATILE:
-        return fn
+    # no function call: nothing volatile, nothing that raises; it may be evaluated where it is used
+    fn.pure = not used
     return fn
 
 
@@ -232,29 +232,9 @@ class TextOut(list):
 
 
 def _frame_writer(node, framing: dict):
-    """`frame(scope, out) -> str` writing an emitted object template straight to its SSE frame
+    """`frame(scope, out) -> str` writing an emitted template straight to its SSE frame
     (engine/serialize.py), or None when the template is not an object (the dict path runs)."""
-    ef, sf = framing.get("event_field"), framing.get("sequence_field")
-    fields = getattr(node, "fields", None)
-    if fields is not None:
-        return serialize.frame_text(*fields, ef, sf)
-    target = getattr(node, "target", None)
-    if target is None:
-        return None
-    defs, name, inner_scope = target
-    cell: list = []
-
-    def frame(scope, out):
-        # the block is looked up on first use: defs may be compiled after the actions using them
-        if not cell:
-            f = getattr(defs[name], "fields", None)
-            cell.append(serialize.frame_text(*f, ef, sf) if f is not None else None)
-        write = cell[0]
-        if write is None:
-            v = node(scope)
-            return None if v is None else out.frame(v)
-        return write(scope if inner_scope is None else inner_scope(scope), out)
-    return frame
+    return serialize.frame_text(node, framing.get("event_field"), framing.get("sequence_field"))
 
 
 def _seq(acts):

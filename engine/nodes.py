@@ -69,6 +69,7 @@ def arr(nodes):
     from . import serialize
     build = _codegen("arr", list(enumerate(nodes)), frozenset())
     build.json = serialize.array_text(nodes)
+    build.items = tuple(nodes)
     return build
 
 
@@ -253,6 +254,7 @@ def use(defs: dict, name: str, bindings):
         return None if v is None else enc(v)
     run.json = text
     run.target = (defs, name, inner_scope)
+    run.bindings = tuple(bindings)
     return run
 
 

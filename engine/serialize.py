@@ -1,15 +1,23 @@
 """Templates written straight to JSON text, for the stream hot path.
 
 An emitted chunk is mostly constant: `{"id":…,"object":"chat.completion.chunk","created":…,
-"model":…,"choices":[{"index":0,"delta":{"content":…},…}]}`. Building it as a dict and then
-running the JSON encoder over it costs ~1.5 µs; here each object/array template also gets a
-generated function that writes its text directly: constant members pre-encoded at compile
-time, only the values that vary encoded per event (~0.4 µs). The output is the same text
+"model":…,"choices":[{"index":0,"delta":{"content":…},…}]}`. Building it as a dict and running
+the JSON encoder over it costs ~2.5 µs. Here an object or array template also gets a generated
+function that writes its text: every varying value is evaluated in template order into a local
+and encoded, constant members are pre-encoded at generation time, and the whole text is one
+f-string (another path joins the members when a value that may be left out is null).
+
+A `use` of a block whose `with:` values are plain (constants, paths, objects of those) and
+whose body reads each bound name only as a whole value is written as that block with the values
+in place: no inner scope and no intermediate dict (the chunk's `delta`).
+
+Functions are generated on first use, when every block of the spec exists. The text is the same
 `nodes.dumps` gives for the dict the template builds; tests/test_fastpaths.py compares the two
 byte for byte on every recorded stream.
 """
 from __future__ import annotations
 
+import itertools
 from json import encoder as _jenc
 
 from . import nodes as N
@@ -42,116 +50,288 @@ def enc(v) -> str:
     return N.dumps(v)
 
 
-def _value_lines(env: dict, i: int, node, keep: bool, put: str) -> list[str]:
-    """Lines that append `put + <JSON of node's value>` to p, skipping null unless keep."""
+def _obj(*kv) -> str:
+    """Members (key prefix, text or None) joined, nulls left out: the path for a missing value."""
+    return "{" + ",".join([kv[i] + kv[i + 1] for i in range(0, len(kv), 2) if kv[i + 1] is not None]) + "}"
+
+
+def _arr(*items) -> str:
+    return "[" + ",".join([t for t in items if t is not None]) + "]"
+
+
+class _Unsupported(Exception):
+    """A shape the generator leaves to the dict path."""
+
+
+def _pure(node) -> bool:
+    """No side effect, no error, no volatile value: may be evaluated where it is used."""
+    if isinstance(node, N.Const) or getattr(node, "path", None):
+        return True
+    if getattr(node, "pure", False):
+        return True
+    fields = getattr(node, "fields", None)
+    if fields is not None:
+        return all(_pure(n) for _, n in fields[0])
+    items = getattr(node, "items", None)
+    if items is not None:
+        return all(_pure(n) for n in items)
+    return False
+
+
+def _reads_only_whole(node, names: frozenset) -> bool:
+    """True when `node` reads the names only as whole values (a path `name`), never inside an
+    expression, a deeper path or a block that could not be inspected."""
     if isinstance(node, N.Const):
-        if node.value is None and not keep:
-            return []
-        env[f"C{i}"] = put + enc(node.value)
-        return [f"    p.append(C{i})"]
-    env[f"K{i}"] = put
-    text = getattr(node, "json", None)
-    if text is not None:  # a nested object/array/use: its own text function
-        env[f"J{i}"] = text
-        if keep:
-            return [f"    s = J{i}(scope)", f"    p.append(K{i} + (s if s is not None else 'null'))"]
-        return [f"    s = J{i}(scope)", "    if s is not None:", f"        p.append(K{i} + s)"]
-    lines = _eval_lines(env, i, node)
-    if keep:
-        return lines + [f"    p.append(K{i} + enc(v))"]
-    return lines + ["    if v is not None:", f"        p.append(K{i} + enc(v))"]
-
-
-def _eval_lines(env: dict, i: int, node) -> list[str]:
-    """Lines that leave the node's value in v (inlined as in nodes._codegen)."""
-    code = getattr(node, "code", None)
-    if code is not None:
-        src, names = code
-        env.update(names)
-        return [f"    v = {src}"]
+        return True
     path = getattr(node, "path", None)
     if path:
-        env[f"P{i}_0"] = path[0]
-        lines = [f"    v = scope.get(P{i}_0)"]
-        for j, part in enumerate(path[1:], 1):
-            env[f"P{i}_{j}"] = part
-            lines.append(f"    v = v.get(P{i}_{j}) if type(v) is dict else None")
-        return lines
-    env[f"F{i}"] = node
-    return [f"    v = F{i}(scope)"]
+        return path[0] not in names or len(path) == 1
+    code = getattr(node, "code", None)
+    if code is not None:
+        return not any(type(v) is str and v in names for v in code[1].values())
+    fields = getattr(node, "fields", None)
+    if fields is not None:
+        return all(_reads_only_whole(n, names) for _, n in fields[0])
+    items = getattr(node, "items", None)
+    if items is not None:
+        return all(_reads_only_whole(n, names) for n in items)
+    return False
 
 
-def _name_lines(env: dict, i: int, node) -> list[str]:
-    """Lines that leave the value of the event-name member in tv."""
-    if isinstance(node, N.Const):
-        env[f"TV{i}"] = node.value
-        return [f"    tv = TV{i}"]
-    write = getattr(node, "json", None)
-    if write is not None:  # an object as the name: rare; evaluated as the dict path would
-        env[f"F{i}"] = node
-        return [f"    tv = F{i}(scope)"]
-    return _eval_lines(env, i, node) + ["    tv = v"]
+class _Gen:
+    """One generated function. A member value is ("lit", text) for a constant, or
+    ("var", local, may_be_null) for text computed into a local."""
+
+    def __init__(self):
+        self.env: dict = {"enc": enc, "_str": _str, "_obj": _obj, "_arr": _arr}
+        self.lines: list[str] = []
+        self.ids = itertools.count()
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}{next(self.ids)}"
+
+    def bind(self, value, prefix: str = "B") -> str:
+        n = self.name(prefix)
+        self.env[n] = value
+        return n
+
+    def value(self, node, keep: bool, subst: dict, raw: str | None = None):
+        """Lines computing one member's text (in template order); None for a member always left
+        out. `raw` names a local that also gets the member's value (the event name)."""
+        if isinstance(node, N.Const):
+            if node.value is None and not keep:
+                return None
+            if raw:
+                self.lines.append(f"    {raw} = {self.bind(node.value)}")
+            return ("lit", enc(node.value), False)
+        path = getattr(node, "path", None)
+        if path and len(path) == 1 and path[0] in subst:
+            return self.value(subst[path[0]], keep, {}, raw)
+        if raw is None:
+            fields = getattr(node, "fields", None)
+            if fields is not None:
+                return ("var", self.object(fields[0], fields[1], subst), False)
+            items = getattr(node, "items", None)
+            if items is not None:
+                return ("var", self.array(items, subst), False)
+            if getattr(node, "target", None) is not None and not subst:
+                expanded = self.use(node)
+                if expanded is not None:
+                    return ("var", expanded, False)
+        write = getattr(node, "json", None)
+        local = self.name("t")
+        if write is not None:
+            if raw:
+                raise _Unsupported("an object as the event name")
+            self.lines.append(f"    {local} = {self.bind(write, 'J')}(scope)")
+            if keep:
+                self.lines.append(f"    if {local} is None: {local} = 'null'")
+            return ("var", local, not keep)
+        null = "'null'" if keep else "None"
+        self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
+                          f"(_str(v) if type(v) is str else enc(v))")
+        if raw:
+            self.lines.append(f"    {raw} = v")
+        return ("var", local, not keep)
+
+    def source(self, node) -> str:
+        """A Python expression for the node's value: inlined source, a path, or a call."""
+        code = getattr(node, "code", None)
+        if code is not None:
+            src, names = code
+            self.env.update(names)
+            return src
+        path = getattr(node, "path", None)
+        if path:
+            src = f"scope.get({self.bind(path[0], 'P')})"
+            for part in path[1:]:
+                t = self.name("_p")
+                src = f"({t}.get({self.bind(part, 'P')}) if type({t} := {src}) is dict else None)"
+            return src
+        return f"{self.bind(node, 'F')}(scope)"
+
+    def use(self, node) -> str | None:
+        """The text local of a `use` written as its block, or None when it cannot be."""
+        expansion = _expansion(node)
+        if expansion is None:
+            return None
+        (items, keep_null), subst = expansion
+        return self.object(items, keep_null, subst)
+
+    def object(self, items, keep_null, subst: dict) -> str:
+        members = []
+        for k, n in items:
+            got = self.value(n, k in keep_null, subst)
+            if got is not None:
+                members.append((enc(k) + ":", got))
+        return self.compose(members, "{", "}")
+
+    def array(self, nodes, subst: dict) -> str:
+        members = [("", got) for got in (self.value(n, False, subst) for n in nodes) if got is not None]
+        return self.compose(members, "[", "]")
+
+    def compose(self, members, open_: str, close: str) -> str:
+        """A local holding the text: one f-string when no member is null, else the join."""
+        local = self.name("o")
+        fast = _fstring([("lit", open_), *_joined(members), ("lit", close)])
+        maybe = [v[1] for _, v in members if v[2]]
+        if not maybe:
+            self.lines.append(f"    {local} = {fast}")
+            return local
+        if open_ == "{":
+            slow = "_obj(" + ", ".join(f"{self.bind(k, 'K')}, {self.text(v)}" for k, v in members) + ")"
+        else:
+            slow = "_arr(" + ", ".join(self.text(v) for _, v in members) + ")"
+        cond = " and ".join(f"{m} is not None" for m in maybe)
+        self.lines.append(f"    {local} = {fast} if {cond} else {slow}")
+        return local
+
+    def text(self, v) -> str:
+        return self.bind(v[1], "L") if v[0] == "lit" else v[1]
+
+    def build(self, params: str, result: str, label: str):
+        src = "\n".join([f"def ser({params}):", *self.lines, f"    return {result}"])
+        exec(compile(src, f"<json {label}>", "exec"), self.env)  # noqa: S102 - generated above
+        return self.env["ser"]
 
 
-def _build(name: str, lines: list[str], env: dict):
-    env.setdefault("enc", enc)
-    exec(compile("\n".join(lines), f"<json {name}>", "exec"), env)  # noqa: S102 - generated above
-    return env["ser"]
+def _joined(members) -> list:
+    """f-string segments of members: `key` then the value, comma-separated."""
+    out = []
+    for i, (key, v) in enumerate(members):
+        out.append(("lit", ("," if i else "") + key))
+        out.append(("lit", v[1]) if v[0] == "lit" else ("var", v[1]))
+    return out
+
+
+def _fstring(segments) -> str:
+    """Python source of an f-string: literal text (braces doubled) and `{local}` holes."""
+    parts = []
+    for kind, value in segments:
+        parts.append(value.replace("{", "{{").replace("}", "}}") if kind == "lit" else "{" + value + "}")
+    return "f" + repr("".join(parts))
+
+
+def _expansion(node):
+    """((items, keep_null), subst) to write a `use` node as its block with the `with:` values in
+    place, or None when the block is not an object or the values cannot be moved there."""
+    defs, name, _inner = node.target
+    target = defs[name]
+    fields = getattr(target, "fields", None)
+    if fields is None:
+        return None
+    binds = getattr(node, "bindings", ())
+    names = frozenset(k for k, _ in binds)
+    if not all(_pure(v) for _, v in binds) or not _reads_only_whole(target, names):
+        return None
+    return fields, dict(binds)
+
+
+def _lazy(make):
+    """A function generated on its first call (every block of the spec exists by then)."""
+    cell: list = []
+
+    def first(*args):
+        if not cell:
+            cell.append(make())
+        return cell[0](*args)
+    return first
 
 
 def object_text(items, keep_null: frozenset):
     """`ser(scope) -> str`: the JSON text of an object template."""
-    env: dict = {}
-    lines = ["def ser(scope):", "    p = []"]
-    for i, (k, n) in enumerate(items):
-        lines += _value_lines(env, i, n, k in keep_null, enc(k) + ":")
-    lines.append("    return '{' + ','.join(p) + '}'")
-    return _build("object", lines, env)
+    def make():
+        g = _Gen()
+        return g.build("scope", g.object(items, keep_null, {}), "object")
+    return _lazy(make)
 
 
 def array_text(nodes):
-    """`ser(scope) -> str`: the JSON text of an array template (nulls left out, as in nodes.arr)."""
-    env: dict = {}
-    lines = ["def ser(scope):", "    p = []"]
-    for i, n in enumerate(nodes):
-        lines += _value_lines(env, i, n, False, "")
-    lines.append("    return '[' + ','.join(p) + ']'")
-    return _build("array", lines, env)
+    """`ser(scope) -> str`: the JSON text of an array template (nulls left out, as nodes.arr)."""
+    def make():
+        g = _Gen()
+        return g.build("scope", g.array(nodes, {}), "array")
+    return _lazy(make)
 
 
-def frame_text(items, keep_null: frozenset, event_field: str | None, seq_field: str | None):
-    """`ser(scope, out) -> str`: one whole SSE frame for an emitted object template, framed as
-    StreamTranslator.encode frames the dict (`event: <event_field value>` line when the spec has
-    one; `type` then `<seq_field>: out.seq` first when it stamps sequence numbers). None when the
-    shape is one this does not cover (the dict path then runs)."""
-    keys = [k for k, _ in items]
-    if (event_field not in (None, "type")) or (seq_field is not None and seq_field in keys):
+def frame_text(node, event_field: str | None, seq_field: str | None):
+    """`frame(scope, out) -> str | None`: one whole SSE frame for an emitted template, framed as
+    StreamTranslator.encode frames its dict (`event: <event_field value>` when the spec names
+    one; `type` then `<seq_field>: out.seq` first when it stamps sequence numbers). None when
+    the template is neither an object nor a `use` of one: the dict path runs for it."""
+    if event_field not in (None, "type"):
         return None
-    env: dict = {}
-    lines = ["def ser(scope, out):", "    p = []", "    tv = None"]
-    order = list(enumerate(items))
-    if seq_field is not None:
-        # {"type": ev.get("type"), seq: n, **ev}: type first (null when left out), then the number
-        typed = [(i, kn) for i, kn in order if kn[0] == "type"]
-        order = [(i, kn) for i, kn in order if kn[0] != "type"]
-        if typed:
-            (i, (_, node)), = typed
-            lines += _name_lines(env, i, node) + ["    p.append('\"type\":' + enc(tv))"]
-        else:
-            lines.append("    p.append('\"type\":null')")
-        env["SEQ"] = enc(seq_field) + ":"
-        lines += ["    p.append(SEQ + int.__repr__(out.seq))", "    out.seq += 1"]
-    for i, (k, n) in order:
-        if k == event_field and seq_field is None:
-            env[f"K{i}"] = enc(k) + ":"
-            lines += _name_lines(env, i, n)
-            lines += [f"    p.append(K{i} + enc(tv))"] if k in keep_null else \
-                ["    if tv is not None:", f"        p.append(K{i} + enc(tv))"]
+    if getattr(node, "fields", None) is None and getattr(node, "target", None) is None:
+        return None
+
+    def make():
+        fields = getattr(node, "fields", None)
+        subst: dict = {}
+        if fields is None:
+            expansion = _expansion(node)
+            if expansion is None:
+                return _dict_frame(node)
+            fields, subst = expansion
+        items, keep_null = fields
+        if seq_field is not None and any(k == seq_field for k, _ in items):
+            return _dict_frame(node)
+        try:
+            return _frame(_Gen(), items, keep_null, subst, event_field, seq_field)
+        except _Unsupported:
+            return _dict_frame(node)
+    return _lazy(make)
+
+
+def _dict_frame(node):
+    def frame(scope, out):
+        v = node(scope)
+        return None if v is None else out.frame(v)
+    return frame
+
+
+def _frame(g: _Gen, items, keep_null, subst, event_field, seq_field):
+    g.lines.append("    tv = None")
+    named_key = "type" if (seq_field is not None or event_field == "type") else None
+    members, head = [], None
+    for k, n in items:
+        named = k == named_key
+        # stamped events always carry type, null when the template leaves it out
+        got = g.value(n, k in keep_null or (named and seq_field is not None), subst, "tv" if named else None)
+        if got is None:
             continue
-        lines += _value_lines(env, i, n, k in keep_null, enc(k) + ":")
-    body = "'{' + ','.join(p) + '}'"
-    if event_field is not None:
-        lines.append(f"    return f'event: {{tv}}\\ndata: ' + {body} + '\\n\\n'")
+        if named and seq_field is not None:
+            head = (enc(k) + ":", got)
+        else:
+            members.append((enc(k) + ":", got))
+    if seq_field is not None:
+        # {"type": ev.get("type"), seq: n, **ev}: type first, then the number, then the rest
+        g.lines += ["    sq = int.__repr__(out.seq)", "    out.seq += 1"]
+        members = [head or ('"type":', ("lit", "null", False)), (enc(seq_field) + ":", ("var", "sq", False))] \
+            + members
+    prefix = [("lit", "event: "), ("var", "tv"), ("lit", "\ndata: ")] if event_field else [("lit", "data: ")]
+    if any(v[2] for _, v in members):
+        body = g.compose(members, "{", "}")
+        result = _fstring([*prefix, ("var", body), ("lit", "\n\n")])
     else:
-        lines.append(f"    return 'data: ' + {body} + '\\n\\n'")
-    return _build("frame", lines, env)
+        result = _fstring([*prefix, ("lit", "{"), *_joined(members), ("lit", "}\n\n")])
+    return g.build("scope, out", result, "frame")
