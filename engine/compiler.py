@@ -102,6 +102,7 @@ class Ctx:
         self.procs: dict = {}
         self.proc_names: set = set()
         self.framing: dict = {}
+        self.finalizers: list = []
 
     def error(self, path, message, col_offset=0):
         line, col = self.source.mark(tuple(path))
@@ -338,7 +339,8 @@ def compile_action(ctx: Ctx, a, path):
             else:
                 fns.append(N.as_fn(compile_template(ctx, item, path + ["emit", i])))
         fns = tuple(fns)
-        framed = tuple((f, _frame_writer(f, ctx.framing)) for f in fns)
+        framed: list = []  # (template, frame writer): written once the whole spec is compiled
+        ctx.finalizers.append(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns))
 
         def do_emit(scope, out):
             if type(out) is TextOut:  # the byte path: whole SSE frames, written now
@@ -439,4 +441,8 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         out.sequence_field = framing.get("sequence_field")
     else:
         out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
-    return out if len(errors) == before else None
+    if len(errors) != before:
+        return None
+    for finish in ctx.finalizers:
+        finish()
+    return out

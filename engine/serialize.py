@@ -278,28 +278,27 @@ def frame_text(node, event_field: str | None, seq_field: str | None):
     """`frame(scope, out) -> str | None`: one whole SSE frame for an emitted template, framed as
     StreamTranslator.encode frames its dict (`event: <event_field value>` when the spec names
     one; `type` then `<seq_field>: out.seq` first when it stamps sequence numbers). None when
-    the template is neither an object nor a `use` of one: the dict path runs for it."""
+    the template is neither an object nor a `use` of one: the dict path runs for it. Called
+    once the whole spec is compiled (a `use` names blocks that may come later)."""
     if event_field not in (None, "type"):
         return None
     if getattr(node, "fields", None) is None and getattr(node, "target", None) is None:
         return None
 
-    def make():
-        fields = getattr(node, "fields", None)
-        subst: dict = {}
-        if fields is None:
-            expansion = _expansion(node)
-            if expansion is None:
-                return _dict_frame(node)
-            fields, subst = expansion
-        items, keep_null = fields
-        if seq_field is not None and any(k == seq_field for k, _ in items):
+    fields = getattr(node, "fields", None)
+    subst: dict = {}
+    if fields is None:
+        expansion = _expansion(node)
+        if expansion is None:
             return _dict_frame(node)
-        try:
-            return _frame(_Gen(), items, keep_null, subst, event_field, seq_field)
-        except _Unsupported:
-            return _dict_frame(node)
-    return _lazy(make)
+        fields, subst = expansion
+    items, keep_null = fields
+    if seq_field is not None and any(k == seq_field for k, _ in items):
+        return _dict_frame(node)
+    try:
+        return _frame(_Gen(), items, keep_null, subst, event_field, seq_field)
+    except _Unsupported:
+        return _dict_frame(node)
 
 
 def _dict_frame(node):

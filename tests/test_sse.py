@@ -353,3 +353,22 @@ def test_encode_decode_round_trip(data, event):
     encoded = encode(data, event)
     assert decode_all([encoded]) == [(event, data)]
     assert decode_all([encoded[i : i + 1] for i in range(len(encoded))]) == [(event, data)]
+
+
+def test_streams_of_whole_blocks_match_reference():
+    """Chunks made only of `event: X\\ndata: Y\\n\\n` (or `data: Y\\n\\n`) blocks take one findall;
+    one odd block anywhere (a comment, an id, two data lines, an empty name, no space after the
+    colon) must send the chunk down the line-by-line path, with the same events either way."""
+    rng = random.Random(99)
+    named = [b"event: content_block_delta\ndata: {\"t\":\"x\"}\n\n", "event: e\ndata: é😀 a:b\n\n".encode(),
+             b"event: e\ndata: \n\n", b"event: e\ndata:  two spaces\n\n"]
+    plain = [b"data: {\"a\":1}\n\n", b"data: [DONE]\n\n", b"data: \n\n"]
+    odd = [b": keep-alive\n\n", b"id: 7\ndata: x\n\n", b"event: e\ndata: a\ndata: b\n\n", b"event:\ndata: x\n\n",
+           b"data:x\n\n", b"event: \ndata: x\n\n", b"event: e\nevent: f\ndata: x\n\n", b"retry: 10\n\n", b"event: e\n\n"]
+    for _ in range(400):
+        kind = rng.choice([named, plain])
+        blocks = [rng.choice(kind) for _ in range(rng.randint(1, 12))]
+        if rng.random() < 0.4:
+            blocks.insert(rng.randint(0, len(blocks)), rng.choice(odd))
+        stream = b"".join(blocks)
+        assert SSEDecoder().feed(stream) == reference_parse(stream), stream
