@@ -347,6 +347,29 @@ class _Gen:
                 k = self.bind(c["value"])
                 src = f"({tmp}.get({k}) if type({tmp} := {src}) is dict else None)"
             return src
+        if t in ("subexpression", "index_expression", "pipe"):
+            # each step applies to the value of the one before: bind it, then the next reads it
+            src = self.gen(ch[0], cur, top)
+            for c in ch[1:]:
+                tmp = self.temp()
+                src = f"({self.gen(c, tmp, False)} if ({tmp} := {src}) is {tmp} else None)"
+            return src
+        if t == "index":
+            i = node["value"]
+            fits = f"len({cur}) > {i}" if i >= 0 else f"len({cur}) >= {-i}"
+            return f"({cur}[{i}] if type({cur}) is list and {fits} else None)"
+        if t == "flatten":
+            return f"{self.bind(_flatten, 'h')}({self.gen(ch[0], cur, top)})"
+        if t in ("projection", "filter_projection"):
+            base, e, r = self.temp(), self.temp(), self.temp()
+            left = self.gen(ch[0], cur, top)
+            right = e if ch[1]["type"] == "identity" else self.gen(ch[1], e, False)
+            keep = f"({r} := {right}) is not None" if right != e else f"{e} is not None"
+            if t == "filter_projection":
+                c = self.temp()
+                keep = f"{self.truthy(c, self.gen(ch[2], e, False))} and {keep}"
+            item = r if right != e else e
+            return f"(None if type({base} := {left}) is not list else [{item} for {e} in {base} if {keep}])"
         if t == "literal":
             lit = node["value"]
             if lit is None or type(lit) is bool or type(lit) is int:
@@ -381,6 +404,18 @@ class _Gen:
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
         return f"{self.bind(_closure(node), 'x')}({cur})"
+
+
+def _flatten(base):
+    if type(base) is not list:
+        return None
+    out = []
+    for e in base:
+        if type(e) is list:
+            out.extend(e)
+        else:
+            out.append(e)
+    return out
 
 
 def _generated(parsed):
