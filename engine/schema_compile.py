@@ -130,8 +130,8 @@ class Compiler:
         checks.extend(_number(s))
         if "$ref" in s:
             checks.append(self._ref(s["$ref"], resolver))
-        for sub in s.get("allOf", ()):
-            checks.append(self._sub(sub, resolver))
+        if "allOf" in s:
+            checks.extend(self._all_of(s["allOf"], resolver))
         if "anyOf" in s:
             subs = [self._sub(sub, resolver) for sub in s["anyOf"]]
             checks.append(lambda x: any(p(x) for p in subs))
@@ -154,6 +154,37 @@ class Compiler:
     def _ref(self, ref: str, resolver) -> Predicate:
         resolved = resolver.lookup(ref)
         return self.compile(resolved.contents, resolved.resolver)
+
+    def _all_of(self, subs: list, resolver) -> list[Predicate]:
+        """allOf; its `{"if": {"required": [k], "properties": {k: {"const": "v"}}}, "then": S}`
+        entries on one key (how every schema here dispatches on role / type) become one table
+        lookup instead of one test per entry."""
+        table: dict[str, list[Predicate]] = {}
+        key = None
+        checks = []
+        for sub in subs:
+            d = _discriminated(sub)
+            if d is not None and key in (None, d[0]):
+                key = d[0]
+                table.setdefault(d[1], []).append(self._sub(sub["then"], resolver))
+            else:
+                checks.append(self._sub(sub, resolver))
+        if table:
+            thens = {v: _all(ps) for v, ps in table.items()}
+            every = _all([p for ps in table.values() for p in ps])
+            get = thens.get
+
+            def dispatch(x) -> bool:
+                if not isinstance(x, dict):
+                    return every(x)  # required/properties pass on non-objects: every `then` applies
+                v = x.get(key)
+                if type(v) is str:
+                    then = get(v)
+                    if then is not None:
+                        return then(x)
+                return True
+            checks.append(dispatch)
+        return checks
 
     def _if(self, s: dict, resolver) -> Predicate:
         cond = self._sub(s["if"], resolver)
@@ -228,6 +259,24 @@ class Compiler:
         return check
 
 
+def _discriminated(sub) -> tuple[str, str] | None:
+    """(key, value) when `sub` is exactly {"if": {"required": [key], "properties": {key: {"const":
+    value}}}, "then": ...} with a string value: its `if` holds for an object exactly when
+    object[key] == value, and for every non-object."""
+    if not isinstance(sub, dict) or set(sub) != {"if", "then"}:
+        return None
+    cond = sub["if"]
+    if not isinstance(cond, dict) or set(cond) != {"required", "properties"}:
+        return None
+    req, props = cond["required"], cond["properties"]
+    if not (isinstance(req, list) and len(req) == 1 and isinstance(props, dict) and list(props) == req):
+        return None
+    spec = props[req[0]]
+    if not (isinstance(spec, dict) and list(spec) == ["const"] and isinstance(spec["const"], str)):
+        return None
+    return req[0], spec["const"]
+
+
 def _plain_object(get, required: tuple, extra: Predicate | None) -> Predicate:
     """properties / required / additionalProperties alone: the shape of nearly every object here."""
     def check(x) -> bool:
@@ -282,13 +331,9 @@ def _all(checks: list[Predicate]) -> Predicate:
         return _always
     if len(checks) == 1:
         return checks[0]
-    if len(checks) == 2:
-        a, b = checks
-        return lambda x: a(x) and b(x)
-    if len(checks) == 3:
-        a, b, c = checks
-        return lambda x: a(x) and b(x) and c(x)
-    return lambda x: all(c(x) for c in checks)
+    # one `and` chain, generated: a generator over the checks costs a frame per call
+    env = {f"c{i}": c for i, c in enumerate(checks)}
+    return eval("lambda x: " + " and ".join(f"c{i}(x)" for i in range(len(checks))), env)  # noqa: S307
 
 
 def _const(value) -> Predicate:

@@ -98,6 +98,18 @@ CASES = [
     ({"oneOf": [{"type": "integer"}, {"minimum": 2}]}, [1, 3, 2.5, "x"]),
     ({"anyOf": [{"type": "integer"}, {"type": "null"}], "not": {"const": 0}}, [1, None, 0, "x"]),
     ({"allOf": [{"minimum": 1}, {"maximum": 3}]}, [0, 2, 4]),
+    # allOf entries dispatching on one key become a table lookup: same answers, objects or not
+    ({"allOf": [
+        {"if": {"required": ["role"], "properties": {"role": {"const": "a"}}}, "then": {"required": ["x"]}},
+        {"if": {"required": ["role"], "properties": {"role": {"const": "b"}}}, "then": {"required": ["y"]}},
+        {"if": {"required": ["role"], "properties": {"role": {"const": "b"}}}, "then": {"maxProperties": 2}},
+        {"if": {"required": ["kind"], "properties": {"kind": {"const": "k"}}}, "then": {"required": ["z"]}},
+        {"minProperties": 1}]},
+     [{"role": "a", "x": 1}, {"role": "a"}, {"role": "b", "y": 1}, {"role": "b", "y": 1, "q": 2}, {"role": "b"},
+      {"role": "c"}, {"role": 5}, {"role": None}, {"kind": "k"}, {"kind": "k", "z": 1}, {}, "a", 3, None]),
+    ({"allOf": [{"if": {"required": ["t"], "properties": {"t": {"const": "a"}}}, "then": {"type": "object"}},
+                {"if": {"required": ["t"], "properties": {"t": {"const": "b"}}}, "then": {"type": "string"}}]},
+     [{"t": "a"}, {"t": "b"}, "s", 5, [], {"t": "c"}]),
     (True, [1, None]),
     (False, [1, None]),
     # keywords not compiled here go to jsonschema, subschema by subschema
