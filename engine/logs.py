@@ -107,7 +107,26 @@ class DailyFileHandler(Coalescing):
         super().close()
 
 
-class JsonFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """logging's default asctime (`2026-11-26 10:06:09,123`), its strftime done once a second
+    rather than once a line."""
+
+    def __init__(self, fmt: str | None = None):
+        super().__init__(fmt)
+        self._second = None
+        self._stamp = ""
+
+    def formatTime(self, record, datefmt=None):
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._stamp, record.msecs)
+
+
+class JsonFormatter(TextFormatter):
     def format(self, record):
         out = {"time": self.formatTime(record), "level": record.levelname.lower(), "msg": record.getMessage()}
         out.update(getattr(record, "fields", {}) or {})
@@ -117,7 +136,7 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(cfg):
     level = _LEVELS.get(str(getattr(cfg, "log_level", "info")).lower(), logging.INFO)
     fmt = JsonFormatter() if getattr(cfg, "log_format", "text") == "json" else \
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     root = logging.getLogger()
     root.handlers.clear()
     # the Logging HOWTO's "Optimization": the access line needs no caller, thread or process

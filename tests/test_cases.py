@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from engine import schemas
+from engine.nodes import dumps
 
 CASES = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES.rglob("*.yaml"))
@@ -43,6 +44,10 @@ def test_case(path, catalog):
     assert failed is None, f"unexpectedly rejected: {failed}"
     out = spec.template(scope)
     assert out == case["expected"]
+    # the text the server sends without building the dict (engine/serialize.py) is the dict's
+    text = getattr(spec.template, "json", None)
+    if text is not None:
+        assert text(scope) == dumps(out)
     # the input and the output are what their APIs accept
     assert schemas.first_error(spec.source, case["input"]) is None, schemas.first_error(spec.source, case["input"])
     assert schemas.first_error(spec.target, out) is None, schemas.first_error(spec.target, out)

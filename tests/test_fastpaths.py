@@ -243,3 +243,10 @@ def test_dumps_is_json_dumps():
     with pytest.raises(TypeError):
         dumps({"a": object()})
     assert isinstance(Raw("x"), str)
+
+
+def test_enc_is_dumps():
+    from engine.serialize import enc
+    for v in ["", "é\n\"\\\u2028\x00", 0, -1, 10 ** 30, True, False, None, 0.1, -0.0, 1e300, float("nan"),
+              float("inf"), float("-inf"), [1, "a"], {"k": {"x": None}}, []]:
+        assert enc(v) == dumps(v), v

@@ -200,6 +200,10 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                          tokens_out=usage.get("output_tokens", usage.get("completion_tokens")))
             spec = pair.specs["response"]
             sc = spec.scope(src=data, req=body, **scope)
+            text = getattr(spec.template, "json", None)
+            if on_result is None and text is not None:
+                # written straight to JSON text (engine/serialize.py): no dict to encode
+                return web.Response(body=text(sc).encode(), content_type="application/json")
             result = spec.template(sc)
             if on_result is not None:
                 await on_result(result, sc)
@@ -220,8 +224,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     clock = {"write": time.monotonic(), "read": time.monotonic(), "idle": False, "ttfb": None}
     metrics = request.app[ops.METRICS]
     metrics.open_streams.inc()
-    watchdog = asyncio.create_task(_watch(out, resp, pair.keepalive, scope.get("keepalive_seconds") or 15.0,
-                                          upstream.idle_timeout, clock))
+    watchdog = _Watchdog(out, resp, pair.keepalive, scope.get("keepalive_seconds") or 15.0,
+                         upstream.idle_timeout, clock)
 
     async def write(data: bytes):
         if on_write is not None:
@@ -271,20 +275,41 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     return out
 
 
-async def _watch(out: web.StreamResponse, resp, keepalive: bytes, every: float, idle_timeout: float, clock: dict):
-    """One task per stream: a keep-alive while the upstream is silent, so clients and proxies do
-    not time out, and the idle timeout between upstream reads (never a total timeout)."""
-    tick = max(0.05, min(every, idle_timeout or every) / 4)
-    try:
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if idle_timeout and now - clock["read"] >= idle_timeout:
-                clock["idle"] = True
-                resp.close()  # the read loop sees the connection end and reports the timeout
-                return
-            if now - clock["write"] >= every:
-                clock["write"] = now
-                await out.write(keepalive)
-    except (asyncio.CancelledError, ConnectionResetError, RuntimeError):
-        return
+class _Watchdog:
+    """Per stream, on loop timers rather than a task: a keep-alive while the upstream is silent,
+    so clients and proxies do not time out, and the idle timeout between upstream reads (never
+    a total timeout)."""
+
+    def __init__(self, out: web.StreamResponse, resp, keepalive: bytes, every: float, idle_timeout: float,
+                 clock: dict):
+        self.out, self.resp, self.keepalive, self.every, self.idle = out, resp, keepalive, every, idle_timeout
+        self.clock = clock
+        self.tick = max(0.05, min(every, idle_timeout or every) / 4)
+        self.loop = asyncio.get_running_loop()
+        self.writing: asyncio.Task | None = None
+        self.handle = self.loop.call_later(self.tick, self._check)
+
+    def _check(self):
+        now = time.monotonic()
+        clock = self.clock
+        if self.idle and now - clock["read"] >= self.idle:
+            clock["idle"] = True
+            self.resp.close()  # the read loop sees the connection end and reports the timeout
+            return
+        if now - clock["write"] >= self.every and self.writing is None:
+            clock["write"] = now
+            self.writing = self.loop.create_task(self._write())
+        self.handle = self.loop.call_later(self.tick, self._check)
+
+    async def _write(self):
+        try:
+            await self.out.write(self.keepalive)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        finally:
+            self.writing = None
+
+    def cancel(self):
+        self.handle.cancel()
+        if self.writing is not None:
+            self.writing.cancel()
