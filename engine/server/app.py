@@ -32,6 +32,7 @@ async def middleware(request: web.Request, handler):
     rid = request.headers.get("x-request-id") or new_id("req_")
     request["request_id"] = rid
     request["started"] = start
+    request["log"] = {}
     status = 499  # the client went away before an answer
     try:
         try:

@@ -34,6 +34,16 @@ class Pair:
     keepalive: bytes = b": keep-alive\n\n"
 
 
+def _loads_utf8(raw: bytes):
+    """An upstream body: UTF-8 (both providers' only encoding); bytes of another encoding go
+    through json.loads' own detection."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.loads(raw)
+    return json.loads(text)
+
+
 def _not_json(word: str):
     # Python's json module accepts NaN and Infinity; JSON does not, and echoing them back would
     # hand the client invalid JSON
@@ -190,7 +200,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
         if not body.get("stream"):
             try:
                 async with asyncio.timeout(upstream.idle_timeout):  # no task per request, unlike wait_for
-                    data = json.loads(await resp.read())
+                    data = _loads_utf8(await resp.read())
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
