@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 
-from engine.logs import StdoutHandler, TextFormatter
+from engine.logs import AccessLog, JsonFormatter, StdoutHandler, TextFormatter
 
 FMT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -75,3 +75,60 @@ def test_off_the_loop_every_line_is_written_at_once():
     h, stream = _handler(delay=10)
     h.handle(_record("no loop here"))
     assert stream.getvalue() == "INFO no loop here\n"
+
+
+def _root_with(handler):
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return root, saved
+
+
+FIELDS = {"method": "POST", "path": "/v1/chat/completions", "status": 200, "latency_ms": 1.5,
+          "model": "claude-é", "tokens_in": None}
+
+
+def test_access_line_is_what_logging_writes(monkeypatch):
+    """Written straight to the handler, the line is byte for byte the record logging would format,
+    in the text format and in the JSON one."""
+    for fmt in (TextFormatter(), JsonFormatter()):
+        direct, stream_a = _handler()
+        direct.setFormatter(fmt)
+        root, saved = _root_with(direct)
+        try:
+            monkeypatch.setattr("time.time", lambda: 1700000000.123)
+            access = AccessLog("engine.access")
+            assert access._handlers() == (direct,)  # the direct path, not logging's
+            access("method=POST status=200", FIELDS)
+            direct.flush()
+            via_logging, stream_b = _handler()
+            via_logging.setFormatter(fmt)
+            record = logging.LogRecord("engine.access", logging.INFO, __file__, 1, "method=POST status=200", (), None)
+            record.fields = FIELDS
+            via_logging.handle(record)
+            via_logging.flush()
+        finally:
+            root.handlers[:], _ = saved
+            root.setLevel(saved[1])
+        assert stream_a.getvalue() == stream_b.getvalue() != ""
+
+
+def test_access_line_goes_through_logging_for_any_other_handler(caplog):
+    with caplog.at_level(logging.INFO, logger="engine.access"):
+        AccessLog("engine.access")("method=GET status=404", {"status": 404})
+    assert [r.getMessage() for r in caplog.records] == ["method=GET status=404"]
+    assert caplog.records[0].fields == {"status": 404}
+
+
+def test_access_line_respects_the_level():
+    direct, stream = _handler()
+    root, saved = _root_with(direct)
+    try:
+        root.setLevel(logging.WARNING)
+        AccessLog("engine.access")("quiet", {})
+        direct.flush()
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert stream.getvalue() == ""

@@ -12,9 +12,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..logs import AccessLog
 from .errors import ApiError
 
 log = logging.getLogger("engine.access")
+access_log = AccessLog("engine.access")
 
 METRICS = web.AppKey("metrics", object)
 KEYRING = web.AppKey("keyring", object)
@@ -146,4 +148,4 @@ def record(request: web.Request, status: int, elapsed: float):
         "ttfb_ms": round(ttfb * 1000, 1) if ttfb is not None else None,
         "tokens_in": tin, "tokens_out": tout, "request_id": request.get("request_id"),
     }
-    log.info(" ".join([f"{k}={v}" for k, v in fields.items() if v is not None]), extra={"fields": fields})
+    access_log(" ".join([f"{k}={v}" for k, v in fields.items() if v is not None]), fields)
