@@ -268,8 +268,11 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             # a spec that fails on this event: the client gets an error in its own stream grammar
             log.exception("stream translation failed (%s)", pair.specs["stream"].ref)
             tail = translator.fail_bytes("internal gateway error while translating the stream", "api_error")
-        await write(tail)
-        await out.write_eof()
+        if on_write is not None:
+            await on_write(translator)
+        if tail and clock["ttfb"] is None:
+            clock["ttfb"] = time.monotonic() - started
+        await out.write_eof(tail)  # the last events and the end of the chunked body in one write
     except (ConnectionResetError, asyncio.CancelledError):
         # the client went away: close the upstream request at once
         resp.close()
