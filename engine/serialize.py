@@ -232,15 +232,18 @@ def _fstring(segments) -> str:
     return "f" + repr("".join(parts))
 
 
-def _expansion(node):
+def _expansion(node, depth: int = 0):
     """((items, keep_null), subst) to write a `use` node as its block with the `with:` values in
     place, or None when the block is not an object or the values cannot be moved there."""
     defs, name, _inner = node.target
     target = defs[name]
+    binds = getattr(node, "bindings", ())
+    if not binds and getattr(target, "target", None) is not None:
+        # a block that is only a `use` of another (tool_delta -> chunk); a cycle is left alone
+        return _expansion(target, depth + 1) if depth < 8 else None
     fields = getattr(target, "fields", None)
     if fields is None:
         return None
-    binds = getattr(node, "bindings", ())
     names = frozenset(k for k, _ in binds)
     if not all(_pure(v) for _, v in binds) or not _reads_only_whole(target, names):
         return None
