@@ -209,12 +209,13 @@ class TextOut(list):
     """What the actions of one upstream read emit on the byte path (StreamTranslator.feed):
     finished SSE frames, in order, sequence numbers stamped as they are written. The event path
     (StreamTranslator.event) collects dicts in a plain list instead."""
-    __slots__ = ("seq", "ended", "event_field", "seq_field")
+    __slots__ = ("seq", "ended", "event_field", "seq_field", "memo")
 
     def __init__(self, seq: int, event_field: str | None, seq_field: str | None):
         super().__init__()
         self.seq = seq
         self.ended = False
+        self.memo = None  # (object, its JSON text): serialize.enc_memo
         self.event_field = event_field
         self.seq_field = seq_field
 
@@ -230,6 +231,12 @@ class TextOut(list):
         if isinstance(ev, Raw):
             return f"data: {ev}\n\n"
         return None
+
+
+def _changed(out):
+    """State or scope changed: a JSON text remembered for an object may be stale."""
+    if type(out) is TextOut:
+        out.memo = None
 
 
 def _frame_writer(node, framing: dict):
@@ -278,6 +285,7 @@ def compile_action(ctx: Ctx, a, path):
                 return
             for item in items if type(items) is list else (items,):
                 scope[name] = item
+                _changed(out)
                 body(scope, out)
             scope.pop(name, None)
         return do_each
@@ -288,6 +296,7 @@ def compile_action(ctx: Ctx, a, path):
             state = scope["state"]
             for k, f in items:
                 state[k] = f(scope)
+            _changed(out)
         return do_set
     if "put" in a:
         p = a["put"]
@@ -298,6 +307,7 @@ def compile_action(ctx: Ctx, a, path):
         def do_put(scope, out):
             key = kf(scope)
             scope["state"][m][key if type(key) is str else str(key)] = vf(scope)
+            _changed(out)
         return do_put
     if "incr" in a:
         spec = a["incr"]
@@ -309,11 +319,13 @@ def compile_action(ctx: Ctx, a, path):
             state = scope["state"]
             for k, f in items:
                 state[k] = (state.get(k) or 0) + f(scope)
+            _changed(out)
         return do_incr
     if "append" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["append", k]))) for k, v in a["append"].items())
 
         def do_append(scope, out):
+            _changed(out)
             state = scope["state"]
             for k, f in items:
                 v = f(scope)

@@ -50,6 +50,18 @@ def enc(v) -> str:
     return N.dumps(v)
 
 
+def enc_memo(v: dict, out) -> str:
+    """enc(v), remembered on `out` (TextOut) for the next frame of the same object. Every
+    action that changes state or scope clears the memo (compiler.py), so an object is only
+    reused while nothing could have changed it."""
+    memo = out.memo
+    if memo is not None and memo[0] is v:
+        return memo[1]
+    text = N.dumps(v)
+    out.memo = (v, text)
+    return text
+
+
 def _obj(*kv) -> str:
     """Members (key prefix, text or None) joined, nulls left out: the path for a missing value."""
     return "{" + ",".join([kv[i] + kv[i + 1] for i in range(0, len(kv), 2) if kv[i + 1] is not None]) + "}"
@@ -103,9 +115,10 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_obj": _obj, "_arr": _arr}
+        self.env: dict = {"enc": enc, "_str": _str, "_obj": _obj, "_arr": _arr, "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
+        self.framed = False  # generating a frame: `out` (a TextOut) is in scope
 
     def name(self, prefix: str) -> str:
         return f"{prefix}{next(self.ids)}"
@@ -148,8 +161,11 @@ class _Gen:
                 self.lines.append(f"    if {local} is None: {local} = 'null'")
             return ("var", local, not keep)
         null = "'null'" if keep else "None"
+        # in a frame, an object is encoded through the frame's memo: the Responses stream
+        # emits the same response object twice in a row (created, in_progress)
+        other = "(enc_memo(v, out) if type(v) is dict else enc(v))" if self.framed else "enc(v)"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
-                          f"(_str(v) if type(v) is str else enc(v))")
+                          f"(_str(v) if type(v) is str else {other})")
         if raw:
             self.lines.append(f"    {raw} = v")
         return ("var", local, not keep)
@@ -312,6 +328,7 @@ def _dict_frame(node):
 
 
 def _frame(g: _Gen, items, keep_null, subst, event_field, seq_field):
+    g.framed = True
     g.lines.append("    tv = None")
     named_key = "type" if (seq_field is not None or event_field == "type") else None
     members, head = [], None

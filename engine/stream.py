@@ -145,7 +145,7 @@ class StreamTranslator:
             return b""
         out = TextOut(self.seq, self.event_field, self.seq_field)
         if event is not None:
-            self.scope["event"] = event
+            self.scope["event"] = event  # a fresh TextOut: nothing remembered yet
         actions(self.scope, out)
         return self._close(out)
 
@@ -166,6 +166,7 @@ class StreamTranslator:
                 event = _loads(data)
             except ValueError:
                 event = None
+            out.memo = None  # a new event in scope
             if type(event) is dict:
                 self.events_in += 1
                 scope["event"] = event
