@@ -115,7 +115,8 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_obj": _obj, "_arr": _arr, "enc_memo": enc_memo}
+        self.env: dict = {"enc": enc, "_str": _str, "_int": int.__repr__, "_obj": _obj, "_arr": _arr,
+                          "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
         self.framed = False  # generating a frame: `out` (a TextOut) is in scope
@@ -143,14 +144,14 @@ class _Gen:
         if raw is None:
             fields = getattr(node, "fields", None)
             if fields is not None:
-                return ("var", self.object(fields[0], fields[1], subst), False)
+                return self.object(fields[0], fields[1], subst)
             items = getattr(node, "items", None)
             if items is not None:
-                return ("var", self.array(items, subst), False)
+                return self.array(items, subst)
             if getattr(node, "target", None) is not None and not subst:
                 expanded = self.use(node)
                 if expanded is not None:
-                    return ("var", expanded, False)
+                    return expanded
         write = getattr(node, "json", None)
         local = self.name("t")
         if write is not None:
@@ -165,7 +166,7 @@ class _Gen:
         # emits the same response object twice in a row (created, in_progress)
         other = "(enc_memo(v, out) if type(v) is dict else enc(v))" if self.framed else "enc(v)"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
-                          f"(_str(v) if type(v) is str else {other})")
+                          f"(_str(v) if type(v) is str else _int(v) if type(v) is int else {other})")
         if raw:
             self.lines.append(f"    {raw} = v")
         return ("var", local, not keep)
@@ -186,15 +187,15 @@ class _Gen:
             return src
         return f"{self.bind(node, 'F')}(scope)"
 
-    def use(self, node) -> str | None:
-        """The text local of a `use` written as its block, or None when it cannot be."""
+    def use(self, node):
+        """A `use` written as its block, or None when it cannot be."""
         expansion = _expansion(node)
         if expansion is None:
             return None
         (items, keep_null), subst = expansion
         return self.object(items, keep_null, subst)
 
-    def object(self, items, keep_null, subst: dict) -> str:
+    def object(self, items, keep_null, subst: dict):
         members = []
         for k, n in items:
             got = self.value(n, k in keep_null, subst)
@@ -202,28 +203,34 @@ class _Gen:
                 members.append((enc(k) + ":", got))
         return self.compose(members, "{", "}")
 
-    def array(self, nodes, subst: dict) -> str:
+    def array(self, nodes, subst: dict):
         members = [("", got) for got in (self.value(n, False, subst) for n in nodes) if got is not None]
         return self.compose(members, "[", "]")
 
-    def compose(self, members, open_: str, close: str) -> str:
-        """A local holding the text: one f-string when no member is null, else the join."""
-        local = self.name("o")
-        fast = _fstring([("lit", open_), *_joined(members), ("lit", close)])
+    def compose(self, members, open_: str, close: str):
+        """An object or array: ("seg", f-string segments, False) spliced into its parent's
+        f-string when no member can be null, else a local holding the text (the f-string, or
+        the join when a member is null)."""
+        segments = [("lit", open_), *_joined(members), ("lit", close)]
         maybe = [v[1] for _, v in members if v[2]]
         if not maybe:
-            self.lines.append(f"    {local} = {fast}")
-            return local
+            return ("seg", segments, False)
+        local = self.name("o")
         if open_ == "{":
             slow = "_obj(" + ", ".join(f"{self.bind(k, 'K')}, {self.text(v)}" for k, v in members) + ")"
         else:
             slow = "_arr(" + ", ".join(self.text(v) for _, v in members) + ")"
         cond = " and ".join(f"{m} is not None" for m in maybe)
-        self.lines.append(f"    {local} = {fast} if {cond} else {slow}")
-        return local
+        self.lines.append(f"    {local} = {_fstring(segments)} if {cond} else {slow}")
+        return ("var", local, False)
 
     def text(self, v) -> str:
-        return self.bind(v[1], "L") if v[0] == "lit" else v[1]
+        """A Python expression for a member's text."""
+        if v[0] == "lit":
+            return self.bind(v[1], "L")
+        if v[0] == "seg":
+            return _fstring(v[1])
+        return v[1]
 
     def build(self, params: str, result: str, label: str):
         src = "\n".join([f"def ser({params}):", *self.lines, f"    return {result}"])
@@ -236,7 +243,10 @@ def _joined(members) -> list:
     out = []
     for i, (key, v) in enumerate(members):
         out.append(("lit", ("," if i else "") + key))
-        out.append(("lit", v[1]) if v[0] == "lit" else ("var", v[1]))
+        if v[0] == "seg":
+            out.extend(v[1])
+        else:
+            out.append(("lit", v[1]) if v[0] == "lit" else ("var", v[1]))
     return out
 
 
@@ -281,7 +291,7 @@ def object_text(items, keep_null: frozenset):
     """`ser(scope) -> str`: the JSON text of an object template."""
     def make():
         g = _Gen()
-        return g.build("scope", g.object(items, keep_null, {}), "object")
+        return g.build("scope", g.text(g.object(items, keep_null, {})), "object")
     return _lazy(make)
 
 
@@ -289,7 +299,7 @@ def array_text(nodes):
     """`ser(scope) -> str`: the JSON text of an array template (nulls left out, as nodes.arr)."""
     def make():
         g = _Gen()
-        return g.build("scope", g.array(nodes, {}), "array")
+        return g.build("scope", g.text(g.array(nodes, {})), "array")
     return _lazy(make)
 
 
@@ -348,9 +358,7 @@ def _frame(g: _Gen, items, keep_null, subst, event_field, seq_field):
         members = [head or ('"type":', ("lit", "null", False)), (enc(seq_field) + ":", ("var", "sq", False))] \
             + members
     prefix = [("lit", "event: "), ("var", "tv"), ("lit", "\ndata: ")] if event_field else [("lit", "data: ")]
-    if any(v[2] for _, v in members):
-        body = g.compose(members, "{", "}")
-        result = _fstring([*prefix, ("var", body), ("lit", "\n\n")])
-    else:
-        result = _fstring([*prefix, ("lit", "{"), *_joined(members), ("lit", "}\n\n")])
+    body = g.compose(members, "{", "}")
+    inner = body[1] if body[0] == "seg" else [("var", body[1])]
+    result = _fstring([*prefix, *inner, ("lit", "\n\n")])
     return g.build("scope, out", result, "frame")
