@@ -252,19 +252,7 @@ def _closure(node):
         return values
     if t == "flatten":
         inner = _closure(ch[0])
-
-        def flatten(v):
-            base = inner(v)
-            if type(base) is not list:
-                return None
-            out = []
-            for e in base:
-                if type(e) is list:
-                    out.extend(e)
-                else:
-                    out.append(e)
-            return out
-        return flatten
+        return lambda v: _flatten(inner(v))
     if t == "or_expression":
         a, b = _closure(ch[0]), _closure(ch[1])
 
