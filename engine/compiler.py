@@ -75,8 +75,8 @@ class CompiledSpec:
         return self.template(self.scope(**values))
 
     def initial_state(self) -> dict:
-        # scalars are shared; each container is copied (copy.deepcopy's memo bookkeeping cost
-        # ~70 µs per stream for the Responses state: a JSON tree needs none)
+        # scalars are shared; each container is copied (copy.deepcopy's memo bookkeeping took
+        # 9.8 µs of every Responses stream, this 1.7: a JSON tree needs none)
         state = dict(self.state)
         for k, v in state.items():
             if type(v) is dict or type(v) is list:

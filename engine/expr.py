@@ -296,10 +296,11 @@ def _closure(node):
 #
 # The closures above cost one Python call per AST node. compile_expr goes one step further for
 # the node types that make up nearly every spec expression (paths, literals, ||, &&, !,
-# comparisons, function calls): it writes the whole expression as one Python expression, with
-# the closures above only for the rest (projections, slices, ...). Templates then inline that
-# source into their generated functions (nodes._codegen), so `req.top_p || `1`` costs a few
-# dict lookups, not five calls. tests/test_fastpaths.py holds both to the interpreter.
+# comparisons, function calls, projections, filters, indexes, pipes): it writes the whole
+# expression as one Python expression, with the closures above only for the rest (slices,
+# value projections, multiselect hashes, expref arguments). Templates then inline that source
+# into their generated functions (nodes._codegen, serialize.py), so `req.top_p || `1`` costs a
+# few dict lookups, not five calls. tests/test_fastpaths.py holds both to the interpreter.
 
 _ids = itertools.count()
 

@@ -56,7 +56,7 @@ def truthy(v) -> bool:
 def obj(items, keep_null=frozenset()):
     if all(isinstance(n, Const) for _, n in items):
         return Const({k: n.value for k, n in items if n.value is not None or k in keep_null})
-    from . import serialize
+    from . import serialize  # here: serialize imports this module
     build = _codegen("obj", items, keep_null)
     build.json = serialize.object_text(items, keep_null)  # the same value, as JSON text
     build.fields = (items, keep_null)
@@ -66,7 +66,7 @@ def obj(items, keep_null=frozenset()):
 def arr(nodes):
     if all(isinstance(n, Const) for n in nodes):
         return Const([n.value for n in nodes if n.value is not None])
-    from . import serialize
+    from . import serialize  # here: serialize imports this module
     build = _codegen("arr", list(enumerate(nodes)), frozenset())
     build.json = serialize.array_text(nodes)
     build.items = tuple(nodes)
@@ -77,8 +77,7 @@ def _codegen(kind: str, items, keep_null):
     """One straight-line Python function per object/array node, generated at compile time:
     constants are bound once, plain paths (`state.id`) and expressions that carry their source
     (`.code`, engine/expr.py) are inlined, other nodes are called; null values are left out
-    unless keep_null. Same result as looping over per-field closures,
-    without a call per field."""
+    unless keep_null. Same result as looping over per-field closures, without a call per field."""
     env = {}
     lines = ["def build(scope):", "    out = {}" if kind == "obj" else "    out = []"]
     for i, (k, n) in enumerate(items):
@@ -242,7 +241,7 @@ def use(defs: dict, name: str, bindings):
     else:
         def run(scope):
             return defs[name](inner_scope(scope))
-    from .serialize import enc
+    from .serialize import enc  # here: serialize imports this module
 
     def text(scope):
         target = defs[name]

@@ -108,9 +108,9 @@ class Compiler:
     def _build(self, s: Any, resolver) -> Predicate:
         if not isinstance(s, dict):
             return self.fallback(s, resolver)
-        if not set(s) <= _HANDLED | _IGNORED:
-            return self.fallback(s, resolver)
-        if "prefixItems" in s:
+        kinds = s.get("type")
+        if not set(s) <= _HANDLED | _IGNORED or \
+                not all(k in _TYPES for k in ([kinds] if isinstance(kinds, str) else kinds or ())):
             return self.fallback(s, resolver)
         checks: list[Predicate] = []
         kind = s.get("type")

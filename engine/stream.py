@@ -1,8 +1,10 @@
 """One upstream stream through a StreamMapping: bytes in, client bytes out.
 
-Per event: SSE decode, json.loads, a dict lookup on the discriminator, the compiled rules,
-json encode of what they emit. Nothing is validated here (the tests validate every fixture's
-output instead); nothing awaits."""
+Per event: SSE decode, JSON decode, a dict lookup on the discriminator, the compiled rules,
+which on the byte path (start_bytes/feed/finish/fail_bytes, the server's) write finished SSE
+frames as text; the event path (start/event/eof/fail, for replay tools and tests) gives the
+dicts, which encode() frames the same way. Nothing is validated here (the tests validate every
+fixture's output instead); nothing awaits."""
 from __future__ import annotations
 
 import json

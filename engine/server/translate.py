@@ -177,8 +177,9 @@ async def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dic
 async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict | str, scope: dict,
                upstream_headers: dict | None = None, *, on_result=None, on_write=None) -> web.StreamResponse:
     """Sends an already translated body (a dict, or its JSON text) upstream, retrying before the
-    first byte, and translates the answer back. `on_result(result, scope)` sees a non-streamed result before it is sent;
-    `on_write(translator)` runs before each write of a stream (the Responses store uses both)."""
+    first byte, and translates the answer back. `on_result(result, scope)` sees a non-streamed
+    result before it is sent; `on_write(translator)` runs before each write of a stream (the
+    Responses store uses both)."""
     metrics = request.app[ops.METRICS]
     headers = dict(upstream_headers or ())
     if request.get("request_id"):
