@@ -50,6 +50,13 @@ def enc(v) -> str:
     return N.dumps(v)
 
 
+def _key(k) -> str:
+    """`"key":` as the JSON encoder writes a dict key (a YAML key may be a number or a boolean)."""
+    if not isinstance(k, str):
+        k = enc(k) if not isinstance(k, float) else float.__repr__(k)
+    return _str(k) + ":"
+
+
 def enc_memo(v: dict, out) -> str:
     """enc(v), remembered on `out` (TextOut) for the next frame of the same object. Every
     action that changes state or scope clears the memo (compiler.py), so an object is only
@@ -200,7 +207,7 @@ class _Gen:
         for k, n in items:
             got = self.value(n, k in keep_null, subst)
             if got is not None:
-                members.append((enc(k) + ":", got))
+                members.append((_key(k), got))
         return self.compose(members, "{", "}")
 
     def array(self, nodes, subst: dict):
@@ -349,13 +356,13 @@ def _frame(g: _Gen, items, keep_null, subst, event_field, seq_field):
         if got is None:
             continue
         if named and seq_field is not None:
-            head = (enc(k) + ":", got)
+            head = (_key(k), got)
         else:
-            members.append((enc(k) + ":", got))
+            members.append((_key(k), got))
     if seq_field is not None:
         # {"type": ev.get("type"), seq: n, **ev}: type first, then the number, then the rest
         g.lines += ["    sq = int.__repr__(out.seq)", "    out.seq += 1"]
-        members = [head or ('"type":', ("lit", "null", False)), (enc(seq_field) + ":", ("var", "sq", False))] \
+        members = [head or ('"type":', ("lit", "null", False)), (_key(seq_field), ("var", "sq", False))] \
             + members
     prefix = [("lit", "event: "), ("var", "tv"), ("lit", "\ndata: ")] if event_field else [("lit", "data: ")]
     body = g.compose(members, "{", "}")

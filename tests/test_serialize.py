@@ -1,0 +1,122 @@
+"""engine/serialize.py on template shapes the shipped specs do not all use: the text a template
+writes is its dict encoded, and a stream's byte path gives the bytes of its event path."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from engine.nodes import dumps
+from engine.serialize import enc
+from engine.stream import StreamTranslator
+from tests.test_compiler import compile_text
+
+REQUEST = """
+helpers: [to_json]
+defs:
+  pair: {first: a, second: b, deep: {x: a}}
+  partial: {whole: v, inner: v.k}
+  impure: {value: v}
+  alias: {use: pair, with: {a: src.p, b: src.q}}
+  maybe:
+    when: src.flag
+    value: {flag: src.flag}
+template:
+  plain: {use: pair, with: {a: src.p, b: {nested: src.q, lit: {const: 1}}}}
+  partial: {use: partial, with: {v: src.obj}}
+  impure: {use: impure, with: {v: to_json(src.obj)}}
+  alias: {use: alias}
+  maybe: {use: maybe}
+  kept: {fields: {m: {use: maybe}, n: src.none, o: [src.none, src.p]}, keep_null: [m, n]}
+  numbers: [src.f, src.i, src.t, src.big, src.neg]
+  text: src.s
+  odd: {fields: {1: src.p, true: src.q, 2.5: src.p}}
+"""
+
+INPUTS = [
+    {"p": "x", "q": 2, "obj": {"k": [1, None]}, "flag": True, "f": 0.5, "i": -3, "t": False, "big": 10 ** 30,
+     "neg": -0.0, "s": "é\n\"\\\u2028💥"},
+    {"p": None, "q": None, "obj": None, "flag": None, "f": 1e300, "i": 0, "t": True, "s": ""},
+    {"obj": "not an object", "flag": 0, "f": float("nan")},
+    {},
+]
+
+
+@pytest.mark.parametrize("src", INPUTS)
+def test_request_template_text_is_its_dict_encoded(src):
+    spec, errors = compile_text(REQUEST)
+    assert not errors, "\n".join(map(str, errors))
+    scope = spec.scope(src=src)
+    built = spec.template(scope)
+    assert spec.template.json(scope) == dumps(built)
+    assert json.loads(dumps(built)) is not None  # and it is JSON (NaN aside, as json.dumps writes it)
+
+
+STREAM = """
+state: {n: 0, obj: {a: 1}, items: []}
+framing: {event_field: type, sequence_field: sequence_number}
+defs:
+  named: {type: kind, n: state.n, payload: {use: wrapped, with: {x: event.x}}}
+  wrapped: {x: x, c: {const: [1, 2]}}
+discriminator: event.type
+on:
+  plain:
+    - incr: n
+    - emit: {type: {const: plain}, n: state.n, x: event.x, missing: event.nothing}
+  dynamic:
+    - emit: {type: event.kind, n: state.n}
+  typeless:
+    - emit: {n: state.n, x: event.x}
+  nested_type:
+    - emit: {type: {inner: event.x}, n: state.n}
+  via_use:
+    - emit: {use: named, with: {kind: event.kind}}
+  twice:
+    - emit: [{type: {const: a}, obj: state.obj}, {type: {const: b}, obj: state.obj}]
+    - set: {obj: {a: event.x}}
+    - emit: {type: {const: c}, obj: state.obj}
+    - append: {items: event.x}
+    - emit: [{type: {const: d}, items: state.items}, {type: {const: e}, items: state.items}]
+  array:
+    - emit: [[event.x], {raw: "[DONE]"}]
+  stop:
+    - emit: {type: {const: done}, n: state.n}
+    - end: true
+"""
+
+EVENTS = [
+    {"type": "plain", "x": "é"}, {"type": "dynamic", "kind": "k1"}, {"type": "dynamic"},
+    {"type": "typeless", "x": 1}, {"type": "nested_type", "x": 2}, {"type": "via_use", "kind": "k2", "x": [1]},
+    {"type": "via_use", "x": None}, {"type": "twice", "x": 5}, {"type": "twice", "x": 6}, {"type": "array", "x": 3},
+    {"type": "plain", "x": None}, {"type": "stop"}, {"type": "plain", "x": "after the end"},
+]
+
+
+@pytest.mark.parametrize("framing", [
+    "{event_field: type, sequence_field: sequence_number}", "{event_field: type}", "{event_field: null}"])
+def test_stream_byte_path_is_its_event_path(framing):
+    spec, errors = compile_text(STREAM.replace(
+        "{event_field: type, sequence_field: sequence_number}", framing), kind="StreamMapping", name="stream")
+    assert not errors, "\n".join(map(str, errors))
+    raw = "".join(f"data: {json.dumps(e)}\n\n" for e in EVENTS).encode()
+    fast, slow = StreamTranslator(spec), StreamTranslator(spec)
+    fast_bytes = fast.start_bytes() + b"".join(fast.feed(raw[i:i + 50]) for i in range(0, len(raw), 50)) \
+        + fast.finish()
+    # each event's items encoded as they come (a list in state may grow in place later)
+    slow_bytes = slow.encode(slow.start())
+    for e in EVENTS:
+        slow_bytes += slow.encode(slow.event(copy.deepcopy(e)))
+    slow_bytes += slow.encode(slow.eof())
+    assert fast_bytes == slow_bytes
+    assert b'"obj":{"a":5}' in fast_bytes and b'"items":[5]' in fast_bytes  # nothing stale
+    assert fast.ended and slow.ended and fast.seq == slow.seq
+
+
+def test_enc_keys_as_the_json_encoder_writes_them():
+    from engine.serialize import _key
+    for k in ["a", 1, 2.5, True, False, None, "é\"", -3]:
+        assert dumps({k: 0}) == "{" + _key(k) + "0}"
+    for v in ["", "é\n\"\\\u2028\x00", 0, -1, 10 ** 30, True, False, None, 0.1, -0.0, 1e300, float("nan"),
+              float("inf"), float("-inf"), [1, "a"], {"k": {"x": None}}, []]:
+        assert enc(v) == dumps(v), v
