@@ -457,4 +457,6 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         return None
     for finish in ctx.finalizers:
         finish()
+    if getattr(out.template, "json", None) is not None:
+        out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     return out

@@ -305,6 +305,11 @@ def _closure(node):
 _ids = itertools.count()
 
 
+def fresh_name(prefix: str) -> str:
+    """A name no other generated source uses (they share one counter), for inlined code."""
+    return f"_{prefix}{next(_ids)}"
+
+
 class _Gen:
     def __init__(self):
         self.env: dict = {}

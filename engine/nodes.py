@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from json import encoder as _jenc
 
+from .expr import fresh_name
+
 # `dumps(v)` is exactly json.dumps(v, ensure_ascii=False, separators=(",", ":")), with the C
 # encoder built once instead of once per call, and no circular-reference bookkeeping (spec
 # outputs are trees): about 1.7 µs for a chat chunk instead of 2.9.
@@ -196,7 +198,34 @@ def when(cond, value, otherwise=None):
         if truthy(c(scope)):
             return v(scope)
         return o(scope) if o is not None else None
+    code = _when_code(cond, value, otherwise)
+    if code is not None:
+        # the same, as source: templates inline it (expr.py, _codegen, serialize.py)
+        run = eval(f"lambda scope: {code[0]}", dict(code[1]))  # noqa: S307 - built from compiled parts
+        run.code = code
     return run
+
+
+def _when_code(cond, value, otherwise):
+    """(source, names) of a `when` whose parts are constants or carry their source, else None."""
+    names: dict = {}
+    parts = []
+    for node in (cond, value, otherwise):
+        if node is None or isinstance(node, Const):
+            value_ = None if node is None else node.value
+            key = fresh_name("w")
+            names[key] = value_
+            parts.append(key)
+            continue
+        code = getattr(node, "code", None)
+        if code is None:
+            return None
+        names.update(code[1])
+        parts.append(code[0])
+    t = fresh_name("wt")
+    c, v, o = parts
+    # JMESPath truthiness of the condition: Python's, except that 0 and 0.0 are true
+    return f"({v} if (({t} := {c}) or type({t}) is int or type({t}) is float) else {o})", names
 
 
 def concat(nodes):

@@ -5,7 +5,7 @@ An emitted chunk is mostly constant: `{"id":…,"object":"chat.completion.chunk"
 the JSON encoder over it costs ~2.5 µs. Here an object or array template also gets a generated
 function that writes its text: every varying value is evaluated in template order into a local
 and encoded, constant members are pre-encoded at generation time, and the whole text is one
-f-string (another path joins the members when a value that may be left out is null).
+f-string (or, when a value that may be left out is null, the members present are joined).
 
 A `use` of a block whose `with:` values are plain (constants, paths, objects of those) and
 whose body reads each bound name only as a whole value is written as that block with the values
@@ -69,15 +69,6 @@ def enc_memo(v: dict, out) -> str:
     return text
 
 
-def _obj(*kv) -> str:
-    """Members (key prefix, text or None) joined, nulls left out: the path for a missing value."""
-    return "{" + ",".join([kv[i] + kv[i + 1] for i in range(0, len(kv), 2) if kv[i + 1] is not None]) + "}"
-
-
-def _arr(*items) -> str:
-    return "[" + ",".join([t for t in items if t is not None]) + "]"
-
-
 class _Unsupported(Exception):
     """A shape the generator leaves to the dict path."""
 
@@ -122,8 +113,7 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_int": int.__repr__, "_obj": _obj, "_arr": _arr,
-                          "enc_memo": enc_memo}
+        self.env: dict = {"enc": enc, "_str": _str, "_int": int.__repr__, "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
         self.framed = False  # generating a frame: `out` (a TextOut) is in scope
@@ -216,19 +206,32 @@ class _Gen:
 
     def compose(self, members, open_: str, close: str):
         """An object or array: ("seg", f-string segments, False) spliced into its parent's
-        f-string when no member can be null, else a local holding the text (the f-string, or
-        the join when a member is null)."""
+        f-string when no member can be null, else a local holding the text: one f-string when
+        the few members that may be null are all there, else the members present joined."""
         segments = [("lit", open_), *_joined(members), ("lit", close)]
         maybe = [v[1] for _, v in members if v[2]]
         if not maybe:
             return ("seg", segments, False)
-        local = self.name("o")
-        if open_ == "{":
-            slow = "_obj(" + ", ".join(f"{self.bind(k, 'K')}, {self.text(v)}" for k, v in members) + ")"
-        else:
-            slow = "_arr(" + ", ".join(self.text(v) for _, v in members) + ")"
-        cond = " and ".join(f"{m} is not None" for m in maybe)
-        self.lines.append(f"    {local} = {_fstring(segments)} if {cond} else {slow}")
+        local, parts = self.name("o"), self.name("p")
+        indent = "    "
+        if len(maybe) <= 6:  # more, and they are seldom all there (a request's optional fields)
+            cond = " and ".join(f"{m} is not None" for m in maybe)
+            self.lines += [f"    if {cond}:", f"        {local} = {_fstring(segments)}", "    else:"]
+            indent = "        "
+        # runs of members always present are one part, written together
+        self.lines.append(f"{indent}{parts} = []")
+        run: list = []
+        for key, v in members:
+            if not v[2]:
+                run.append((key, v))
+                continue
+            if run:
+                self.lines.append(f"{indent}{parts}.append({_fstring(_joined(run))})")
+                run = []
+            self.lines.append(f"{indent}if {v[1]} is not None: {parts}.append({self.bind(key, 'K')} + {v[1]})")
+        if run:
+            self.lines.append(f"{indent}{parts}.append({_fstring(_joined(run))})")
+        self.lines.append(f"{indent}{local} = {open_!r} + ','.join({parts}) + {close!r}")
         return ("var", local, False)
 
     def text(self, v) -> str:
@@ -284,14 +287,22 @@ def _expansion(node, depth: int = 0):
 
 
 def _lazy(make):
-    """A function generated on its first call (every block of the spec exists by then)."""
+    """A function generated on its first call (every block of the spec exists by then), or by
+    settle() once the spec is compiled."""
     cell: list = []
 
     def first(*args):
         if not cell:
             cell.append(make())
         return cell[0](*args)
+    first.generate = lambda: cell[0] if cell else cell.append(make()) or cell[0]
     return first
+
+
+def settle(fn):
+    """The generated function behind a _lazy one (generated now), without the wrapper's call."""
+    generate = getattr(fn, "generate", None)
+    return generate() if generate is not None else fn
 
 
 def object_text(items, keep_null: frozenset):

@@ -134,9 +134,10 @@ def validate(body: dict, schema_id: str):
         raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
 
 
-def translate_request(pair: Pair, body: dict, scope: dict, as_text: bool = False):
-    """The upstream body: a dict, or with as_text its JSON text when the template can write it
-    directly (engine/serialize.py; the same text as encoding the dict)."""
+def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
+    # the dict, then one pass of the C encoder: a request is mostly client content (messages,
+    # tools) that the spec passes through, which the text writers of engine/serialize.py would
+    # encode piece by piece, more slowly (29 µs against 25 for the bench's request)
     spec = pair.specs["request"]
     try:
         sc = spec.scope(src=body, **scope)
@@ -144,8 +145,7 @@ def translate_request(pair: Pair, body: dict, scope: dict, as_text: bool = False
         if failed:
             param, message, status, code = failed
             raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
-        text = getattr(spec.template, "json", None) if as_text else None
-        return text(sc) if text is not None else spec.template(sc)
+        return spec.template(sc)
     except TranslationError as e:
         raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
 
@@ -170,21 +170,21 @@ async def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dic
               upstream_headers: dict | None = None) -> web.StreamResponse:
     """Translate, call the upstream, translate back. ApiError for anything the client did wrong
     or the upstream refused before the first byte reached the client."""
-    out_body = translate_request(pair, body, scope, as_text=True)
+    out_body = translate_request(pair, body, scope)
     return await call(request, pair, upstream, body, out_body, scope, upstream_headers)
 
 
-async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict | str, scope: dict,
+async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict, scope: dict,
                upstream_headers: dict | None = None, *, on_result=None, on_write=None) -> web.StreamResponse:
-    """Sends an already translated body (a dict, or its JSON text) upstream, retrying before the
-    first byte, and translates the answer back. `on_result(result, scope)` sees a non-streamed
+    """Sends an already translated body upstream, retrying before the first byte, and
+    translates the answer back. `on_result(result, scope)` sees a non-streamed
     result before it is sent; `on_write(translator)` runs before each write of a stream (the
     Responses store uses both)."""
     metrics = request.app[ops.METRICS]
     headers = dict(upstream_headers or ())
     if request.get("request_id"):
         headers["x-request-id"] = request["request_id"]
-    payload = (out_body if type(out_body) is str else _dumps(out_body)).encode()
+    payload = _dumps(out_body).encode()
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
