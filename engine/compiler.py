@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import handlers
 from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
@@ -46,6 +47,7 @@ class CompiledSpec:
     init: object = None
     discriminator: object = None
     handlers: dict = field(default_factory=dict)
+    text_handlers: dict = field(default_factory=dict)
     eof: object = None
     error: object = None
     event_field: str | None = None
@@ -253,6 +255,7 @@ def _seq(acts):
     def run(scope, out):
         for a in acts:
             a(scope, out)
+    run.shape = ("seq", acts)
     return run
 
 
@@ -369,6 +372,7 @@ def compile_action(ctx: Ctx, a, path):
                 v = f(scope)
                 if v is not None:
                     out.append(v)
+        do_emit.shape = ("emit", framed)
         return do_emit
     if "when" in a:
         cond = N.as_fn(compile_template(ctx, a["when"], path + ["when"]))
@@ -377,6 +381,7 @@ def compile_action(ctx: Ctx, a, path):
 
         def do_when(scope, out):
             (then if N.truthy(cond(scope)) else other)(scope, out)
+        do_when.shape = ("when", cond, then, other)
         return do_when
     if "switch" in a:
         sel = N.as_fn(compile_template(ctx, a["switch"], path + ["switch"]))
@@ -389,6 +394,7 @@ def compile_action(ctx: Ctx, a, path):
             except TypeError:
                 f = dflt
             f(scope, out)
+        do_switch.shape = ("switch", sel, cases, dflt)
         return do_switch
     if "end" in a:
         def do_end(scope, out):
@@ -405,6 +411,7 @@ def compile_action(ctx: Ctx, a, path):
 
         def do_proc(scope, out):
             procs[name](scope, out)
+        do_proc.shape = ("do", procs, name)
         return do_proc
     return None
 
@@ -457,6 +464,9 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         return None
     for finish in ctx.finalizers:
         finish()
+    if out.kind == "StreamMapping":
+        # the byte path's handlers, each one generated function (engine/handlers.py)
+        out.text_handlers = {k: None if v is None else handlers.text_handler(v) for k, v in out.handlers.items()}
     if getattr(out.template, "json", None) is not None:
         out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     return out

@@ -29,9 +29,12 @@ class ExprError(Exception):
 
 
 def _getter(parts: tuple):
-    """A plain path as a closure; `.path` lets templates inline the lookups (nodes._codegen)."""
+    """A plain path as a closure; `.path` and `.code` let generated code inline the lookups."""
     fn = _getter_fn(parts)
     fn.path = parts
+    g = _Gen()
+    fn.code = (g.gen({"type": "subexpression", "children": [{"type": "field", "value": p} for p in parts]},
+                     "scope", True), g.env)
     return fn
 
 
@@ -305,6 +308,12 @@ def _closure(node):
 _ids = itertools.count()
 
 
+def truthy_source(t: str, src: str) -> str:
+    """Source testing JMESPath truthiness of src, keeping its value in the local t: Python's
+    truthiness, except that 0 and 0.0 are true."""
+    return f"(({t} := {src}) or type({t}) is int or type({t}) is float)"
+
+
 def fresh_name(prefix: str) -> str:
     """A name no other generated source uses (they share one counter), for inlined code."""
     return f"_{prefix}{next(_ids)}"
@@ -324,8 +333,7 @@ class _Gen:
         return f"_t{next(_ids)}"
 
     def truthy(self, t: str, src: str) -> str:
-        # JMESPath truthiness of src, kept in t: Python's, except that 0 and 0.0 are true
-        return f"(({t} := {src}) or type({t}) is int or type({t}) is float)"
+        return truthy_source(t, src)
 
     def gen(self, node, cur: str, top: bool) -> str:
         """Source of `node` applied to the value named `cur` (`top`: that value is a dict)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from json import encoder as _jenc
 
-from .expr import fresh_name
+from .expr import fresh_name, truthy_source
 
 # `dumps(v)` is exactly json.dumps(v, ensure_ascii=False, separators=(",", ":")), with the C
 # encoder built once instead of once per call, and no circular-reference bookkeeping (spec
@@ -222,10 +222,8 @@ def _when_code(cond, value, otherwise):
             return None
         names.update(code[1])
         parts.append(code[0])
-    t = fresh_name("wt")
     c, v, o = parts
-    # JMESPath truthiness of the condition: Python's, except that 0 and 0.0 are true
-    return f"({v} if (({t} := {c}) or type({t}) is int or type({t}) is float) else {o})", names
+    return f"({v} if {truthy_source(fresh_name('wt'), c)} else {o})", names
 
 
 def concat(nodes):

@@ -160,7 +160,7 @@ class StreamTranslator:
 
     def _dispatch(self, events, out: TextOut):
         scope = self.scope
-        handlers = self.handlers
+        handlers = self.spec.text_handlers
         for _name, data in events:
             if self.ended or out.ended:
                 break
