@@ -47,7 +47,10 @@ class CompiledSpec:
     init: object = None
     discriminator: object = None
     handlers: dict = field(default_factory=dict)
-    text_handlers: dict = field(default_factory=dict)
+    text_handlers: dict = field(default_factory=dict)  # the same, for the byte path: handlers.py
+    text_init: object = None
+    text_eof: object = None
+    text_error: object = None
     eof: object = None
     error: object = None
     event_field: str | None = None
@@ -467,6 +470,8 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     if out.kind == "StreamMapping":
         # the byte path's handlers, each one generated function (engine/handlers.py)
         out.text_handlers = {k: None if v is None else handlers.text_handler(v) for k, v in out.handlers.items()}
+        out.text_init, out.text_eof, out.text_error = (
+            None if a is None else handlers.text_handler(a) for a in (out.init, out.eof, out.error))
     if getattr(out.template, "json", None) is not None:
         out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     return out

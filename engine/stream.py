@@ -125,7 +125,7 @@ class StreamTranslator:
     # dict per event is built and encoded. The same bytes as the event level + encode()
     # (tests/test_fastpaths.py).
     def start_bytes(self) -> bytes:
-        return self._text(self.spec.init)
+        return self._text(self.spec.text_init)
 
     def feed(self, chunk: bytes) -> bytes:
         out = TextOut(self.seq, self.event_field, self.seq_field)
@@ -137,10 +137,10 @@ class StreamTranslator:
         out = TextOut(self.seq, self.event_field, self.seq_field)
         self._dispatch([(n, d) for n, d in self.decoder.flush() if _is_object(d)], out)
         head = self._close(out)
-        return head + self._text(self.spec.eof, {"type": "eof"})
+        return head + self._text(self.spec.text_eof, {"type": "eof"})
 
     def fail_bytes(self, message: str, kind: str = "api_error") -> bytes:
-        return self._text(self.spec.error, {"type": "error", "error": {"type": kind, "message": message}})
+        return self._text(self.spec.text_error, {"type": "error", "error": {"type": kind, "message": message}})
 
     def _text(self, actions, event=None) -> bytes:
         if self.ended or actions is None:

@@ -59,8 +59,26 @@ framing: {event_field: type, sequence_field: sequence_number}
 defs:
   named: {type: kind, n: state.n, payload: {use: wrapped, with: {x: event.x}}}
   wrapped: {x: x, c: {const: [1, 2]}}
+procs:
+  countdown:
+    - when: "state.n > `0`"
+      then:
+        - incr: {n: "`-1`"}
+        - emit: {type: {const: tick}, n: state.n}
+        - do: countdown
 discriminator: event.type
 on:
+  countdown:
+    - set: {n: event.x}
+    - do: countdown
+  numbers:
+    switch: event.x
+    cases: {1: {emit: {type: {const: one}}}, two: {emit: {type: {const: two}}}}
+    default: {emit: {type: {const: other}}}
+  words:
+    switch: event.x
+    cases: {a: {emit: {type: {const: is-a}}}, b: [], c: ignore}
+    default: {emit: {type: {const: not-a}}}
   plain:
     - incr: n
     - emit: {type: {const: plain}, n: state.n, x: event.x, missing: event.nothing}
@@ -89,6 +107,9 @@ EVENTS = [
     {"type": "plain", "x": "é"}, {"type": "dynamic", "kind": "k1"}, {"type": "dynamic"},
     {"type": "typeless", "x": 1}, {"type": "nested_type", "x": 2}, {"type": "via_use", "kind": "k2", "x": [1]},
     {"type": "via_use", "x": None}, {"type": "twice", "x": 5}, {"type": "twice", "x": 6}, {"type": "array", "x": 3},
+    {"type": "countdown", "x": 3}, {"type": "numbers", "x": 1}, {"type": "numbers", "x": "two"},
+    {"type": "numbers", "x": [1]}, {"type": "words", "x": "a"}, {"type": "words", "x": "b"},
+    {"type": "words", "x": "c"}, {"type": "words", "x": {"k": 1}}, {"type": "words"},
     {"type": "plain", "x": None}, {"type": "stop"}, {"type": "plain", "x": "after the end"},
 ]
 
@@ -110,6 +131,9 @@ def test_stream_byte_path_is_its_event_path(framing):
     slow_bytes += slow.encode(slow.eof())
     assert fast_bytes == slow_bytes
     assert b'"obj":{"a":5}' in fast_bytes and b'"items":[5]' in fast_bytes  # nothing stale
+    for word in (b"tick", b"one", b"two", b"other", b"is-a", b"not-a"):
+        assert word in fast_bytes, word
+    assert fast_bytes.count(b'"tick"') == 3
     assert fast.ended and slow.ended and fast.seq == slow.seq
 
 
