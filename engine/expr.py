@@ -255,7 +255,7 @@ def _closure(node):
         return values
     if t == "flatten":
         inner = _closure(ch[0])
-        return lambda v: _flatten(inner(v))
+        return lambda v: flatten(inner(v))
     if t == "or_expression":
         a, b = _closure(ch[0]), _closure(ch[1])
 
@@ -361,7 +361,7 @@ class _Gen:
             fits = f"len({cur}) > {i}" if i >= 0 else f"len({cur}) >= {-i}"
             return f"({cur}[{i}] if type({cur}) is list and {fits} else None)"
         if t == "flatten":
-            return f"{self.bind(_flatten, 'h')}({self.gen(ch[0], cur, top)})"
+            return f"{self.bind(flatten, 'h')}({self.gen(ch[0], cur, top)})"
         if t in ("projection", "filter_projection"):
             base, e, r = self.temp(), self.temp(), self.temp()
             left = self.gen(ch[0], cur, top)
@@ -408,7 +408,8 @@ class _Gen:
         return f"{self.bind(_closure(node), 'x')}({cur})"
 
 
-def _flatten(base):
+def flatten(base):
+    """JMESPath's `[]`: list items spliced in, other values kept; null for a non-list."""
     if type(base) is not list:
         return None
     out = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from json import encoder as _jenc
 
+from .expr import flatten
 from .expr import fresh_name, truthy_source
 
 # `dumps(v)` is exactly json.dumps(v, ensure_ascii=False, separators=(",", ":")), with the C
@@ -235,13 +236,7 @@ def concat(nodes):
             return None
         if all(type(p) is str for p in parts):
             return "".join(parts)
-        out = []
-        for p in parts:
-            if type(p) is list:
-                out.extend(p)
-            else:
-                out.append(p)
-        return out or None
+        return flatten(parts) or None
     return run
 
 
