@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import handlers
+from .handlers import noop as _noop
 from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
@@ -260,10 +261,6 @@ def _seq(acts):
             a(scope, out)
     run.shape = ("seq", acts)
     return run
-
-
-def _noop(scope, out):
-    return None
 
 
 def compile_actions(ctx: Ctx, actions, path):

@@ -48,11 +48,11 @@ class _Gen:
             for a in shape[1]:
                 self.actions(a, indent)
         elif kind == "emit":
-            for template, frame in shape[1]:
-                if frame is None:  # not an object template: the closure frames it
-                    self.lines.append(f"{indent}{self.bind(fn, 'A')}(scope, out)")
-                    return
-            for _template, frame in shape[1]:
+            if any(frame is None for _, frame in shape[1]):
+                # a template that is not an object: the closure frames it
+                self.lines.append(f"{indent}{self.bind(fn, 'A')}(scope, out)")
+                return
+            for _, frame in shape[1]:
                 t = self.name("t")
                 self.lines += [f"{indent}{t} = {self.bind(frame, 'W')}(scope, out)",
                                f"{indent}if {t} is not None: out.append({t})"]
@@ -61,7 +61,7 @@ class _Gen:
             t = self.name("c")
             self.lines.append(f"{indent}if {truthy_source(t, self.source(cond))}:")
             self.block(then, indent + "    ")
-            if other is not _noop_of(other):
+            if other is not noop:
                 self.lines.append(f"{indent}else:")
                 self.block(other, indent + "    ")
         elif kind == "switch" and all(isinstance(k, str) for k in shape[2]):
@@ -83,7 +83,7 @@ class _Gen:
             self.inlining.append(name)
             self.actions(procs[name], indent)
             self.inlining.pop()
-        elif fn is not _noop_of(fn):
+        elif fn is not noop:
             self.lines.append(f"{indent}{self.bind(fn, 'A')}(scope, out)")
 
     def block(self, fn, indent: str):
@@ -93,9 +93,9 @@ class _Gen:
             self.lines.append(f"{indent}pass")
 
 
-def _noop_of(fn):
-    from .compiler import _noop  # here: compiler imports this module
-    return _noop
+def noop(scope, out):
+    """An empty action list (compiler.py uses it for `ignore` branches and empty cases)."""
+    return None
 
 
 def text_handler(fn):

@@ -11,9 +11,11 @@ A `use` of a block whose `with:` values are plain (constants, paths, objects of 
 whose body reads each bound name only as a whole value is written as that block with the values
 in place: no inner scope and no intermediate dict (the chunk's `delta`).
 
-Functions are generated on first use, when every block of the spec exists. The text is the same
-`nodes.dumps` gives for the dict the template builds; tests/test_fastpaths.py compares the two
-byte for byte on every recorded stream.
+Frame writers and each spec's top-level writer are generated once the whole spec is compiled (a
+`use` may name a block defined after it), nested writers on first use. The text is the same
+`nodes.dumps` gives for the dict the template builds: tests/test_fastpaths.py compares the two
+byte for byte on every recorded stream, tests/test_cases.py on every case file and
+tests/test_serialize.py on shapes the shipped specs do not use.
 """
 from __future__ import annotations
 
@@ -291,11 +293,14 @@ def _lazy(make):
     settle() once the spec is compiled."""
     cell: list = []
 
-    def first(*args):
+    def generate():
         if not cell:
             cell.append(make())
-        return cell[0](*args)
-    first.generate = lambda: cell[0] if cell else cell.append(make()) or cell[0]
+        return cell[0]
+
+    def first(*args):
+        return generate()(*args)
+    first.generate = generate
     return first
 
 
@@ -331,7 +336,6 @@ def frame_text(node, event_field: str | None, seq_field: str | None):
         return None
     if getattr(node, "fields", None) is None and getattr(node, "target", None) is None:
         return None
-
     fields = getattr(node, "fields", None)
     subst: dict = {}
     if fields is None:
