@@ -203,8 +203,11 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             raise await upstream_error(pair, resp, upstream.name)
         if not body.get("stream"):
             try:
-                async with asyncio.timeout(upstream.idle_timeout):  # no task per request, unlike wait_for
+                if resp.content.is_eof():  # the whole body came with the head: nothing to wait for
                     data = _loads_utf8(await resp.read())
+                else:
+                    async with asyncio.timeout(upstream.idle_timeout):  # no task, unlike wait_for
+                        data = _loads_utf8(await resp.read())
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
