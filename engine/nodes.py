@@ -78,8 +78,8 @@ def arr(nodes):
 
 def _codegen(kind: str, items, keep_null):
     """One straight-line Python function per object/array node, generated at compile time:
-    constants are bound once, plain paths (`state.id`) and expressions that carry their source
-    (`.code`, engine/expr.py) are inlined, other nodes are called; null values are left out
+    constants are bound once, expressions (plain paths such as `state.id` included) are inlined
+    from the source they carry (`.code`, engine/expr.py), other nodes are called; null values are left out
     unless keep_null. Same result as looping over per-field closures, without a call per field."""
     env = {}
     lines = ["def build(scope):", "    out = {}" if kind == "obj" else "    out = []"]
@@ -94,18 +94,11 @@ def _codegen(kind: str, items, keep_null):
             env[f"C{i}"] = n.value
             lines.append(f"    {put}C{i}{end}")
             continue
-        path = getattr(n, "path", None)
         code = getattr(n, "code", None)
         if code is not None:
             src, names = code
             env.update(names)
             lines.append(f"    v = {src}")
-        elif path:
-            env[f"P{i}_0"] = path[0]
-            lines.append(f"    v = scope.get(P{i}_0)")
-            for j, part in enumerate(path[1:], 1):
-                env[f"P{i}_{j}"] = part
-                lines.append(f"    v = v.get(P{i}_{j}) if type(v) is dict else None")
         else:
             env[f"F{i}"] = n
             lines.append(f"    v = F{i}(scope)")

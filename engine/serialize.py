@@ -171,18 +171,12 @@ class _Gen:
         return ("var", local, not keep)
 
     def source(self, node) -> str:
-        """A Python expression for the node's value: inlined source, a path, or a call."""
+        """A Python expression for the node's value: its inlined source (every expression, plain
+        paths included, carries one: expr.py), or a call."""
         code = getattr(node, "code", None)
         if code is not None:
             src, names = code
             self.env.update(names)
-            return src
-        path = getattr(node, "path", None)
-        if path:
-            src = f"scope.get({self.bind(path[0], 'P')})"
-            for part in path[1:]:
-                t = self.name("_p")
-                src = f"({t}.get({self.bind(part, 'P')}) if type({t} := {src}) is dict else None)"
             return src
         return f"{self.bind(node, 'F')}(scope)"
 
