@@ -107,11 +107,7 @@ def setup(app: web.Application, cfg):
 async def metrics_handler(request: web.Request):
     m = request.app[METRICS]
     from .app import UPSTREAMS
-    in_use = 0
-    for up in request.app[UPSTREAMS].values():
-        connector = up.session.connector if up.session else None
-        in_use += len(getattr(connector, "_acquired", ()))  # aiohttp keeps no public count
-    m.upstream_connections.set(in_use)
+    m.upstream_connections.set(sum(up.connections_in_use for up in request.app[UPSTREAMS].values()))
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

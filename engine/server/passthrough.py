@@ -22,7 +22,6 @@ import json
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from . import ops
 from .errors import ApiError
@@ -48,10 +47,9 @@ def _request_headers(request: web.Request, auth_headers: dict) -> CIMultiDict:
     return headers
 
 
-def _upstream_url(upstream, path: str, request: web.Request) -> URL:
-    # the query string byte for byte (yarl would otherwise re-quote it)
-    qs = request.rel_url.raw_query_string
-    return URL(upstream.url(path) + (f"?{qs}" if qs else ""), encoded=True)
+def _upstream_path(path: str, request: web.Request) -> str:
+    qs = request.rel_url.raw_query_string  # byte for byte, as the client wrote it
+    return path + (f"?{qs}" if qs else "")
 
 
 def with_model(raw: bytes, body: dict | None, model: str | None) -> bytes:
@@ -67,15 +65,14 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
     headers = _request_headers(request, auth_headers)
     if request.get("request_id") and "x-request-id" not in headers:
         headers["x-request-id"] = request["request_id"]
-    # aiohttp would add its own Accept-Encoding; only the client's may be offered upstream
-    skip = () if "accept-encoding" in headers else ("Accept-Encoding",)
-    url = _upstream_url(upstream, path, request)
+    target = _upstream_path(path, request)
     metrics = request.app[ops.METRICS]
     try:
         # retried like translated requests: nothing has reached the client before the first byte
         ctx, resp = await open_with_retries(
-            lambda: upstream.session.request(request.method, url, data=raw, headers=headers,
-                                             auto_decompress=False, skip_auto_headers=skip),
+            # decompress=False: only the client's own Accept-Encoding is offered upstream, and a
+            # compressed answer goes back as it came
+            lambda: upstream.request(request.method, target, raw, headers, decompress=False),
             upstream.policy, on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
     except UpstreamUnreachable as e:
         metrics.upstream_errors.labels(upstream.name, "unreachable").inc()

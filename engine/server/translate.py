@@ -150,7 +150,7 @@ def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
         raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
 
 
-async def upstream_error(pair: Pair, resp: aiohttp.ClientResponse, provider: str) -> ApiError:
+async def upstream_error(pair: Pair, resp, provider: str) -> ApiError:
     text = await resp.text(errors="replace")
     try:
         body = json.loads(text)

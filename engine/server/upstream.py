@@ -1,4 +1,4 @@
-"""One pooled aiohttp ClientSession per upstream provider, opened at start, closed at shutdown."""
+"""One pooled upstream HTTP client per provider, opened at start, closed at shutdown."""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 
 import aiohttp
+
+from .httpclient import HttpClient
 
 
 class Upstream:
@@ -17,29 +19,32 @@ class Upstream:
         self.connect_timeout = connect_timeout
         self.idle_timeout = read_timeout
         self.policy = RetryPolicy()
-        self.session: aiohttp.ClientSession | None = None
+        self.http: HttpClient | None = None
 
     async def open(self):
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         # no total timeout (it would cut healthy long streams); the first-byte and idle timeouts
         # are enforced per request by open_with_retries and the stream watchdog
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             auto_decompress=True, skip_auto_headers=("User-Agent",))
+        self.http = HttpClient(self.base_url, connect_timeout=self.connect_timeout)
 
     async def close(self):
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    @property
+    def connections_in_use(self) -> int:
+        return self.http.in_use if self.http is not None else 0
 
-    def post(self, path: str, data: bytes, headers: dict | None = None, params=None):
-        h = dict(self.headers)
+    def post(self, path: str, data: bytes, headers: dict | None = None):
+        h = self.headers
         if headers:
+            h = dict(h)
             h.update(headers)
-        return self.session.post(self.url(path), data=data, headers=h, params=params)
+        return self.http.post(path, data, h)
+
+    def request(self, method: str, path: str, data: bytes, headers, decompress: bool = True):
+        """`path` relative to the base URL, query string included as written."""
+        return self.http.request(method, path, data, headers, decompress)
 
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -72,7 +77,7 @@ def retry_delay(attempt: int, policy: RetryPolicy, retry_after: str | None) -> f
 
 
 async def open_with_retries(send, policy: RetryPolicy, on_retry=None):
-    """Calls `send()` (returning an aiohttp request context manager) until the upstream answers
+    """Calls `send()` (returning a request context manager) until the upstream answers
     with a status worth keeping. Retries 429/529/5xx and connection errors; nothing has reached
     the client yet, so a retry is invisible to it. Returns (ctx, response); the caller exits ctx."""
     attempt = 0

@@ -1,0 +1,185 @@
+"""What the upstream HTTP client hands the gateway: the response head and its body as it arrives.
+
+The subset of aiohttp's ClientResponse / StreamReader the gateway uses, so its callers read an
+answer the same way whichever client produced it."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+
+HIGH_WATER = 256 * 1024  # body bytes buffered before the connection stops reading
+
+
+class Headers:
+    """Response headers: case-insensitive get, items() in received order and case."""
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: list):
+        self._items = items
+        m = {}
+        for k, v in items:
+            m.setdefault(k.lower(), v)
+        self._map = m
+
+    def get(self, name: str, default=None):
+        return self._map.get(name.lower(), default)
+
+    def getall(self, name: str) -> list:
+        low = name.lower()
+        return [v for k, v in self._items if k.lower() == low]
+
+    def __getitem__(self, name: str):
+        return self._map[name.lower()]
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def items(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return f"Headers({self._items!r})"
+
+
+class Body:
+    """The response body as it arrives. readany/iter_any/read/is_eof/at_eof as on aiohttp's
+    StreamReader; data already received is handed out before a failure is raised."""
+    __slots__ = ("_chunks", "_size", "_eof", "_exc", "_waiter", "_conn")
+
+    def __init__(self, conn):
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+        self._conn = conn
+
+    def feed(self, data: bytes):
+        self._chunks.append(data)
+        self._size += len(data)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        if self._size > HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+
+    def feed_eof(self):
+        self._eof = True
+        self._wake()
+
+    def set_exception(self, exc: BaseException):
+        if not self._eof and self._exc is None:
+            self._exc = exc
+        self._wake()
+
+    def _wake(self):
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def is_eof(self) -> bool:
+        return self._eof
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def exception(self):
+        return self._exc
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()
+        return data
+
+    async def _wait(self):
+        while not self._chunks and not self._eof and self._exc is None:
+            self._waiter = w = asyncio.get_running_loop().create_future()
+            await w
+
+    async def readany(self) -> bytes:
+        """Whatever has arrived (waiting for something), b"" at the end."""
+        if not self._chunks:
+            await self._wait()
+            if not self._chunks:
+                if self._exc is not None:
+                    raise self._exc
+                return b""
+        return self._take()
+
+    def iter_any(self):
+        return self
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._chunks:
+            await self._wait()
+            if not self._chunks:
+                if self._exc is not None:
+                    raise self._exc
+                raise StopAsyncIteration
+        return self._take()
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while True:
+            if self._chunks:
+                parts.append(self._take())  # resumes a paused connection
+            if self._eof:
+                break
+            if self._exc is not None:
+                raise self._exc
+            await self._wait()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class Response:
+    """What the gateway reads of an upstream answer (a subset of aiohttp's ClientResponse)."""
+    __slots__ = ("status", "reason", "version", "headers", "content", "content_length", "_conn")
+
+    def __init__(self, status: int, reason: str, version: str, headers: Headers, content: Body, conn,
+                 content_length: int | None):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.content = content
+        self.content_length = content_length
+        self._conn = conn
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        data = await self.read()
+        if encoding is None:
+            m = re.search(r"charset=([\w.:-]+)", self.headers.get("content-type") or "", re.I)
+            encoding = m.group(1) if m else "utf-8"
+        try:
+            return data.decode(encoding, errors)
+        except LookupError:
+            return data.decode("utf-8", errors)
+
+    def close(self):
+        """Drops the connection unless the whole body has arrived (it cannot be reused midway)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not self.content._eof:
+            conn.abort(aiohttp.ClientConnectionError("Connection closed"))
+
+    release = close

@@ -1,0 +1,317 @@
+"""The upstream HTTP/1.1 client (engine/server/httpclient.py) against scripted servers on loopback.
+
+Each server answers with exact bytes, so framing (Content-Length, chunked, close), interim heads,
+compression, keep-alive reuse and failures are tested as they reach the client on the wire. The
+parser is also fed every split of a response, so no read boundary can confuse it."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import aiohttp
+import pytest
+
+from engine.server.httpclient import HttpClient, InvalidResponse, KEEPALIVE_SECONDS, _Conn
+
+
+class Script:
+    """A loopback server: for each request it receives (head + Content-Length body), the next
+    reply in `replies` (bytes, or a callable(transport) for odd behaviour)."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def __aenter__(self):
+        script = self
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                script.connections += 1
+                self.t = transport
+                self.buf = b""
+
+            def data_received(self, data):
+                self.buf += data
+                while b"\r\n\r\n" in self.buf:
+                    head, _, rest = self.buf.partition(b"\r\n\r\n")
+                    n = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        k, _, v = line.partition(b":")
+                        if k.strip().lower() == b"content-length":
+                            n = int(v)
+                    if len(rest) < n:
+                        return
+                    script.requests.append(head + b"\r\n\r\n" + rest[:n])
+                    self.buf = rest[n:]
+                    reply = script.replies.pop(0)
+                    if callable(reply):
+                        reply(self.t)
+                    else:
+                        self.t.write(reply)
+
+        self.server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    extra = "".join(h + "\r\n" for h in headers)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def chunked(*parts: bytes, trailer: bytes = b"") -> bytes:
+    out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n"
+    for p in parts:
+        out += f"{len(p):x};ext=1\r\n".encode() + p + b"\r\n"
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+async def fetch(client, path="/v1/messages", data=b"{}", headers=None, decompress=True):
+    async with client.request("POST", path, data, headers, decompress) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+async def test_request_bytes_and_keep_alive_reuse():
+    async with Script([ok(b'{"a":1}', "X-Up: one"), ok(b'{"b":2}')]) as s:
+        client = HttpClient(s.url + "/base/")
+        st, headers, body = await fetch(client, "/v1/messages?beta=true", b'{"x":1}', {"x-api-key": "k"})
+        assert (st, body, headers.get("x-up"), headers["X-UP"]) == (200, b'{"a":1}', "one", "one")
+        st, headers, body = await fetch(client)
+        assert (st, body, list(headers.items())) == (200, b'{"b":2}', [("Content-Length", "7")])
+        assert s.connections == 1 and client.in_use == 0
+        first = s.requests[0].decode()
+        assert first.startswith("POST /base/v1/messages?beta=true HTTP/1.1\r\n")
+        lines = first.split("\r\n")
+        assert f"Host: {s.url[7:]}" in lines and "x-api-key: k" in lines and "Content-Length: 7" in lines
+        assert "Accept-Encoding: gzip, deflate" in lines and first.endswith('\r\n\r\n{"x":1}')
+        await client.close()
+
+
+async def test_no_accept_encoding_of_its_own_when_passing_through():
+    async with Script([ok(b"x"), ok(b"y")]) as s:
+        client = HttpClient(s.url)
+        await fetch(client, decompress=False)
+        await fetch(client, headers={"Accept-Encoding": "br"}, decompress=True)
+        assert b"accept-encoding" not in s.requests[0].lower()
+        assert s.requests[1].lower().count(b"accept-encoding") == 1 and b"Accept-Encoding: br" in s.requests[1]
+        await client.close()
+
+
+async def test_chunked_stream_arrives_piece_by_piece():
+    events = [b"event: a\ndata: {}\n\n", b"event: b\ndata: {\"x\":1}\n\n"]
+
+    def slow(t):
+        raw = chunked(*events, trailer=b"X-Trailer: 1\r\n")
+        cut = raw.index(b"\r\n", raw.index(b"data: {}")) + 2  # after the first chunk
+        t.write(raw[:cut])
+        asyncio.get_running_loop().call_later(0.05, t.write, raw[cut:])
+
+    async with Script([slow, ok(b"next")]) as s:
+        client = HttpClient(s.url)
+        async with client.post("/s", b"{}") as resp:
+            assert resp.content_length is None and not resp.content.is_eof()
+            got = [c async for c in resp.content.iter_any()]
+        assert b"".join(got) == b"".join(events) and len(got) >= 2
+        assert (await fetch(client))[2] == b"next" and s.connections == 1
+        await client.close()
+
+
+async def test_body_until_close_and_connection_close_are_not_reused():
+    async with Script([b"HTTP/1.1 200 OK\r\n\r\nall of it" , ok(b"b", "Connection: close"), ok(b"c")]) as s:
+        client = HttpClient(s.url)
+
+        async def until_close():
+            async with client.post("/", b"") as resp:
+                return await resp.read()
+
+        task = asyncio.create_task(until_close())
+        await asyncio.sleep(0.05)
+        assert not task.done()  # no length: the body ends only when the server closes
+        for t in [c.transport for c in client.live]:
+            t.close()  # stands in for the server closing after its body
+        assert await task == b"all of it" and not client.live
+        await client.close()
+
+    async with Script([lambda t: (t.write(b"HTTP/1.1 200 OK\r\n\r\nall of it"), t.close()),
+                       ok(b"b", "Connection: close"), ok(b"c")]) as s:
+        client = HttpClient(s.url)
+        assert (await fetch(client))[2] == b"all of it"
+        assert (await fetch(client))[2] == b"b"
+        assert (await fetch(client))[2] == b"c"
+        assert s.connections == 3
+        await client.close()
+
+
+async def test_gzip_and_deflate_are_decoded_when_asked():
+    text = b'{"content":"' + b"hello " * 500 + b'"}'
+    zipped = gzip.compress(text)
+    async with Script([ok(zipped, "Content-Encoding: gzip"),
+                       ok(zlib.compress(text), "Content-Encoding: deflate"),
+                       ok(zipped, "Content-Encoding: gzip"),
+                       ok(gzip.compress(text)[:-9], "Content-Encoding: gzip"),
+                       ok(b"plain, not gzip", "Content-Encoding: gzip")]) as s:
+        client = HttpClient(s.url)
+        assert (await fetch(client))[2] == text
+        assert (await fetch(client))[2] == text
+        st, headers, body = await fetch(client, decompress=False)
+        assert body == zipped and headers["content-encoding"] == "gzip"
+        for _ in range(2):
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await fetch(client)
+        await client.close()
+
+
+async def test_interim_head_and_bodiless_answers():
+    async with Script([b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"after"),
+                       b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", ok(b"")]) as s:
+        client = HttpClient(s.url)
+        assert (await fetch(client))[::2] == (200, b"after")
+        st, h, body = await fetch(client)
+        assert (st, h.get("x-a"), body) == (204, "1", b"")
+        assert (await fetch(client))[::2] == (200, b"")
+        assert s.connections == 1
+        await client.close()
+
+
+@pytest.mark.parametrize("reply", [b"HTTP/2 200 OK\r\n\r\n", b"garbage\r\n\r\n",
+                                   b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                                   b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"])
+async def test_malformed_heads_are_client_errors(reply):
+    async with Script([reply, ok(b"fine")]) as s:
+        client = HttpClient(s.url)
+        with pytest.raises(InvalidResponse):
+            await fetch(client)
+        assert (await fetch(client))[2] == b"fine"  # the bad connection was dropped, not reused
+        assert s.connections == 2
+        await client.close()
+
+
+@pytest.mark.parametrize("cut", ["length", "chunked", "chunk-size"])
+async def test_connection_lost_mid_body_is_a_payload_error(cut):
+    raw = {"length": ok(b"0123456789")[:-4], "chunked": chunked(b"abcdef")[:-12],
+           "chunk-size": chunked(b"abc").replace(b"3;ext=1", b"zz")}[cut]
+    async with Script([lambda t: (t.write(raw), t.close())]) as s:
+        client = HttpClient(s.url)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await fetch(client)
+        await client.close()
+
+
+async def test_stale_idle_connection_is_replaced_once():
+    # the server drops the pooled connection as the second request arrives, answering nothing
+    async with Script([ok(b"one"), lambda t: t.close(), ok(b"two"), lambda t: t.close()]) as s:
+        client = HttpClient(s.url)
+        assert (await fetch(client))[2] == b"one"
+        assert (await fetch(client))[2] == b"two" and s.connections == 2 and len(s.requests) == 3
+        client.idle.clear()  # a new connection that closes unanswered is not retried
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await fetch(client)
+        assert len(s.requests) == 4
+        await client.close()
+
+
+async def test_connections_idle_past_the_keepalive_are_not_reused(monkeypatch):
+    async with Script([ok(b"1"), ok(b"2")]) as s:
+        client = HttpClient(s.url)
+        await fetch(client)
+        for c in client.idle:
+            c.idle_since -= KEEPALIVE_SECONDS + 1
+        await fetch(client)
+        assert s.connections == 2
+        await client.close()
+
+
+async def test_refused_connection_and_header_injection():
+    client = HttpClient("http://127.0.0.1:9", connect_timeout=5)
+    with pytest.raises(aiohttp.ClientConnectionError, match="Cannot connect to host 127.0.0.1:9"):
+        await fetch(client)
+    with pytest.raises(ValueError, match="line break"):
+        await fetch(client, headers={"x-api-key": "k\r\nX-Evil: 1"})
+    with pytest.raises(ValueError):
+        HttpClient("ftp://example.invalid")
+
+
+async def test_release_before_the_end_and_cancel_before_the_head_drop_the_connection():
+    never = Script([chunked(b"x" * 10)[:-5], lambda t: None, ok(b"ok")])
+    async with never as s:
+        client = HttpClient(s.url)
+        async with client.post("/", b"") as resp:
+            assert await resp.content.readany() == b"x" * 10
+        assert client.in_use == 0 and not client.idle  # left midway: closed
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await fetch(client)
+        assert not client.idle and not client.live
+        assert (await fetch(client))[2] == b"ok" and s.connections == 3
+        await client.close()
+
+
+async def test_slow_reader_pauses_the_connection():
+    big = b"y" * (3 * 1024 * 1024)
+    async with Script([ok(big)]) as s:
+        client = HttpClient(s.url)
+        async with client.post("/", b"") as resp:
+            await asyncio.sleep(0.2)  # the server keeps writing; the client stops reading
+            conn = resp._conn
+            assert conn.paused and resp.content._size < len(big)
+            assert await resp.read() == big
+        await client.close()
+
+
+class _Transport:
+    def __init__(self):
+        self.written = []
+        self.closed = False
+
+    def write(self, data):
+        self.written.append(data)
+
+    def writelines(self, parts):
+        self.written.extend(parts)
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+SPLIT_CASES = {
+    "chunked+trailer": (chunked(b"first", b"second chunk", trailer=b"A: b\r\n"),
+                        b"firstsecond chunk"),
+    "length": (ok(b"0123456789abcdef"), b"0123456789abcdef"),
+    "interim": (b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" + ok(b"body"), b"body"),
+    "gzip": (ok(gzip.compress(b"zipped " * 20), "Content-Encoding: gzip"), b"zipped " * 20),
+}
+
+
+@pytest.mark.parametrize("name", list(SPLIT_CASES))
+async def test_every_split_of_a_response_parses_the_same(name):
+    raw, want = SPLIT_CASES[name]
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    for cut in range(1, len(raw)):
+        for pieces in ([raw[:cut], raw[cut:]], [raw[i:i + cut] for i in range(0, len(raw), cut)]):
+            conn = _Conn(client)
+            conn.connection_made(_Transport())
+            task = asyncio.create_task(conn.send("POST", b"head", b"", True))
+            await asyncio.sleep(0)
+            for p in pieces:
+                conn.data_received(p)
+            resp = await task
+            assert await resp.read() == want, (cut, pieces)
+            assert client.idle[-1] is conn and not conn.transport.closed
+            client.idle.clear()
+            client.live.clear()
