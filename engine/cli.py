@@ -304,6 +304,8 @@ def main(argv=None) -> int:
     b.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                    help="non-stream load generator (auto: wrk if installed)")
     b.add_argument("--duration", type=float, help="seconds per measured load run")
+    b.add_argument("--rounds", type=int,
+                   help="runs of each load per process, proxy and engine alternated; the median is shown (default 3)")
     b.add_argument("--open-streams", type=int, help="streams held open at once for the RSS test (default 1000)")
     b.add_argument("--workers", type=int, help="worker count for the scaling row (default 2; 0 skips it)")
     b.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
@@ -320,6 +322,8 @@ def _bench(args) -> int:
     over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro}
     if args.duration:
         over["duration"] = args.duration
+    if args.rounds:
+        over["rounds"] = args.rounds
     if args.open_streams is not None:
         over["open_streams"] = args.open_streams
     if args.workers is not None:

@@ -48,9 +48,35 @@ class TranslationError(Exception):
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
+class _Entropy:
+    """os.urandom read 4 KiB at a time: one system call per ~170 ids instead of one per id
+    (measurable under load: two ids a request). A forked worker starts with a fresh buffer, so
+    no two processes hand out the same bytes."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.buf = b""
+        self.pos = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self):
+        self.buf = b""
+        self.pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self.pos
+        end = pos + n
+        if end > len(self.buf):
+            self.buf = os.urandom(max(self.size, n))
+            pos, end = 0, n
+        self.pos = end
+        return self.buf[pos:end]
+
+
 # Replaceable so replay tests and snapshots are deterministic.
 clock = time.time
-random_bytes = os.urandom
+random_bytes = _Entropy()
 
 
 # byte -> _ALNUM[byte % 62], for bytes.translate: the mapping done in C, not a Python loop

@@ -62,7 +62,7 @@ def test_scenarios_from_model_names():
 
 def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     log = io.StringIO()
-    s = runner.Settings(duration=0.3, warmup=0.1, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
+    s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
                         fault_streams=20, workdir=tmp_path, log=log)
@@ -84,6 +84,8 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         for key, r in res[name].items():
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
+    assert len(res["proxy"]["ns2"]["rounds"]) == 2 and len(res["engine"]["text2"]["rounds"]) == 2
+    assert "2 rounds of each" in table
     assert res["engine"]["open"]["max_open"] >= 2
     assert res["engine"]["open"]["rss_peak_mb"] > 0
     assert "pinned" in table and "load generator ceiling" in table
@@ -95,6 +97,16 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     assert f["streams"] == 20 and f["faulted"] == 4 and f["unexpected"] == 0, f["unexpected_detail"]
     assert faults.passed(f), f["checks"]
     assert "fault load test: 20 concurrent streams" in table and "verdict: met" in table
+
+
+def test_median_run_keeps_one_whole_run_and_every_failure():
+    runs = [{"rps": 300.0, "lat_p50": 1.0, "failed": 0}, {"rps": 100.0, "lat_p50": 9.0, "failed": 2},
+            {"rps": 200.0, "lat_p50": 5.0, "failed": 1}]
+    got = runner.median_run(runs)
+    assert (got["rps"], got["lat_p50"], got["failed"], got["rounds"]) == (200.0, 5.0, 3, [300.0, 100.0, 200.0])
+    streams = [{"events_s": 5.0, "rps": 1.0, "failed": 0}, {"events_s": 7.0, "rps": 0.5, "failed": 0}]
+    assert runner.median_run(streams)["events_s"] == 5.0  # streams are ranked by events/s
+    assert runner.median_run(runs[:1])["rps"] == 300.0
 
 
 # ---------------------------------------------------------------- the fault load test

@@ -252,6 +252,21 @@ async def test_release_before_the_end_and_cancel_before_the_head_drop_the_connec
         await client.close()
 
 
+async def test_head_timeout_covers_the_wait_and_drops_the_connection():
+    async with Script([lambda t: None, ok(b"later")]) as s:
+        client = HttpClient(s.url)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.post("/", b"{}").open(timeout=0.2)
+        assert 0.15 < loop.time() - t0 < 2 and not client.live
+        resp = await client.post("/", b"{}").open(timeout=5)  # answered in time: the timer is cancelled
+        assert await resp.read() == b"later"
+        await asyncio.sleep(0.3)
+        assert client.idle and s.connections == 2
+        await client.close()
+
+
 async def test_slow_reader_pauses_the_connection():
     big = b"y" * (3 * 1024 * 1024)
     async with Script([ok(big)]) as s:
@@ -306,7 +321,7 @@ async def test_every_split_of_a_response_parses_the_same(name):
         for pieces in ([raw[:cut], raw[cut:]], [raw[i:i + cut] for i in range(0, len(raw), cut)]):
             conn = _Conn(client)
             conn.connection_made(_Transport())
-            task = asyncio.create_task(conn.send("POST", b"head", b"", True))
+            task = asyncio.create_task(conn.send("POST", b"head", b"", True, None))
             await asyncio.sleep(0)
             for p in pieces:
                 conn.data_received(p)

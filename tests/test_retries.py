@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
 import pytest
 
+from engine.server.httpclient import HttpClient
 from engine.server.upstream import RetryPolicy, UpstreamUnreachable, open_with_retries, retry_delay
 from support.fake_upstream import FakeUpstream, error_reply, json_reply, stall_reply
 
@@ -20,13 +20,16 @@ def test_retry_delay_honours_retry_after_and_caps_it():
 
 
 async def _call(url, policy, retries):
-    async with aiohttp.ClientSession() as s:
-        ctx, resp = await open_with_retries(lambda: s.post(url + "/v1/messages", data=b"{}"), policy,
+    client = HttpClient(url)
+    try:
+        ctx, resp = await open_with_retries(lambda: client.post("/v1/messages", b"{}"), policy,
                                             on_retry=retries.append)
         try:
             return resp.status, await resp.text()
         finally:
             await ctx.__aexit__(None, None, None)
+    finally:
+        await client.close()
 
 
 async def test_429_with_retry_after_then_success():

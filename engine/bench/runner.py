@@ -40,6 +40,7 @@ PATH = "/v1/chat/completions"
 @dataclass
 class Settings:
     duration: float = 5.0            # seconds per measured load run
+    rounds: int = 3                  # proxy and engine runs of each load, alternated; the median counts
     warmup: float = 1.0              # seconds of load before each process's measurements
     ns_concurrency: tuple = (1, 16, 64)
     stream_concurrency: tuple = (1, 32)
@@ -236,18 +237,29 @@ class Bench:
             self.client(base, "ns", 16, d)
         self.client(base, "text", 8, d)
 
-    def load_all(self, name: str, base: str):
-        R = self.results.setdefault(name, {})
-        self.warm(base)
-        for c in self.s.ns_concurrency:
-            self.say(f"{name}: non-stream, concurrency {c}")
-            R[f"ns{c}"] = self.nonstream(base, c)
-        for c in self.s.stream_concurrency:
-            self.say(f"{name}: text streams ({self.events[self.text_model]} events each), concurrency {c}")
-            R[f"text{c}"] = self.stream(base, "text", c)
+    def load_all(self, targets: dict):
+        """Every load on every target (name -> base URL), each load run `rounds` times per target,
+        the targets alternated within a round and their order swapped every round, so that a
+        slow spell of the machine falls on both sides. Each target keeps its median round."""
+        for name, base in targets.items():
+            self.warm(base)
+        loads = [(f"ns{c}", f"non-stream, concurrency {c}", lambda b, c=c: self.nonstream(b, c))
+                 for c in self.s.ns_concurrency]
+        loads += [(f"text{c}", f"text streams ({self.events[self.text_model]} events each), concurrency {c}",
+                   lambda b, c=c: self.stream(b, "text", c)) for c in self.s.stream_concurrency]
         c = max(self.s.stream_concurrency)
-        self.say(f"{name}: tool-call streams ({self.events[self.tools_model]} events each), concurrency {c}")
-        R[f"tools{c}"] = self.stream(base, "tools", c)
+        loads.append((f"tools{c}", f"tool-call streams ({self.events[self.tools_model]} events each), "
+                                   f"concurrency {c}", lambda b: self.stream(b, "tools", c)))
+        rounds = max(1, self.s.rounds)
+        for key, what, load in loads:
+            runs: dict = {name: [] for name in targets}
+            for r in range(rounds):
+                order = list(targets) if r % 2 == 0 else list(reversed(list(targets)))
+                for name in order:
+                    self.say(f"{name}: {what}" + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""))
+                    runs[name].append(load(targets[name]))
+            for name, got in runs.items():
+                self.results.setdefault(name, {})[key] = median_run(got)
 
     def open_streams(self, name: str, start) -> dict:
         proc, base = start()
@@ -294,12 +306,11 @@ class Bench:
             D[f"text{c}"] = self.stream(self.up_url, "text", c)
             D["text1"] = self.stream(self.up_url, "text", 1)
 
-            proxy, base = self.start_proxy()
-            self.load_all("proxy", base)
+            # both up at once (each pinned to the same CPU, idle while the other is loaded)
+            proxy, pbase = self.start_proxy()
+            engine, ebase = self.start_engine()
+            self.load_all({"proxy": pbase, "engine": ebase})
             self._stop(proxy)
-
-            engine, base = self.start_engine()
-            self.load_all("engine", base)
             self._stop(engine)
 
             if s.open_streams:
@@ -333,6 +344,16 @@ class Bench:
             self._stop(p)
         if self.tmp is not None:
             self.tmp.cleanup()
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (its latencies with it, so a row stays one run), with
+    the failures of every run added up: no round's failure is hidden by the choice."""
+    key = "events_s" if "events_s" in runs[0] else "rps"
+    chosen = dict(sorted(runs, key=lambda r: r.get(key) or 0.0)[(len(runs) - 1) // 2])
+    chosen["failed"] = sum(r.get("failed", 0) for r in runs)
+    chosen["rounds"] = [r.get(key) for r in runs]
+    return chosen
 
 
 # ---------------------------------------------------------------- the table
@@ -449,7 +470,8 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
         "engine bench: byte proxy vs engine serve, same load, same run (loopback)",
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
         f"{pin.describe()}",
-        f"load: non-stream via {lg}; streams via the asyncio client; {s.duration:g} s per measured run; "
+        f"load: non-stream via {lg}; streams via the asyncio client; {s.duration:g} s per measured run, "
+        f"{max(1, s.rounds)} rounds of each (proxy and engine alternated, order swapped each round; median round shown); "
         f"text stream = {len(stream_events(model_name('text', n=s.text_deltas)))} upstream events, "
         f"tool stream = {len(stream_events(model_name('tools', n=s.tool_fragments, k=s.tool_calls)))}",
         f"load generator ceiling (straight at the fake upstream, same CPU): non-stream c={cn} "

@@ -102,7 +102,8 @@ class _Conn(asyncio.Protocol):
                 self.transport.resume_reading()
 
     # -- requests
-    async def send(self, method: str, head: bytes, data: bytes, decompress: bool) -> Response:
+    async def send(self, method: str, head: bytes, data: bytes, decompress: bool,
+                   deadline: float | None) -> Response:
         self.method = method
         self.state = _HEAD
         self.decompress = decompress
@@ -113,12 +114,22 @@ class _Conn(asyncio.Protocol):
             self.transport.writelines((head, data))
         else:
             self.transport.write(head)
+        # a loop timer, not asyncio.timeout: no context manager and task bookkeeping per request
+        timer = self.loop.call_at(deadline, self._head_timeout) if deadline is not None else None
         try:
             return await w
         except BaseException:
             # timed out, cancelled or failed before the head: the answer would arrive out of step
             self.abort(None)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _head_timeout(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_exception(TimeoutError("timed out waiting for the upstream's response head"))
 
     def abort(self, exc: BaseException | None):
         if self.body is not None and exc is not None:
@@ -364,7 +375,11 @@ class _Call:
         self.resp: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self.resp = await self.client.send(*self.args)
+        return await self.open()
+
+    async def open(self, timeout: float | None = None) -> Response:
+        """The response head, within `timeout` seconds (connecting included) when given."""
+        self.resp = await self.client.send(*self.args, timeout=timeout)
         return self.resp
 
     async def __aexit__(self, *exc):
@@ -422,21 +437,24 @@ class HttpClient:
         parts.append("\r\n")
         return "".join(parts).encode("utf-8", "surrogateescape")
 
-    async def send(self, method: str, path: str, data: bytes, headers, decompress: bool) -> Response:
+    async def send(self, method: str, path: str, data: bytes, headers, decompress: bool,
+                   timeout: float | None = None) -> Response:
         head = self._head(method, path, len(data), headers, decompress)
+        loop = self.loop
+        if loop is None:
+            self.loop = loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
         while True:
-            conn, reused = await self._acquire()
+            conn, reused = await self._acquire(deadline)
             try:
-                return await conn.send(method, head, data, decompress)
+                return await conn.send(method, head, data, decompress, deadline)
             except aiohttp.ServerDisconnectedError:
                 if reused and not conn.got_bytes:
                     continue  # the server had closed this idle connection: a new one
                 raise
 
-    async def _acquire(self) -> tuple[_Conn, bool]:
+    async def _acquire(self, deadline: float | None) -> tuple[_Conn, bool]:
         loop = self.loop
-        if loop is None:
-            self.loop = loop = asyncio.get_running_loop()
         idle = self.idle
         if idle:
             now = loop.time()
@@ -450,8 +468,12 @@ class HttpClient:
                     idle.clear()
                     break
                 return c, True
+        limit = self.connect_timeout
+        if deadline is not None:
+            left = deadline - loop.time()
+            limit = left if limit is None else min(limit, left)
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(limit):
                 _, conn = await loop.create_connection(
                     lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
                     server_hostname=self.host if self.tls else None)

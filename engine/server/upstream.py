@@ -77,15 +77,14 @@ def retry_delay(attempt: int, policy: RetryPolicy, retry_after: str | None) -> f
 
 
 async def open_with_retries(send, policy: RetryPolicy, on_retry=None):
-    """Calls `send()` (returning a request context manager) until the upstream answers
+    """Calls `send()` (returning an HttpClient request) until the upstream answers
     with a status worth keeping. Retries 429/529/5xx and connection errors; nothing has reached
     the client yet, so a retry is invisible to it. Returns (ctx, response); the caller exits ctx."""
     attempt = 0
     while True:
         ctx = send()
         try:
-            async with asyncio.timeout(policy.first_byte_timeout):  # no task per request, unlike wait_for
-                resp = await ctx.__aenter__()
+            resp = await ctx.open(policy.first_byte_timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             if attempt >= policy.max_retries:
                 kind = "timed out waiting for the first byte" if isinstance(e, asyncio.TimeoutError) \
