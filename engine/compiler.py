@@ -11,7 +11,7 @@ from .handlers import noop as _noop
 from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
-from .expr import ExprError, compile_expr, is_builtin, negates_before_path
+from .expr import ExprError, compile_expr, fresh_name, is_builtin, negates_before_path, truthy_source
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 
 TEMPLATE_KEYS = {
@@ -471,4 +471,45 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
             None if a is None else handlers.text_handler(a) for a in (out.init, out.eof, out.error))
     if getattr(out.template, "json", None) is not None:
         out.template.json = serialize.settle(out.template.json)  # the server calls it per request
+    out.scope = _scope_fn(out.vars)
+    out.check = _check_fn(out.checks)
     return out
+
+
+def _source(node, env: dict, i: int, prefix: str) -> str:
+    """A node's inlined source (expr.py), or a call of it."""
+    code = getattr(node, "code", None)
+    if code is not None:
+        env.update(code[1])
+        return code[0]
+    env[f"{prefix}{i}"] = node
+    return f"{prefix}{i}(scope)"
+
+
+def _scope_fn(vars_: tuple):
+    """CompiledSpec.scope as one generated function: every var inlined in order."""
+    env: dict = {}
+    lines = ["def scope(**scope):"]
+    if vars_:
+        lines.append("    scope['vars'] = v = {}")
+        for i, (k, f) in enumerate(vars_):
+            env[f"K{i}"] = k
+            lines.append(f"    v[K{i}] = {_source(f, env, i, 'F')}")
+    lines.append("    return scope")
+    exec(compile("\n".join(lines), "<spec scope>", "exec"), env)  # noqa: S102 - generated above
+    return env["scope"]
+
+
+def _check_fn(checks: tuple):
+    """CompiledSpec.check as one generated function: each rule's condition inlined, in order."""
+    if not checks:
+        return lambda scope: None
+    env: dict = {}
+    lines = ["def check(scope):"]
+    for i, (cond, *answer) in enumerate(checks):
+        env[f"R{i}"] = tuple(answer)
+        lines.append(f"    if {truthy_source(fresh_name('c'), _source(cond, env, i, 'C'))}:")
+        lines.append(f"        return R{i}")
+    lines.append("    return None")
+    exec(compile("\n".join(lines), "<spec checks>", "exec"), env)  # noqa: S102 - generated above
+    return env["check"]

@@ -9,10 +9,11 @@ import hmac
 import logging
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..logs import AccessLog
+from .counters import Collector, LabelledCounter, LabelledHistogram
 from .errors import ApiError
 
 log = logging.getLogger("engine.access")
@@ -65,12 +66,14 @@ def presented_key(request: web.Request) -> str | None:
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("engine_requests", "Requests served", ["route", "model", "status"], registry=r)
-        self.latency = Histogram("engine_request_seconds", "Time to the end of the response",
-                                 ["route"], buckets=_BUCKETS, registry=r)
-        self.ttft = Histogram("engine_time_to_first_token_seconds", "Time to the first streamed byte",
-                              ["route"], buckets=_BUCKETS, registry=r)
-        self.tokens = Counter("engine_tokens", "Tokens reported by the upstream", ["direction", "model"], registry=r)
+        # updated on every request: plain dicts, rendered at scrape time (counters.py)
+        self.requests = LabelledCounter("engine_requests", "Requests served", ["route", "model", "status"])
+        self.latency = LabelledHistogram("engine_request_seconds", "Time to the end of the response",
+                                         ["route"], _BUCKETS)
+        self.ttft = LabelledHistogram("engine_time_to_first_token_seconds", "Time to the first streamed byte",
+                                      ["route"], _BUCKETS)
+        self.tokens = LabelledCounter("engine_tokens", "Tokens reported by the upstream", ["direction", "model"])
+        r.register(Collector(self.requests, self.latency, self.ttft, self.tokens))
         self.upstream_errors = Counter("engine_upstream_errors", "Upstream failures",
                                        ["provider", "status"], registry=r)
         self.retries = Counter("engine_upstream_retries", "Upstream retries", ["provider"], registry=r)
@@ -79,15 +82,6 @@ class Metrics:
         self.tasks.set_function(_task_count)
         self.upstream_connections = Gauge("engine_upstream_connections", "Upstream connections in use",
                                           registry=r)
-        self._children: dict = {}
-
-    def child(self, metric, *labels):
-        """metric.labels(...) remembered: labels() takes a lock and rebuilds its key each call."""
-        key = (id(metric), labels)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = metric.labels(*labels)
-        return c
 
 
 def _task_count() -> int:
@@ -125,16 +119,16 @@ def record(request: web.Request, status: int, elapsed: float):
     route = info.get("route") or (request.match_info.route.resource.canonical
                                   if request.match_info.route.resource else "unmatched")
     model = info.get("model_label") or "-"
-    m.child(m.requests, route, model, str(status)).inc()
-    m.child(m.latency, route).observe(elapsed)
+    m.requests.inc((route, model, str(status)))
+    m.latency.observe((route,), elapsed)
     ttfb = info.get("ttfb")
     if ttfb is not None:
-        m.child(m.ttft, route).observe(ttfb)
+        m.ttft.observe((route,), ttfb)
     tin, tout = info.get("tokens_in"), info.get("tokens_out")
     if tin:
-        m.child(m.tokens, "in", model).inc(tin)
+        m.tokens.inc(("in", model), tin)
     if tout:
-        m.child(m.tokens, "out", model).inc(tout)
+        m.tokens.inc(("out", model), tout)
     if request.path in OPEN_PATHS or request.path == "/metrics" or not log.isEnabledFor(logging.INFO):
         return
     fields = {
