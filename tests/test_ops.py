@@ -259,11 +259,16 @@ def test_keepalive_while_the_upstream_is_silent(faulty, fake_anthropic):
     assert ": keep-alive" in body and body.rstrip().endswith("data: [DONE]")
 
 
-def test_client_disconnect_cancels_the_upstream_at_once(faulty, fake_anthropic):
+@pytest.mark.parametrize("mode", ["translated", "passthrough"])
+def test_client_disconnect_cancels_the_upstream_at_once(faulty, fake_anthropic, mode):
     resting = settled(faulty)
     fake_anthropic.enqueue(sse_reply(anthropic_text_stream([f"w{i} " for i in range(200)]),
                                      chunk_size="event", delay=0.05))
-    stream = oai(faulty).chat.completions.create(model=MODEL, messages=MSG, stream=True)
+    if mode == "translated":
+        stream = oai(faulty).chat.completions.create(model=MODEL, messages=MSG, stream=True)
+    else:
+        stream = anthropic.Anthropic(base_url=faulty.url, api_key="k", max_retries=0).messages.create(
+            model=MODEL, max_tokens=100, messages=MSG, stream=True)
     for i, _ in enumerate(stream):
         if i == 3:
             break
@@ -272,6 +277,13 @@ def test_client_disconnect_cancels_the_upstream_at_once(faulty, fake_anthropic):
     assert rec.wait_done(3) and rec.client_disconnected
     assert settled(faulty) <= resting
     assert urllib.request.urlopen(faulty.url + "/health").status == 200
+    # the client left: logged as 499, not as a gateway error with a traceback
+    deadline = time.monotonic() + 3
+    while "status=499" not in faulty.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = faulty.output()
+    assert "status=499" in out and f"mode={mode if mode == 'passthrough' else 'translate'}" in out
+    assert "unhandled error" not in out and "Traceback" not in out
 
 
 def test_sigterm_lets_open_streams_finish(make_gateway, fake_anthropic):
@@ -295,3 +307,38 @@ def test_sigterm_lets_open_streams_finish(make_gateway, fake_anthropic):
     while gw.is_running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not gw.is_running()
+
+
+async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthropic, fake_openai, tmp_path, caplog):
+    """aiohttp raises ClientConnectionResetError when the answer is written to a client that
+    has just closed its connection (seen at the end of every wrk run): the middleware lets
+    aiohttp drop the connection, and logs a 499 instead of an ERROR with a traceback."""
+    import logging
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server.app import create_app
+    from conftest import gateway_env
+
+    app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
+
+    async def gone(request):
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    app.router.add_post("/v1/test/gone", gone)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        caplog.set_level(logging.INFO)
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.ClientError):
+                async with s.post(server.make_url("/v1/test/gone"), data=b"{}") as r:
+                    await r.read()
+    finally:
+        await server.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("path=/v1/test/gone" in m and "status=499" in m for m in lines), lines
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records), lines

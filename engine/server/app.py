@@ -47,6 +47,13 @@ async def middleware(request: web.Request, handler):
         except (HttpProcessingError, RequestPayloadError) as e:
             # a body aiohttp could not read: e.g. labelled gzip but not gzip
             resp = render(api_of(request.path), ApiError(400, f"the request body could not be read: {e}"), rid)
+        except ConnectionResetError:
+            # the client went away mid-answer (aiohttp's "cannot write to closing transport"): not a
+            # gateway fault. The connection is closed, so aiohttp's write of what is returned fails
+            # quietly, and the access line says 499.
+            if request.transport is not None:
+                request.transport.close()
+            return request.get("stream_response") or web.Response(status=499)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             started = request.get("stream_response")
