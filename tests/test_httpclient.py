@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,7 +21,8 @@ class Script:
     """A loopback server: for each request it receives (head + Content-Length body), the next
     reply in `replies` (bytes, or a callable(transport) for odd behaviour)."""
 
-    def __init__(self, replies):
+    def __init__(self, replies, ssl_context=None):
+        self.ssl = ssl_context
         self.replies = list(replies)
         self.requests: list[bytes] = []
         self.connections = 0
@@ -52,7 +55,7 @@ class Script:
                     else:
                         self.t.write(reply)
 
-        self.server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0)
+        self.server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0, ssl=self.ssl)
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
@@ -330,3 +333,22 @@ async def test_every_split_of_a_response_parses_the_same(name):
             assert client.idle[-1] is conn and not conn.transport.closed
             client.idle.clear()
             client.live.clear()
+
+
+TLS = Path(__file__).parent / "support" / "tls"
+
+
+async def test_https_upstream_is_verified():
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(TLS / "localhost-cert.pem", TLS / "localhost-key.pem")
+    async with Script([ok(b"over tls")], ssl_context=server_ctx) as s:
+        port = s.url.rsplit(":", 1)[1]
+        trusting = HttpClient(f"https://localhost:{port}/v1",
+                              ssl_context=ssl.create_default_context(cafile=str(TLS / "localhost-cert.pem")))
+        assert (await fetch(trusting, "/messages"))[2] == b"over tls"
+        assert s.requests[0].startswith(f"POST /v1/messages HTTP/1.1\r\nHost: localhost:{port}\r\n".encode())
+        await trusting.close()
+        # the system's CAs do not know this certificate: refused before anything is sent
+        with pytest.raises(aiohttp.ClientConnectionError, match="certificate"):
+            await fetch(HttpClient(f"https://localhost:{port}"))
+        assert len(s.requests) == 1

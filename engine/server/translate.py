@@ -267,8 +267,19 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     try:
         await write(translator.start_bytes())
         try:
+            early = 8
             async for chunk in resp.content.iter_any():
                 clock["read"] = time.monotonic()
+                if early:
+                    # one read may hold most of a fast upstream's stream: the first few events go
+                    # out on their own, so the first token does not wait for the whole burst
+                    cut, seen = early_cut(chunk, early)
+                    early -= seen
+                    if cut:
+                        data = translator.feed(chunk[:cut])
+                        if data:
+                            await write(data)
+                        chunk = chunk[cut:]
                 data = translator.feed(chunk)
                 if data:
                     await write(data)
@@ -304,6 +315,19 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                  + (state.get("cache_creation") or 0) or None,
                  tokens_out=state.get("output_tokens"))
     return out
+
+
+def early_cut(chunk: bytes, events: int) -> tuple[int, int]:
+    """(where the first `events` SSE events of `chunk` end when more bytes follow them, else 0;
+    how many event ends were seen, at most `events`). A stream's first 8 upstream events reach
+    the first content delta of every shipped stream spec (Anthropic: message_start,
+    content_block_start, ping, content_block_delta; OpenAI: the role chunk, then content)."""
+    i = -2
+    for seen in range(events):
+        i = chunk.find(b"\n\n", i + 2)
+        if i < 0:
+            return 0, seen
+    return (i + 2 if i + 2 < len(chunk) else 0), events
 
 
 class _Watchdog:
