@@ -27,7 +27,8 @@ from .httpresponse import Body, Headers, Response
 KEEPALIVE_SECONDS = 15.0  # idle connections older than this are not reused (aiohttp's default too)
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4096
-_HEX = re.compile(rb"[0-9A-Fa-f]+")
+# a chunk size line: hex digits, then optional whitespace and extensions (ignored)
+_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n").match
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 # connection states
@@ -255,25 +256,28 @@ class _Conn(asyncio.Protocol):
         state = self.state
         while True:
             if state == _CHUNK_SIZE:
-                j = buf.find(b"\r\n", i)
-                if j < 0:
+                m = _SIZE_LINE(buf, i)
+                if m is None:
+                    j = buf.find(b"\r\n", i)
+                    if j >= 0:
+                        raise _BadResponse(f"malformed chunk size from the upstream: {buf[i:j][:40]!r}")
                     if n - i > _MAX_CHUNK_LINE:
                         raise _BadResponse("chunk size line too long")
                     break
-                line = buf[i:j]
-                semi = line.find(b";")
-                if semi >= 0:
-                    line = line[:semi]
-                line = line.strip(b" \t")
-                if not _HEX.fullmatch(line):
-                    raise _BadResponse(f"malformed chunk size from the upstream: {line[:40]!r}")
-                size = int(line, 16)
-                i = j + 2
-                if size:
-                    self.remaining = size
-                    state = _CHUNK_DATA
-                else:
+                size = int(m.group(1), 16)
+                i = m.end()
+                if not size:
                     state = _TRAILERS
+                    continue
+                end = i + size
+                if end + 2 <= n:  # the whole chunk is here (the usual case: one SSE event each)
+                    if buf[end] != 13 or buf[end + 1] != 10:
+                        raise _BadResponse("chunk data not followed by CRLF")
+                    pieces.append(buf[i:end])
+                    i = end + 2
+                    continue
+                self.remaining = size
+                state = _CHUNK_DATA
             elif state == _CHUNK_DATA:
                 left = n - i
                 if not left:
