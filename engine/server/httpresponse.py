@@ -127,13 +127,10 @@ class Body:
         return self
 
     async def __anext__(self) -> bytes:
-        if not self._chunks:
-            await self._wait()
-            if not self._chunks:
-                if self._exc is not None:
-                    raise self._exc
-                raise StopAsyncIteration
-        return self._take()
+        data = await self.readany()
+        if not data:
+            raise StopAsyncIteration
+        return data
 
     async def read(self) -> bytes:
         """The whole body."""
