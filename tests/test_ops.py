@@ -223,6 +223,48 @@ def test_connection_refused(make_gateway):
     settled(gw)
 
 
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"cut\": "])
+def test_a_malformed_upstream_answer_is_a_502(make_gateway, answer):
+    """Whatever the upstream writes, the caller gets an error its SDK understands."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        gw = make_gateway({"TOKLIGENCE_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{srv.getsockname()[1]}",
+                           "TOKLIGENCE_UPSTREAM_MAX_RETRIES": "0"})
+        with pytest.raises(openai.APIStatusError) as e:
+            oai(gw).chat.completions.create(model=MODEL, messages=MSG)
+        assert e.value.status_code == 502 and e.value.body["type"] == "server_error"
+        assert urllib.request.urlopen(gw.url + "/health").status == 200
+        assert "Traceback" not in gw.output()
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
 def test_first_byte_timeout_is_a_504(faulty, fake_anthropic):
     fake_anthropic.set_default(stall_reply(3, before_headers=True))
     with pytest.raises(openai.APIStatusError) as e:
