@@ -230,6 +230,19 @@ async def test_connections_idle_past_the_keepalive_are_not_reused(monkeypatch):
         await client.close()
 
 
+async def test_a_shorter_keep_alive_timeout_from_the_server_is_honoured():
+    async with Script([ok(b"1", "Keep-Alive: timeout=2"), ok(b"2", "Keep-Alive: timeout=2"),
+                       ok(b"3", "Keep-Alive: timeout=2")]) as s:
+        client = HttpClient(s.url)
+        await fetch(client)
+        await fetch(client)  # at once: reused
+        assert s.connections == 1 and client.idle[0].idle_limit == 1.0
+        client.idle[0].idle_since -= 1.5  # idle past the server's 2 s, less a margin
+        await fetch(client)
+        assert s.connections == 2
+        await client.close()
+
+
 async def test_refused_connection_and_header_injection():
     client = HttpClient("http://127.0.0.1:9", connect_timeout=5)
     with pytest.raises(aiohttp.ClientConnectionError, match="Cannot connect to host 127.0.0.1:9"):

@@ -29,6 +29,7 @@ _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4096
 # a chunk size line: hex digits, then optional whitespace and extensions (ignored)
 _SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n").match
+_KA_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+)", re.I).search
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 # connection states
@@ -54,6 +55,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.got_bytes = False
         self.idle_since = 0.0
+        self.idle_limit = KEEPALIVE_SECONDS
 
     # -- asyncio.Protocol
     def connection_made(self, transport):
@@ -218,6 +220,7 @@ class _Conn(asyncio.Protocol):
         version = parts[0]
         conn_hdr = (headers.get("connection") or "").lower()
         self.keep_alive = version == "HTTP/1.1" and "close" not in conn_hdr
+        self.idle_limit = _idle_limit(headers.get("keep-alive"))
         length = None
         if self.method == "HEAD" or status in (204, 304) or status < 200:
             mode = _IDLE
@@ -361,6 +364,18 @@ class _Conn(asyncio.Protocol):
             self.abort(None)
 
 
+def _idle_limit(keep_alive: str | None) -> float:
+    """How long an idle connection may be reused: KEEPALIVE_SECONDS, or less when the server
+    says in `Keep-Alive: timeout=N` that it closes idle connections sooner (with a margin, so
+    a request is not sent on a connection the server is closing)."""
+    if keep_alive:
+        m = _KA_TIMEOUT(keep_alive)
+        if m:
+            n = float(m.group(1))
+            return min(KEEPALIVE_SECONDS, max(n - 1.0, n / 2))
+    return KEEPALIVE_SECONDS
+
+
 class _BadResponse(Exception):
     pass
 
@@ -466,11 +481,9 @@ class HttpClient:
                 c = idle.pop()
                 if c.state != _IDLE or c.transport.is_closing():
                     continue
-                if now - c.idle_since > KEEPALIVE_SECONDS:
-                    for old in idle + [c]:  # the rest are older still
-                        old.abort(None)
-                    idle.clear()
-                    break
+                if now - c.idle_since > c.idle_limit:
+                    c.abort(None)  # the server may be closing it right now
+                    continue
                 return c, True
         limit = self.connect_timeout
         if deadline is not None:
