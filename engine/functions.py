@@ -33,6 +33,8 @@ import time
 
 from jmespath import functions as jf
 
+from .jsontext import dumps
+
 
 class TranslationError(Exception):
     """Bad input discovered while translating; becomes a 400 naming `param`."""
@@ -110,7 +112,7 @@ def _data_url(s):
     return {"media_type": media_type or "application/octet-stream", "data": data}
 
 
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_to_json = dumps
 _to_string = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 

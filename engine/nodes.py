@@ -5,36 +5,9 @@ subtrees are folded at compile time and wrapped by `const()`; outputs that are c
 shared between calls, so nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
-import json
-from json import encoder as _jenc
-
 from .expr import flatten
 from .expr import fresh_name, truthy_source
-
-# `dumps(v)` is exactly json.dumps(v, ensure_ascii=False, separators=(",", ":")), with the C
-# encoder built once instead of once per call, and no circular-reference bookkeeping (spec
-# outputs are trees): about 1.7 µs for a chat chunk instead of 2.9.
-
-
-def _default(o):
-    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
-
-
-_py_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_SAMPLE = {"a": [1, 2.5, None, True, "\u00e9\n\"", {}], "b": -0.0}
-try:
-    _c = _jenc.c_make_encoder(None, _default, _jenc.encode_basestring, None, ":", ",", False, False, True)
-    if "".join(_c(_SAMPLE, 0)) != _py_dumps(_SAMPLE):  # pragma: no cover - another json module
-        _c = None
-except (TypeError, AttributeError):  # pragma: no cover - no C accelerator
-    _c = None
-
-
-def dumps(v) -> str:
-    if _c is not None and type(v) is not str:
-        return "".join(_c(v, 0))
-    return _py_dumps(v)
-
+from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 
 class Const:
     """Marker for a folded constant during compilation (never reaches the hot path)."""

@@ -15,12 +15,12 @@ submit); this module only moves data between them, the upstream and the response
 """
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
 from ..functions import TranslationError, new_id
+from ..nodes import dumps
 from . import passthrough, translate
 from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
@@ -29,7 +29,6 @@ log = logging.getLogger("engine.responses")
 
 PAIR = "responses-to-messages"
 STORE = web.AppKey("response_store", object)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _NOT_STORED = ("input", "previous_response_id", "stream")
 
 
@@ -89,7 +88,7 @@ async def create_response(request: web.Request):
 
 async def get_response(request: web.Request):
     record = await _load(request.app, request.match_info["id"])
-    return web.Response(body=_dumps(record["response"]).encode(), content_type="application/json")
+    return web.Response(body=dumps(record["response"]).encode(), content_type="application/json")
 
 
 async def delete_response(request: web.Request):

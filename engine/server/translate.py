@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from .. import schemas
+from ..nodes import dumps  # the C encoder built once, not per call as JSONEncoder.encode does
 from ..functions import TranslationError
 from ..stream import StreamTranslator
 from . import ops
@@ -22,7 +23,6 @@ from .errors import ApiError
 from .upstream import UpstreamUnreachable, open_with_retries
 
 log = logging.getLogger("engine")
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass
@@ -195,7 +195,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     headers = dict(upstream_headers or ())
     if request.get("request_id"):
         headers["x-request-id"] = request["request_id"]
-    payload = _dumps(out_body).encode()
+    payload = dumps(out_body).encode()
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
@@ -235,7 +235,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             result = spec.template(sc)
             if on_result is not None:
                 await on_result(result, sc)
-            return web.Response(body=_dumps(result).encode(), content_type="application/json")
+            return web.Response(body=dumps(result).encode(), content_type="application/json")
         return await _stream(request, pair, resp, body, scope, upstream, on_write)
     finally:
         await ctx.__aexit__(None, None, None)
