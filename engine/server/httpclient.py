@@ -242,7 +242,7 @@ class _Conn(asyncio.Protocol):
         else:
             self.decomp = None
         self.body = body = Body(self)
-        resp = Response(status, parts[2] if len(parts) > 2 else "", version, headers, body, self, length)
+        resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
         self.state = mode
         if mode == _IDLE:
             body.feed_eof()

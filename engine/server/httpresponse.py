@@ -26,10 +26,6 @@ class Headers:
     def get(self, name: str, default=None):
         return self._map.get(name.lower(), default)
 
-    def getall(self, name: str) -> list:
-        low = name.lower()
-        return [v for k, v in self._items if k.lower() == low]
-
     def __getitem__(self, name: str):
         return self._map[name.lower()]
 
@@ -39,15 +35,12 @@ class Headers:
     def items(self):
         return iter(self._items)
 
-    def __len__(self):
-        return len(self._items)
-
     def __repr__(self):
         return f"Headers({self._items!r})"
 
 
 class Body:
-    """The response body as it arrives. readany/iter_any/read/is_eof/at_eof as on aiohttp's
+    """The response body as it arrives. readany/iter_any/read/is_eof as on aiohttp's
     StreamReader; data already received is handed out before a failure is raised."""
     __slots__ = ("_chunks", "_size", "_eof", "_exc", "_waiter", "_conn")
 
@@ -88,12 +81,6 @@ class Body:
 
     def is_eof(self) -> bool:
         return self._eof
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
-
-    def exception(self):
-        return self._exc
 
     def _take(self) -> bytes:
         chunks = self._chunks
@@ -148,13 +135,12 @@ class Body:
 
 class Response:
     """What the gateway reads of an upstream answer (a subset of aiohttp's ClientResponse)."""
-    __slots__ = ("status", "reason", "version", "headers", "content", "content_length", "_conn")
+    __slots__ = ("status", "reason", "headers", "content", "content_length", "_conn")
 
-    def __init__(self, status: int, reason: str, version: str, headers: Headers, content: Body, conn,
+    def __init__(self, status: int, reason: str, headers: Headers, content: Body, conn,
                  content_length: int | None):
         self.status = status
         self.reason = reason
-        self.version = version
         self.headers = headers
         self.content = content
         self.content_length = content_length
