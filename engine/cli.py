@@ -75,7 +75,7 @@ def _raise_nofile():
 
 def _run_worker(app, cfg) -> None:
     """One of N worker processes: its own socket on the shared port (SO_REUSEPORT, the kernel
-    spreads connections), its own event loop and upstream sessions. Answers carry
+    spreads connections), its own event loop and upstream connection pools. Answers carry
     `x-engine-worker: <pid>`. The first SIGTERM/SIGINT starts a graceful stop; repeats (the
     parent forwards what the process group may also have received) are ignored."""
     import asyncio

@@ -1,4 +1,4 @@
-"""App factory: routes, the error middleware, upstream sessions and the compiled specs."""
+"""App factory: routes, the error middleware, upstream connection pools and the compiled specs."""
 from __future__ import annotations
 
 import dataclasses
