@@ -157,6 +157,12 @@ def coalesce(nodes):
 
 
 def when(cond, value, otherwise=None):
+    code = _when_code(cond, value, otherwise)
+    if code is not None:
+        # as source: templates inline it (expr.py, _codegen, serialize.py)
+        run = eval(f"lambda scope: {code[0]}", dict(code[1]))  # noqa: S307 - built from compiled parts
+        run.code = code
+        return run
     c = as_fn(cond)
     v = as_fn(value)
     o = as_fn(otherwise) if otherwise is not None else None
@@ -165,11 +171,6 @@ def when(cond, value, otherwise=None):
         if truthy(c(scope)):
             return v(scope)
         return o(scope) if o is not None else None
-    code = _when_code(cond, value, otherwise)
-    if code is not None:
-        # the same, as source: templates inline it (expr.py, _codegen, serialize.py)
-        run = eval(f"lambda scope: {code[0]}", dict(code[1]))  # noqa: S307 - built from compiled parts
-        run.code = code
     return run
 
 
