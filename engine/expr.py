@@ -92,6 +92,10 @@ def _comparable(v) -> bool:
 
 def _ordered(op):
     def cmp(a, b):
+        # numbers first without isinstance(v, Number): an ABC check costs ~0.2 µs a value
+        ta, tb = type(a), type(b)
+        if (ta is int or ta is float) and (tb is int or tb is float):
+            return op(a, b)
         if _comparable(a) and _comparable(b):
             return op(a, b)
         return None
@@ -306,6 +310,8 @@ def _closure(node):
 # few dict lookups, not five calls. tests/test_fastpaths.py holds both to the interpreter.
 
 _ids = itertools.count()
+# in a source's names: it calls a function that reads the scope in ways its source does not show
+OPAQUE = "_opaque_"
 
 
 def truthy_source(t: str, src: str) -> str:
@@ -405,6 +411,8 @@ class _Gen:
         if t == "function_expression" and all(c["type"] != "expref" for c in ch):
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
+        # a closure reads what it reads: code holding one is opaque (serialize._reads_only_whole)
+        self.env[OPAQUE] = True
         return f"{self.bind(_closure(node), 'x')}({cur})"
 
 

@@ -5,8 +5,7 @@ subtrees are folded at compile time and wrapped by `const()`; outputs that are c
 shared between calls, so nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
-from .expr import flatten
-from .expr import fresh_name, truthy_source
+from .expr import OPAQUE, flatten, fresh_name, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 
 class Const:
@@ -85,12 +84,71 @@ def _codegen(kind: str, items, keep_null):
     return env["build"]
 
 
+# ---------------------------------------------------------------- nodes as source
+#
+# when/switch/lookup/coalesce/use/each/concat/merge/pipe nodes carry their source too (`.code`,
+# as expressions do): a parent template inlines it into its own generated function, so a
+# `when` over a `lookup` over paths is one Python expression, not three closure calls. A part
+# with no source of its own (an object or array template) is called from that source; such a
+# source is marked OPAQUE, since what the call reads is not in it. A source too long or too
+# deeply nested to compile keeps the closure.
+
+_MAX_SOURCE = 6000
+_MAX_DEPTH = 80  # brackets; CPython's parser stops at 200
+
+
+def _fits(src: str) -> bool:
+    if len(src) > _MAX_SOURCE:
+        return False
+    depth = top = 0
+    for ch in src:  # generated source holds no string literals (constants are bound names)
+        if ch in "([{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return top <= _MAX_DEPTH
+
+
+class _Src:
+    """The names a generated source refers to."""
+
+    def __init__(self):
+        self.names: dict = {}
+
+    def bind(self, value, prefix: str) -> str:
+        k = fresh_name(prefix)
+        self.names[k] = value
+        return k
+
+    def part(self, node) -> str:
+        """Source of a node's value: its own source, a constant, or a call."""
+        if node is None:
+            return "None"
+        if isinstance(node, Const):
+            v = node.value
+            return repr(v) if v is None or type(v) is bool else self.bind(v, "c")
+        code = getattr(node, "code", None)
+        if code is not None:
+            self.names.update(code[1])
+            return code[0]
+        self.names[OPAQUE] = True
+        return f"{self.bind(node, 'n')}(scope)"
+
+    def make(self, src: str, closure):
+        """A function evaluating src that carries it as `.code`; the closure if it cannot."""
+        if not _fits(src):
+            return closure
+        fn = eval(f"lambda scope: {src}", dict(self.names))  # noqa: S307 - built from compiled parts
+        fn.code = (src, self.names)
+        return fn
+
+
 def each(source, name, body, flatten=False, index=None):
     src = as_fn(source)
     f = as_fn(body)
 
-    def run(scope):
-        items = src(scope)
+    def items_of(items, scope):
         if items is None:
             return None
         if type(items) is dict:
@@ -111,7 +169,28 @@ def each(source, name, body, flatten=False, index=None):
             else:
                 out.append(v)
         return out
-    return run
+
+    def run(scope):
+        return items_of(src(scope), scope)
+    g = _Src()
+    g.names[OPAQUE] = True  # the map reads the item's scope
+    return g.make(f"{g.bind(items_of, 'e')}({g.part(source)}, scope)", run)
+
+
+def _switch_source(g: _Src, sel: str, cases: dict, default) -> str:
+    k = fresh_name("k")
+    if len(cases) > 8 or not all(type(c) in (str, int, float, bool) for c in cases):
+        # a table of functions: one lookup instead of a chain of comparisons
+        table = g.bind({c: as_fn(v) for c, v in cases.items()}, "s")
+        dflt = g.bind(as_fn(default) if default is not None else (lambda scope: None), "s")
+        return (f"({table}.get({k}, {dflt}) if type({k} := {sel}) is not list and type({k}) is not dict "
+                f"else {dflt})(scope)")
+    out = f"({k} := {sel}) is {k} and ("  # binds the selector once, then the chain
+    chain = []
+    for c, node in cases.items():
+        lit = repr(c) if type(c) in (bool, int) or c is None else g.bind(c, "c")
+        chain.append(f"{g.part(node)} if {k} == {lit} else ")
+    return f"({out}{''.join(chain)}{g.part(default)}))"
 
 
 def switch(on, cases: dict, default):
@@ -126,7 +205,8 @@ def switch(on, cases: dict, default):
         except TypeError:  # unhashable selector value
             f = dflt
         return f(scope)
-    return run
+    g = _Src()
+    return g.make(_switch_source(g, g.part(on), cases, default), run)
 
 
 def lookup(on, table: dict, default):
@@ -141,7 +221,13 @@ def lookup(on, table: dict, default):
         except TypeError:
             pass
         return dflt(scope)
-    return run
+    g = _Src()
+    k, r, t, miss = fresh_name("k"), fresh_name("r"), g.bind(table, "l"), g.bind(_MISSING, "m")
+    return g.make(f"({r} if type({k} := {g.part(on)}) is not list and type({k}) is not dict and "
+                  f"({r} := {t}.get({k}, {miss})) is not {miss} else {g.part(default)})", run)
+
+
+_MISSING = object()
 
 
 def coalesce(nodes):
@@ -153,16 +239,17 @@ def coalesce(nodes):
             if v is not None:
                 return v
         return None
-    return run
+    if not nodes:
+        return run
+    g = _Src()
+    chain = []
+    for n in nodes[:-1]:
+        t = fresh_name("v")
+        chain.append(f"{t} if ({t} := {g.part(n)}) is not None else ")
+    return g.make(f"({''.join(chain)}{g.part(nodes[-1])})", run)
 
 
 def when(cond, value, otherwise=None):
-    code = _when_code(cond, value, otherwise)
-    if code is not None:
-        # as source: templates inline it (expr.py, _codegen, serialize.py)
-        run = eval(f"lambda scope: {code[0]}", dict(code[1]))  # noqa: S307 - built from compiled parts
-        run.code = code
-        return run
     c = as_fn(cond)
     v = as_fn(value)
     o = as_fn(otherwise) if otherwise is not None else None
@@ -171,53 +258,44 @@ def when(cond, value, otherwise=None):
         if truthy(c(scope)):
             return v(scope)
         return o(scope) if o is not None else None
-    return run
+    g = _Src()
+    test = truthy_source(fresh_name("wt"), g.part(cond))
+    return g.make(f"({g.part(value)} if {test} else {g.part(otherwise)})", run)
 
 
-def _when_code(cond, value, otherwise):
-    """(source, names) of a `when` whose parts are constants or carry their source, else None."""
-    names: dict = {}
-    parts = []
-    for node in (cond, value, otherwise):
-        if node is None or isinstance(node, Const):
-            value_ = None if node is None else node.value
-            key = fresh_name("w")
-            names[key] = value_
-            parts.append(key)
-            continue
-        code = getattr(node, "code", None)
-        if code is None:
-            return None
-        names.update(code[1])
-        parts.append(code[0])
-    c, v, o = parts
-    return f"({v} if {truthy_source(fresh_name('wt'), c)} else {o})", names
+def _concat(parts):
+    parts = [v for v in parts if v is not None]
+    if not parts:
+        return None
+    if all(type(p) is str for p in parts):
+        return "".join(parts)
+    return flatten(parts) or None
 
 
 def concat(nodes):
     fns = tuple(as_fn(n) for n in nodes)
 
     def run(scope):
-        parts = [v for v in (f(scope) for f in fns) if v is not None]
-        if not parts:
-            return None
-        if all(type(p) is str for p in parts):
-            return "".join(parts)
-        return flatten(parts) or None
-    return run
+        return _concat([f(scope) for f in fns])
+    g = _Src()
+    return g.make(f"{g.bind(_concat, 'h')}(({''.join(g.part(n) + ', ' for n in nodes)}))", run)
+
+
+def _merge(parts):
+    out = {}
+    for v in parts:
+        if type(v) is dict:
+            out.update(v)
+    return out or None
 
 
 def merge(nodes):
     fns = tuple(as_fn(n) for n in nodes)
 
     def run(scope):
-        out = {}
-        for f in fns:
-            v = f(scope)
-            if type(v) is dict:
-                out.update(v)
-        return out or None
-    return run
+        return _merge([f(scope) for f in fns])
+    g = _Src()
+    return g.make(f"{g.bind(_merge, 'h')}(({''.join(g.part(n) + ', ' for n in nodes)}))", run)
 
 
 def use(defs: dict, name: str, bindings):
@@ -230,6 +308,17 @@ def use(defs: dict, name: str, bindings):
     else:
         def run(scope):
             return defs[name](inner_scope(scope))
+    g = _Src()
+    target = defs.get(name)
+    if not bindings and getattr(target, "code", None) is not None:
+        src = g.part(target)  # a block compiled before this node, with nothing bound: its source
+    else:
+        g.names[OPAQUE] = True
+        arg = "scope"
+        if bindings:
+            arg = "{**scope, " + ", ".join(f"{g.bind(k, 'b')}: {g.part(v)}" for k, v in bindings) + "}"
+        src = f"{g.bind(defs, 'd')}[{g.bind(name, 'u')}]({arg})"
+    fn = g.make(src, run)
     from .serialize import enc  # here: serialize imports this module
 
     def text(scope):
@@ -240,10 +329,10 @@ def use(defs: dict, name: str, bindings):
             return write(inner)
         v = target(inner)
         return None if v is None else enc(v)
-    run.json = text
-    run.target = (defs, name, inner_scope)
-    run.bindings = tuple(bindings)
-    return run
+    fn.json = text
+    fn.target = (defs, name, inner_scope)
+    fn.bindings = tuple(bindings)
+    return fn
 
 
 def binder(bindings):
@@ -266,4 +355,7 @@ def pipe(transform, source, args):
 
     def run(scope):
         return transform(src(scope), **{k: f(scope) for k, f in argf})
-    return run
+    g = _Src()
+    g.names[OPAQUE] = True  # a transform may raise or read anything it is given
+    kwargs = "".join(f", **{{{g.bind(k, 'a')}: {g.part(v)}}}" for k, v in args)
+    return g.make(f"{g.bind(transform, 'p')}({g.part(source)}{kwargs})", run)

@@ -23,8 +23,24 @@ import itertools
 from json import encoder as _jenc
 
 from . import nodes as N
+from .expr import OPAQUE
 
 _str = _jenc.c_encode_basestring or _jenc.py_encode_basestring  # ensure_ascii=False, as nodes.dumps
+_LONG = 128  # from this length _long_str is faster: 0.9 µs against 2.8 for a 1,500-character answer
+_ESCAPED = bytes(range(32)) + b'"\\'
+
+
+def _long_str(s: str) -> str:
+    """_str(s) for a long string. The encoder copies character by character; most text needs no
+    escape at all, which C byte loops tell sooner: no control character, quote or backslash in its
+    UTF-8 bytes (a multi-byte sequence holds only bytes >= 0x80) means the text goes as it is."""
+    try:
+        b = s.encode()
+    except UnicodeEncodeError:  # a lone surrogate: the encoder writes it as it is
+        return _str(s)
+    if len(b.translate(None, _ESCAPED)) == len(b):
+        return '"' + s + '"'
+    return _str(s)
 _INF = float("inf")
 
 
@@ -32,7 +48,7 @@ def enc(v) -> str:
     """JSON text of one value, as nodes.dumps writes it."""
     t = type(v)
     if t is str:
-        return _str(v)
+        return _str(v) if len(v) < _LONG else _long_str(v)
     if v is None:
         return "null"
     if v is True:
@@ -100,7 +116,7 @@ def _reads_only_whole(node, names: frozenset) -> bool:
         return path[0] not in names or len(path) == 1
     code = getattr(node, "code", None)
     if code is not None:
-        return not any(type(v) is str and v in names for v in code[1].values())
+        return OPAQUE not in code[1] and not any(type(v) is str and v in names for v in code[1].values())
     fields = getattr(node, "fields", None)
     if fields is not None:
         return all(_reads_only_whole(n, names) for _, n in fields[0])
@@ -115,7 +131,8 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_int": int.__repr__, "enc_memo": enc_memo}
+        self.env: dict = {"enc": enc, "_str": _str, "_lstr": _long_str, "_int": int.__repr__,
+                          "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
         self.framed = False  # generating a frame: `out` (a TextOut) is in scope
@@ -165,7 +182,8 @@ class _Gen:
         # emits the same response object twice in a row (created, in_progress)
         other = "(enc_memo(v, out) if type(v) is dict else enc(v))" if self.framed else "enc(v)"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
-                          f"(_str(v) if type(v) is str else _int(v) if type(v) is int else {other})")
+                          f"((_str(v) if len(v) < {_LONG} else _lstr(v)) if type(v) is str else _int(v) if type(v) is int "
+                          f"else {other})")
         if raw:
             self.lines.append(f"    {raw} = v")
         return ("var", local, not keep)

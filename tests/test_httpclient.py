@@ -283,6 +283,39 @@ async def test_head_timeout_covers_the_wait_and_drops_the_connection():
         await client.close()
 
 
+async def test_head_deadlines_of_concurrent_calls_share_one_timer_and_each_is_kept():
+    """Calls in flight at once, with different deadlines: each times out at its own deadline,
+    whichever came first, and the one answered in time is not timed out after its answer."""
+    held = []
+    async with Script([held.append, held.append, ok(b"fast"), held.append]) as s:
+        client = HttpClient(s.url)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def call(timeout):
+            try:
+                resp = await client.post("/", b"{}").open(timeout=timeout)
+            except TimeoutError:
+                return "timeout", loop.time() - t0
+            return await resp.read(), loop.time() - t0
+
+        slow = asyncio.ensure_future(call(0.9))       # the timer is set for 0.9 s
+        await asyncio.sleep(0.05)
+        quick = asyncio.ensure_future(call(0.25))     # an earlier deadline moves the timer
+        await asyncio.sleep(0.05)
+        answered = asyncio.ensure_future(call(0.3))   # answered at once
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(call(1.2))       # the timer is set again after each firing
+        (q, tq), (a, _), (w, tw), (l, tl) = await asyncio.gather(quick, answered, slow, late)
+        assert q == "timeout" and 0.25 <= tq < 0.6
+        assert a == b"fast"
+        assert w == "timeout" and 0.85 <= tw < 1.3
+        assert l == "timeout" and 1.3 <= tl < 1.8
+        assert not client.deadlines.due and client.deadlines.timer is None
+        assert len(held) == 3 and not client.live  # every timed-out connection dropped
+        await client.close()
+
+
 async def test_slow_reader_pauses_the_connection():
     big = b"y" * (3 * 1024 * 1024)
     async with Script([ok(big)]) as s:

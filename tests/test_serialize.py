@@ -144,3 +144,22 @@ def test_enc_keys_as_the_json_encoder_writes_them():
     for v in ["", "é\n\"\\\u2028\x00", 0, -1, 10 ** 30, True, False, None, 0.1, -0.0, 1e300, float("nan"),
               float("inf"), float("-inf"), [1, "a"], {"k": {"x": None}}, []]:
         assert enc(v) == dumps(v), v
+
+
+LONG_TEXTS = [
+    "word " * 300,                      # plain: written as it is
+    "x" * 127, "x" * 128, "x" * 129,   # either side of the length where the long path starts
+    "é 💥 中文 " * 40 + "\u2028\x7f",   # non-ASCII and characters JSON leaves alone
+    "a" * 200 + '"', "a" * 200 + "\\", "a" * 200 + "\n", "\x00" + "a" * 200, "a" * 200 + "\x1f",
+    "a" * 200 + "\ud800",               # a lone surrogate: no UTF-8 form
+]
+
+
+@pytest.mark.parametrize("text", LONG_TEXTS, ids=lambda t: f"{len(t)}:{t[-2:]!r}")
+def test_long_strings_are_written_as_the_encoder_writes_them(text):
+    from engine.serialize import _long_str
+    assert enc(text) == dumps(text) == _long_str(text)
+    assert enc({"k": text}) == dumps({"k": text})
+    spec, errors = compile_text(REQUEST)
+    scope = spec.scope(src={"s": text, "p": text})
+    assert spec.template.json(scope) == dumps(spec.template(scope))
