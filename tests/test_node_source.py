@@ -1,0 +1,142 @@
+"""Template nodes as inlined source (engine/nodes.py, `_Src`) against the same nodes as closures.
+
+Every node that carries `.code` keeps the closure it had before as its fallback (a source too
+long or too deep to compile). Compiling each template a second time with no source allowed
+gives those closures; both must give the same value for every input, the spec-shipped ones
+(tests/test_cases.py) aside."""
+from __future__ import annotations
+
+import pytest
+
+from engine import nodes
+from engine.expr import OPAQUE
+from engine.serialize import _reads_only_whole
+from tests.test_compiler import compile_text
+
+TEMPLATES = {
+    "switch": """
+      template:
+        small:
+          switch: src.k
+          cases: {a: src.x, b: {const: 2}, "1": {const: one}, true: {const: yes}}
+          default: {const: other}
+        no_default: {switch: src.k, cases: {a: [src.x]}}
+        big:
+          switch: src.k
+          cases: {a: {const: 1}, b: {const: 2}, c: {const: 3}, d: {const: 4}, e: {const: 5}, f: {const: 6},
+                  g: {const: 7}, h: {const: 8}, i: {x: src.x}}
+          default: {d: src.k}
+    """,
+    "lookup": """
+      template:
+        l: {lookup: src.k, table: {a: 1, b: [2], c: null}, default: src.x}
+        n: {lookup: src.k, table: {a: 1}}
+    """,
+    "coalesce_when": """
+      template:
+        c: {coalesce: [src.none, src.x, {const: 3}]}
+        d: {coalesce: [src.none, {a: src.none}]}
+        w: {when: src.k, value: {v: src.x}, else: [src.k]}
+        z: {when: src.x, value: src.k}
+    """,
+    "concat_merge": """
+      template:
+        s: {concat: [src.k, src.none, {const: "-"}, src.k]}
+        l: {concat: [[src.x], src.list, {each: src.list, as: i, map: [i, i]}]}
+        m: {merge: [src.obj, {a: src.x}, src.none, src.k]}
+    """,
+    "each_use": """
+      helpers: [merge_turns]
+      defs:
+        pair: {first: a, second: b}
+        plain: "src.x"
+        wrapped: {use: plain}
+        boxed: {box: {use: pair, with: {a: item, b: i}}}
+        turn: {role: {const: user}, content: c}
+      template:
+        e: {each: src.list, as: item, index: i, map: {use: boxed}}
+        f: {each: src.obj, as: kv, flatten: true, map: [kv.key, kv.value]}
+        p: {use: pair, with: {a: src.k, b: {use: wrapped}}}
+        u: {use: wrapped}
+        t:
+          pipe: merge_turns
+          input: [{role: {const: user}, content: src.k}, {use: turn, with: {c: src.x}}]
+    """,
+}
+
+INPUTS = [
+    {}, {"k": "a", "x": 1}, {"k": "b", "x": None}, {"k": "1", "x": "s"}, {"k": 1, "x": [1]},
+    {"k": True, "x": {"y": 1}}, {"k": "i", "x": 0}, {"k": [1], "x": ""}, {"k": {"a": 1}, "x": False},
+    {"k": "c", "list": [1, None, "z"], "obj": {"p": 1, "q": None}}, {"k": "h", "list": "one", "obj": []},
+    {"k": 0.0, "x": 0, "list": [], "obj": {}}, {"k": None, "x": 2.5, "list": [[1], [2, 3]]},
+]
+
+
+def _compiled(body, allow_source: bool):
+    old = nodes._MAX_SOURCE
+    if not allow_source:
+        nodes._MAX_SOURCE = -1
+    try:
+        spec, errors = compile_text(body)
+    finally:
+        nodes._MAX_SOURCE = old
+    assert not errors, "\n".join(map(str, errors))
+    return spec
+
+
+def _outcome(spec, src):
+    try:
+        return spec.apply(src=src)
+    except Exception as e:  # the same failure both ways
+        return type(e).__name__
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_inlined_source_gives_what_the_closures_give(name):
+    inlined, closures = _compiled(TEMPLATES[name], True), _compiled(TEMPLATES[name], False)
+    items = inlined.template.fields[0]
+    assert any(getattr(n, "code", None) is not None for _, n in items)  # the source form is in use
+    assert all(getattr(n, "code", None) is None for _, n in closures.template.fields[0]
+               if not getattr(n, "path", None) and getattr(n, "fields", None) is None)
+    for src in INPUTS:
+        assert _outcome(inlined, src) == _outcome(closures, src), src
+
+
+def test_expected_values_of_the_source_forms():
+    spec = _compiled(TEMPLATES["switch"], True)
+    assert spec.apply(src={"k": "a", "x": 5}) == {"small": 5, "no_default": [5], "big": 1}
+    # case keys are text (the spec loader's keys); `yes` is YAML 1.1's true
+    assert spec.apply(src={"k": "true"}) == {"small": True, "big": {"d": "true"}}
+    assert spec.apply(src={"k": True}) == {"small": "other", "big": {"d": True}}
+    assert spec.apply(src={"k": [1]}) == {"small": "other", "big": {"d": [1]}}
+    spec = _compiled(TEMPLATES["lookup"], True)
+    assert spec.apply(src={"k": "a"}) == {"l": 1, "n": 1}
+    assert spec.apply(src={"k": "b"}) == {"l": [2]}
+    assert spec.apply(src={"k": "c", "x": 9}) == {}  # a table value of null is the answer
+    assert spec.apply(src={"k": {"a": 1}, "x": 9}) == {"l": 9}
+    spec = _compiled(TEMPLATES["each_use"], True)
+    out = spec.apply(src={"list": ["p", "q"], "obj": {"a": 1}, "k": "K", "x": "X"})
+    assert out["e"] == [{"box": {"first": "p", "second": 0}}, {"box": {"first": "q", "second": 1}}]
+    assert out["f"] == ["a", 1] and out["p"] == {"first": "K", "second": "X"} and out["u"] == "X"
+    assert out["t"] == [{"role": "user", "content": [{"type": "text", "text": "K"}, {"type": "text", "text": "X"}]}]
+
+
+def test_a_source_that_calls_what_it_does_not_show_is_opaque():
+    spec = _compiled(TEMPLATES["each_use"], True)
+    fields = dict(spec.template.fields[0])
+    assert OPAQUE in fields["e"].code[1] and OPAQUE in fields["p"].code[1]
+    assert OPAQUE not in fields["u"].code[1]  # a use with nothing bound is its block's source
+    # the text writer may only put a bound value in place where nothing reads it otherwise
+    assert not _reads_only_whole(fields["e"], frozenset({"item"}))
+    assert _reads_only_whole(fields["u"], frozenset({"item"}))
+
+
+def test_too_deep_a_source_keeps_the_closure():
+    deep = "src.x"
+    for _ in range(60):
+        deep = {"coalesce": [{"when": "src.none", "value": "src.none"}, deep]}
+    import yaml
+    spec = _compiled("template:\n  v: " + yaml.safe_dump(deep, default_flow_style=True).strip(), True)
+    assert spec.apply(src={"x": 7}) == {"v": 7}
+    node = dict(spec.template.fields[0])["v"]
+    assert getattr(node, "code", None) is None or nodes._fits(node.code[0])
