@@ -4,9 +4,10 @@ Per upstream event the compiled actions are closures calling closures: the handl
 on the delta type, an `emit`, its frame writer, each a Python call with its own checks (~0.5
 µs of a text delta's 2.5 µs). For StreamTranslator.feed, each handler is also written as one
 function: `switch` and `when` become if/elif on inlined expressions, `do` inlines the named
-list, `emit` calls its frame writers directly; every other action (set, append, end, ...)
-calls its closure, which behaves the same on both paths. The result is the same bytes as the
-closures give (tests/test_fastpaths.py, tests/test_serialize.py compare every stream).
+list, `emit` calls its frame writers directly, `set`/`incr`/`append` assign inlined values;
+every other action (put, each, end) calls its closure, which behaves the same on both paths.
+The result is the same bytes as the closures give (tests/test_fastpaths.py,
+tests/test_serialize.py compare every stream).
 """
 from __future__ import annotations
 
@@ -78,6 +79,30 @@ class _Gen:
                 self.block(dflt, indent + "    ")
             else:
                 self.actions(dflt, indent)
+        elif kind in ("set", "incr", "append"):
+            # as the closure does it (compiler.py), without its call and loop
+            st = self.name("s")
+            self.lines.append(f"{indent}{st} = scope['state']")
+            if kind == "append":
+                self.lines.append(f"{indent}out.memo = None")
+            for k, f in shape[1]:
+                key = self.bind(k, "K")
+                if kind == "set":
+                    self.lines.append(f"{indent}{st}[{key}] = {self.source(f)}")
+                elif kind == "incr":
+                    self.lines.append(f"{indent}{st}[{key}] = ({st}.get({key}) or 0) + {self.source(f)}")
+                else:
+                    v, cur = self.name("v"), self.name("a")
+                    self.lines += [
+                        f"{indent}if ({v} := {self.source(f)}) is not None:",
+                        f"{indent}    if type({cur} := {st}.get({key})) is list:",
+                        f"{indent}        {cur}.append({v})",
+                        f"{indent}    else:",
+                        f"{indent}        {cur} = {st}.pop({key}, None) or ''",
+                        f"{indent}        {cur} += {v}",
+                        f"{indent}        {st}[{key}] = {cur}"]
+            if kind != "append":
+                self.lines.append(f"{indent}out.memo = None")
         elif kind == "do" and shape[2] not in self.inlining:
             _, procs, name = shape
             self.inlining.append(name)

@@ -218,3 +218,25 @@ def test_negation_before_a_dotted_path_is_an_error():
     """)
     assert [e.path for e in errors] == ["template.a"]
     assert "write `!(a.b)`" in errors[0].message
+
+
+def test_each_stream_starts_from_its_own_copy_of_the_declared_state():
+    spec, errors = compile_text("""
+        state: {n: 0, items: [], seen: {}, nested: {list: [1, {deep: []}], "1": null}, flag: false}
+        discriminator: event.type
+        on:
+          add:
+            - append: {items: event.v}
+            - put: {map: seen, key: event.v, value: {const: true}}
+            - incr: n
+    """, kind="StreamMapping", name="stream")
+    assert not errors, "\n".join(map(str, errors))
+    first = spec.initial_state()
+    assert first == {"n": 0, "items": [], "seen": {}, "nested": {"list": [1, {"deep": []}], "1": None},
+                     "flag": False}
+    t = StreamTranslator(spec)
+    t.event({"type": "add", "v": "x"})
+    assert t.state["items"] == ["x"] and t.state["seen"] == {"x": True} and t.state["n"] == 1
+    again = spec.initial_state()
+    assert again == first and again["items"] == [] and again["seen"] == {}
+    assert again["nested"]["list"][1]["deep"] is not first["nested"]["list"][1]["deep"]
