@@ -187,8 +187,12 @@ class AccessLog:
             self.logger.info(message, extra={"fields": fields})
             return
         now = time.time()
+        fmt = line = None
         for h in direct:
-            h.write_line(h.formatter.access(now, self.name, message, fields))
+            if h.formatter is not fmt:  # stdout and the log file share one formatter: format once
+                fmt = h.formatter
+                line = fmt.access(now, self.name, message, fields)
+            h.write_line(line)
 
     def _handlers(self) -> tuple | None:
         root = logging.getLogger()

@@ -129,10 +129,11 @@ def record(request: web.Request, status: int, elapsed: float):
         m.tokens.inc(("in", model), tin)
     if tout:
         m.tokens.inc(("out", model), tout)
-    if request.path in OPEN_PATHS or request.path == "/metrics" or not log.isEnabledFor(logging.INFO):
+    path = request.path
+    if path in OPEN_PATHS or path == "/metrics" or not log.isEnabledFor(logging.INFO):
         return
     fields = {
-        "method": request.method, "path": request.path, "route": route, "model": info.get("model"),
+        "method": request.method, "path": path, "route": route, "model": info.get("model"),
         "provider": info.get("provider"), "mode": info.get("mode"), "status": status,
         "upstream_status": info.get("upstream_status"), "latency_ms": round(elapsed * 1000, 1),
         "ttfb_ms": round(ttfb * 1000, 1) if ttfb is not None else None,

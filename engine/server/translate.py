@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import aiohttp
@@ -177,12 +178,13 @@ async def upstream_error(pair: Pair, resp, provider: str) -> ApiError:
                     headers={k: str(v) for k, v in (out.get("headers") or {}).items() if v is not None})
 
 
-async def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dict,
-              upstream_headers: dict | None = None) -> web.StreamResponse:
+def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dict,
+        upstream_headers: dict | None = None) -> Awaitable[web.StreamResponse]:
     """Translate, call the upstream, translate back. ApiError for anything the client did wrong
-    or the upstream refused before the first byte reached the client."""
+    or the upstream refused before the first byte reached the client. Not a coroutine itself:
+    the caller awaits `call` directly, one frame fewer on every resumption of the request."""
     out_body = translate_request(pair, body, scope)
-    return await call(request, pair, upstream, body, out_body, scope, upstream_headers)
+    return call(request, pair, upstream, body, out_body, scope, upstream_headers)
 
 
 async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict, scope: dict,
