@@ -352,7 +352,24 @@ class _Transport:
         pass
 
 
+def plain_chunks(*parts: bytes, sizes=None) -> bytes:
+    """Chunks as servers write them (lowercase hex, no extension), or with the size lines given."""
+    out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for i, p in enumerate(parts):
+        size = sizes[i] if sizes and sizes[i] else f"{len(p):x}".encode()
+        out += size + b"\r\n" + p + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+EVENTS = [b"event: ping\ndata: {}\n\n", b"data: " + b"x" * 40 + b"\n\n", b"data: a\r\nb\r\n\r\n",
+          b"data: " + b"y" * 36 + b"\n\n", b"data: z\n\n", b"\r\n"]
+
 SPLIT_CASES = {
+    # runs of whole chunks are taken by one split (_whole_chunks); data holding CRLF, an uppercase
+    # or zero-padded size and an extension go to the general parser mid-run
+    "sse chunks": (plain_chunks(*EVENTS), b"".join(EVENTS)),
+    "sse chunks, odd sizes": (plain_chunks(*EVENTS, sizes=[None, None, None, b"2C", b"0009", b"2;x=1"]),
+                              b"".join(EVENTS)),
     "chunked+trailer": (chunked(b"first", b"second chunk", trailer=b"A: b\r\n"),
                         b"firstsecond chunk"),
     "length": (ok(b"0123456789abcdef"), b"0123456789abcdef"),
@@ -398,3 +415,19 @@ async def test_https_upstream_is_verified():
         with pytest.raises(aiohttp.ClientConnectionError, match="certificate"):
             await fetch(HttpClient(f"https://localhost:{port}"))
         assert len(s.requests) == 1
+
+
+def test_whole_chunks_takes_only_what_it_can_prove():
+    from engine.server.httpclient import _whole_chunks
+    body = b"5\r\nhello\r\n3\r\nabc\r\n"
+    pieces = []
+    assert _whole_chunks(b"HEAD" + body + b"0\r\n\r\n", 4, pieces) == 4 + len(body) and pieces == [b"hello", b"abc"]
+    for stop, at in [(b"4\r\na\r\nb\r\n", 0),       # data holding CRLF
+                     (b"A\r\n0123456789\r\n", 0),   # uppercase size
+                     (b"05\r\nhello\r\n", 0),       # zero-padded size
+                     (b"5;x\r\nhello\r\n", 0),      # an extension
+                     (b"5\r\nhello", 0),            # no CRLF after the data yet
+                     (b"5\r\nhel", 0), (b"5\r", 0), (b"", 0)]:
+        pieces = []
+        assert _whole_chunks(body + stop, 0, pieces) == len(body) + at, stop
+        assert pieces == [b"hello", b"abc"]
