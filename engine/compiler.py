@@ -56,6 +56,7 @@ class CompiledSpec:
     error: object = None
     event_field: str | None = None
     sequence_field: str | None = None
+    disc_key: str | None = None  # the discriminator is `event.<disc_key>`
 
     @property
     def ref(self) -> str:
@@ -455,6 +456,8 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         out.state = spec.get("state") or {}
         out.init = compile_actions(ctx, spec.get("init"), ["init"])
         out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
+        path = getattr(out.discriminator, "path", None)
+        out.disc_key = path[1] if path is not None and len(path) == 2 and path[0] == "event" else None
         out.handlers = {str(k): compile_actions(ctx, v, ["on", k]) for k, v in (spec.get("on") or {}).items()}
         out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
         out.error = compile_actions(ctx, spec.get("error"), ["error"])

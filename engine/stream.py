@@ -159,29 +159,46 @@ class StreamTranslator:
         return "".join(out).encode() if out else b""
 
     def _dispatch(self, events, out: TextOut):
+        if self.ended:
+            return
         scope = self.scope
         handlers = self.spec.text_handlers
-        for _name, data in events:
-            if self.ended or out.ended:
-                break
-            try:
-                event = _loads(data)
-            except ValueError:
-                event = None
-            out.memo = None  # a new event in scope
-            if type(event) is dict:
-                self.events_in += 1
-                scope["event"] = event
+        key = self.spec.disc_key
+        disc = self.disc
+        n = 0
+        try:
+            for _name, data in events:
+                if out.ended:
+                    break
+                # _loads, inline: a call per event saved
                 try:
-                    handler = handlers.get(self.disc(scope))
-                except TypeError:
-                    handler = None
-            else:
-                # non-JSON data such as [DONE]: dispatch on the text itself
-                handler = handlers.get(data.strip())
-                scope["event"] = {"data": data}
-            if handler is not None:
-                handler(scope, out)
+                    event, end = _scan(data, 0)
+                    if end != len(data) and data[end:].strip(" \t\n\r"):
+                        event = json.loads(data)  # raises its "Extra data" error
+                except StopIteration:
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        event = None
+                except ValueError:
+                    event = None
+                out.memo = None  # a new event in scope
+                if type(event) is dict:
+                    n += 1
+                    scope["event"] = event
+                    try:
+                        # `discriminator: event.type` is a plain lookup on the event
+                        handler = handlers.get(event.get(key) if key is not None else disc(scope))
+                    except TypeError:
+                        handler = None
+                else:
+                    # non-JSON data such as [DONE]: dispatch on the text itself
+                    handler = handlers.get(data.strip())
+                    scope["event"] = {"data": data}
+                if handler is not None:
+                    handler(scope, out)
+        finally:
+            self.events_in += n
 
 
 def _is_object(data: str) -> bool:

@@ -240,3 +240,28 @@ def test_each_stream_starts_from_its_own_copy_of_the_declared_state():
     again = spec.initial_state()
     assert again == first and again["items"] == [] and again["seen"] == {}
     assert again["nested"]["list"][1]["deep"] is not first["nested"]["list"][1]["deep"]
+
+
+@pytest.mark.parametrize("disc", ["event.type", "event.kind || event.type", "event"])
+def test_byte_path_dispatch_on_any_discriminator_and_nothing_after_the_end(disc):
+    spec, errors = compile_text(f"""
+        state: {{n: 0}}
+        discriminator: "{disc}"
+        on:
+          tick: [{{incr: n}}, {{emit: {{type: {{const: tick}}, n: state.n}}}}]
+          stop: [{{emit: {{type: {{const: done}}}}}}, {{end: true}}]
+          "[DONE]": {{emit: {{type: {{const: raw_done}}}}}}
+    """, kind="StreamMapping", name="stream")
+    assert not errors, "\\n".join(map(str, errors))
+    assert (spec.disc_key == "type") is (disc == "event.type")
+    t = StreamTranslator(spec)
+    if disc == "event":  # the whole event as the key: a dict is unhashable, so no handler runs
+        assert t.feed(b'data: {"type": "tick"}\n\ndata: [DONE]\n\n') == b'data: {"type":"raw_done"}\n\n'
+        return
+    out = t.feed(b'data: {"type": "tick"}\n\ndata: {"type": "tick", "kind": null}\n\n'
+                 b'data: [1, 2]\n\ndata: not json\n\ndata: [DONE]\n\n')
+    assert out == (b'data: {"type":"tick","n":1}\n\ndata: {"type":"tick","n":2}\n\n'
+                   b'data: {"type":"raw_done"}\n\n')
+    assert t.feed(b'data: {"type": "stop"}\n\ndata: {"type": "tick"}\n\n') == b'data: {"type":"done"}\n\n'
+    assert t.ended and t.feed(b'data: {"type": "tick"}\n\n') == b"" and t.state["n"] == 2
+    assert t.events_in == 3  # JSON objects only, none after the end
