@@ -23,7 +23,8 @@ def test_every_encoding_json_detects_reads_the_same(encoding, text):
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe{", b"{\x00}", b"[1]", b'"x"', b'{"a": NaN}',
-                                 b'{"a": 1e400}', b"\xc3\x28"])
+                                 b'{"a": 1e400}', b"\xc3\x28", b'{"a": "\\ud800"}', b'{"a": Infinity}',
+                                 b'{"a": 1} x', b"[" * 2000 + b"]" * 2000])
 def test_what_json_refuses_or_is_not_an_object_is_a_400(raw):
     with pytest.raises(ApiError) as e:
         load_json(raw)
