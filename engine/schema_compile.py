@@ -47,6 +47,8 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+# the kinds whose test is one isinstance (integer and number need more than that)
+_PLAIN_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 _TYPES: dict[str, Predicate] = {
     "object": lambda x: isinstance(x, dict),
     "array": lambda x: isinstance(x, list),
@@ -148,6 +150,10 @@ class Compiler:
     def _type(self, kind) -> Predicate:
         if isinstance(kind, str):
             return _TYPES[kind]
+        if all(k in _PLAIN_TYPES for k in kind):
+            # `["string", "array"]`: one isinstance over the Python types, not a test per kind
+            types = tuple(_PLAIN_TYPES[k] for k in kind)
+            return lambda x: isinstance(x, types)
         tests = [_TYPES[k] for k in kind]
         return lambda x: any(t(x) for t in tests)
 
