@@ -180,7 +180,9 @@ def each(source, name, body, flatten=False, index=None):
 def _switch_source(g: _Src, sel: str, cases: dict, default) -> str:
     k = fresh_name("k")
     if len(cases) > 8 or not all(type(c) in (str, int, float, bool) for c in cases):
-        # a table of functions: one lookup instead of a chain of comparisons
+        # a table of functions: one lookup instead of a chain of comparisons; what they read is
+        # not in this source
+        g.names[OPAQUE] = True
         table = g.bind({c: as_fn(v) for c, v in cases.items()}, "s")
         dflt = g.bind(as_fn(default) if default is not None else (lambda scope: None), "s")
         return (f"({table}.get({k}, {dflt}) if type({k} := {sel}) is not list and type({k}) is not dict "

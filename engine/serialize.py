@@ -41,6 +41,8 @@ def _long_str(s: str) -> str:
     if len(b.translate(None, _ESCAPED)) == len(b):
         return '"' + s + '"'
     return _str(s)
+
+
 _INF = float("inf")
 
 
@@ -181,9 +183,9 @@ class _Gen:
         # in a frame, an object is encoded through the frame's memo: the Responses stream
         # emits the same response object twice in a row (created, in_progress)
         other = "(enc_memo(v, out) if type(v) is dict else enc(v))" if self.framed else "enc(v)"
+        text = f"(_str(v) if len(v) < {_LONG} else _lstr(v))"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
-                          f"((_str(v) if len(v) < {_LONG} else _lstr(v)) if type(v) is str else _int(v) if type(v) is int "
-                          f"else {other})")
+                          f"({text} if type(v) is str else _int(v) if type(v) is int else {other})")
         if raw:
             self.lines.append(f"    {raw} = v")
         return ("var", local, not keep)

@@ -140,3 +140,11 @@ def test_too_deep_a_source_keeps_the_closure():
     assert spec.apply(src={"x": 7}) == {"v": 7}
     node = dict(spec.template.fields[0])["v"]
     assert getattr(node, "code", None) is None or nodes._fits(node.code[0])
+
+
+def test_a_switch_of_many_cases_calls_them_and_is_opaque():
+    spec = _compiled(TEMPLATES["switch"], True)
+    fields = dict(spec.template.fields[0])
+    assert OPAQUE in fields["big"].code[1]  # its cases are called from a table
+    assert not _reads_only_whole(fields["big"], frozenset({"src"}))
+    assert OPAQUE not in fields["small"].code[1]  # constants and paths only, all in its source
