@@ -1,8 +1,10 @@
-"""Compiled template nodes: each is a plain closure `f(scope) -> value`.
+"""Compiled template nodes: each is a plain function `f(scope) -> value`.
 
-Closures rather than node objects: one call per node, no attribute lookups. Constant
-subtrees are folded at compile time and wrapped by `const()`; outputs that are constants are
-shared between calls, so nothing downstream may mutate a spec's output in place."""
+Functions rather than node objects: no attribute lookups per call. Most nodes also carry their
+Python source (`.code`, see "nodes as source" below), which parents inline into their own
+generated functions, so a template is a few calls, not one per node. Constant subtrees are
+folded at compile time (`Const`); outputs that are constants are shared between calls, so
+nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
 from .expr import OPAQUE, flatten, fresh_name, truthy_source
