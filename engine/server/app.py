@@ -74,30 +74,52 @@ async def middleware(request: web.Request, handler):
 
 
 
+# a route decision depends only on the frozen config and the model name: made once per name.
+# Clients choose the names, so the memo is bounded: past the cap it starts over.
+RESOLVED = web.AppKey("resolved", dict)
+_RESOLVED_MAX = 4096
+
+
 def resolve(app, model: str, client_api: str, request: web.Request | None = None):
     """(provider, upstream model, mode) for a requested model; ApiError 404 when no route matches."""
-    cfg = app[CONFIG]
+    memo = app[RESOLVED]
+    hit = memo.get((model, client_api))
+    if hit is None:
+        hit = _resolve(app[CONFIG], model, client_api)
+        if len(memo) >= _RESOLVED_MAX:
+            memo.clear()
+        memo[(model, client_api)] = hit
+    answer, facts, refusal = hit
+    if request is not None:
+        ops.note_all(request, facts)
+    if refusal is not None:
+        raise ApiError(**refusal)
+    return answer
+
+
+def _resolve(cfg, model: str, client_api: str) -> tuple:
+    """((provider, target, mode), access-log facts, ApiError arguments or None)."""
     target = cfg.alias(model)
     route = cfg.route_for(target)
-    if request is not None:
-        ops.note(request, model=model, model_label=route.pattern if route else "unrouted",
-                 provider=route.provider if route else None)
+    facts = {"model": model, "model_label": route.pattern if route else "unrouted",
+             "provider": route.provider if route else None}
     if route is None:
-        raise ApiError(404, f"The model '{model}' does not exist on this gateway: no route matches it "
-                            f"(routes: {cfg.describe_routes()}).", param="model", code="model_not_found")
+        return None, facts, dict(
+            status=404, message=f"The model '{model}' does not exist on this gateway: no route matches it "
+                                f"(routes: {cfg.describe_routes()}).", param="model", code="model_not_found")
     mode = route.mode
     if mode in (None, "auto"):
         mode = {"auto": None, "passthrough": "passthrough", "translation": "translate"}.get(cfg.work_mode)
     if mode is None:
         mode = "passthrough" if route.provider == client_api else "translate"
     if mode == "passthrough" and route.provider != client_api:
-        raise ApiError(400, f"work_mode passthrough cannot serve model '{model}' (provider {route.provider}) "
-                            f"on a {client_api} endpoint", param="model", code="passthrough_only")
+        return None, facts, dict(
+            status=400, message=f"work_mode passthrough cannot serve model '{model}' (provider {route.provider}) "
+                                f"on a {client_api} endpoint", param="model", code="passthrough_only")
     if mode == "translate" and route.provider == client_api:
         mode = "passthrough"
-    if request is not None:
-        ops.note(request, mode=mode)
-    return route.provider, target, mode
+    facts["mode"] = mode
+    return (route.provider, target, mode), facts, None
 
 
 def client_upstream_key(app, request: web.Request | None) -> str | None:
@@ -173,10 +195,16 @@ def add_pair(app, name: str, **kw) -> translate.Pair:
 
 def pair_for(app, name: str, model: str) -> translate.Pair:
     """The pair's specs in the version the model's route pins, else the configured one."""
-    route = app[CONFIG].route_for(model)
-    if route is not None and route.version:
-        return app[PAIRS].get((name, route.version)) or app[PAIRS][name]
-    return app[PAIRS][name]
+    memo = app[RESOLVED]
+    pair = memo.get((name, model, "pair"))
+    if pair is None:
+        route = app[CONFIG].route_for(model)
+        pair = app[PAIRS].get((name, route.version)) if route is not None and route.version else None
+        pair = pair or app[PAIRS][name]
+        if len(memo) >= _RESOLVED_MAX:
+            memo.clear()
+        memo[(name, model, "pair")] = pair
+    return pair
 
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
@@ -186,6 +214,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app[CONFIG] = cfg
     app[CATALOG] = catalog
     app[PAIRS] = {}
+    app[RESOLVED] = {}
     app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens}
     app[UPSTREAMS] = {
         "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
