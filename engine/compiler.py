@@ -11,7 +11,7 @@ from .handlers import noop as _noop
 from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
-from .expr import ExprError, compile_expr, fresh_name, is_builtin, negates_before_path, truthy_source
+from .expr import ExprError, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path, truthy_source
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 
 TEMPLATE_KEYS = {
@@ -524,6 +524,8 @@ def _scope_fn(vars_: tuple):
             env[f"K{i}"] = k
             lines.append(f"    v[K{i}] = {_source(f, env, i, 'F')}")
     lines.append("    return scope")
+    # vars are written here, one after the other: none of them is read ahead
+    lines = lines[:2] + hoist_paths(lines[2:], env, written=frozenset({"vars"}))
     exec(compile("\n".join(lines), "<spec scope>", "exec"), env)  # noqa: S102 - generated above
     return env["scope"]
 
@@ -536,8 +538,10 @@ def _check_fn(checks: tuple):
     lines = ["def check(scope):"]
     for i, (cond, *answer) in enumerate(checks):
         env[f"R{i}"] = tuple(answer)
-        lines.append(f"    if {truthy_source(fresh_name('c'), _source(cond, env, i, 'C'))}:")
+        src = _source(cond, env, i, "C")
+        lines.append(f"    if {f'({src})' if getattr(cond, 'boolish', False) else truthy_source(fresh_name('c'), src)}:")
         lines.append(f"        return R{i}")
     lines.append("    return None")
+    lines = lines[:1] + hoist_paths(lines[1:], env)
     exec(compile("\n".join(lines), "<spec checks>", "exec"), env)  # noqa: S102 - generated above
     return env["check"]

@@ -334,6 +334,15 @@ class _Gen:
         self.env[name] = value
         return name
 
+    def key(self, key) -> str | None:
+        """The name `_kr_KEY` bound to an identifier-like key (the same name wherever the key is
+        read, so equal paths are equal text: hoist_paths), else None."""
+        if type(key) is not str or not key.isidentifier() or not key.isascii():
+            return None
+        name = f"_kr_{key}"
+        self.env[name] = key
+        return name
+
     @staticmethod
     def temp() -> str:
         return f"_t{next(_ids)}"
@@ -341,18 +350,30 @@ class _Gen:
     def truthy(self, t: str, src: str) -> str:
         return truthy_source(t, src)
 
+    def test(self, node, cur: str, top: bool = False) -> str:
+        """Source that is true when node's value is (JMESPath truthiness). A value that can only
+        be true, false or null is tested as it is: no temporary, which inside a filter's
+        comprehension would be a cell of the enclosing function."""
+        src = self.gen(node, cur, top)
+        return f"({src})" if boolish(node) else self.truthy(self.temp(), src)
+
     def gen(self, node, cur: str, top: bool) -> str:
         """Source of `node` applied to the value named `cur` (`top`: that value is a dict)."""
         t = node["type"]
         ch = node.get("children", ())
         if t == "field":
+            if cur == "scope" and top:
+                return f"scope.get({self.key(node['value']) or self.bind(node['value'])})"
             k = self.bind(node["value"])
             return f"{cur}.get({k})" if top else f"({cur}.get({k}) if type({cur}) is dict else None)"
         if t == "subexpression" and all(c["type"] == "field" for c in ch):
             src = self.gen(ch[0], cur, top)
+            # the first two steps on the scope in the one spelling hoist_paths recognises
+            pair = cur == "scope" and top and self.key(ch[0]["value"]) is not None
             for c in ch[1:]:
-                tmp = self.temp()
-                k = self.bind(c["value"])
+                named = self.key(c["value"]) if pair else None
+                tmp, k = (f"_pa_{ch[0]['value']}", named) if named else (self.temp(), self.bind(c["value"]))
+                pair = False
                 src = f"({tmp}.get({k}) if type({tmp} := {src}) is dict else None)"
             return src
         if t in ("subexpression", "index_expression", "pipe"):
@@ -374,8 +395,7 @@ class _Gen:
             right = e if ch[1]["type"] == "identity" else self.gen(ch[1], e, False)
             keep = f"({r} := {right}) is not None" if right != e else f"{e} is not None"
             if t == "filter_projection":
-                c = self.temp()
-                keep = f"{self.truthy(c, self.gen(ch[2], e, False))} and {keep}"
+                keep = f"{self.test(ch[2], e)} and {keep}"
             item = r if right != e else e
             return f"(None if type({base} := {left}) is not list else [{item} for {e} in {base} if {keep}])"
         if t == "literal":
@@ -385,6 +405,10 @@ class _Gen:
             return self.bind(lit, "l")
         if t in ("current", "identity"):
             return cur
+        if t in ("or_expression", "and_expression") and boolish(node):
+            # true, false or null on both sides: Python's `or`/`and` pick what JMESPath picks
+            a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
+            return f"({a} {'or' if t == 'or_expression' else 'and'} {b})"
         if t == "or_expression":
             tmp = self.temp()
             a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
@@ -394,9 +418,7 @@ class _Gen:
             a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
             return f"({b} if {self.truthy(tmp, a)} else {tmp})"
         if t == "not_expression":
-            tmp = self.temp()
-            a = self.gen(ch[0], cur, top)
-            return f"(not {self.truthy(tmp, a)})"
+            return f"(not {self.test(ch[0], cur, top)})"
         if t == "comparator" and node["value"] in _CMP:
             op = node["value"]
             a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
@@ -414,6 +436,62 @@ class _Gen:
         # a closure reads what it reads: code holding one is opaque (serialize._reads_only_whole)
         self.env[OPAQUE] = True
         return f"{self.bind(_closure(node), 'x')}({cur})"
+
+
+# A generated function reads the same paths from its scope many times over: a response spec reads
+# `src.content` in six places. hoist_paths reads each such path once, into a local, at the top
+# of the function: a scope read is a method call, a local is not. Paths are recognised by the
+# spelling _Gen gives them: `scope.get(_kr_KEY)`, and the second step on it through `_pa_KEY`.
+_ROOT_READ = re.compile(r"scope\.get\((_kr_\w+)\)")
+_PAIR_READ = re.compile(r"\(_pa_(\w+)\.get\(_kr_\w+\) if type\(_pa_\1 := scope\.get\(_kr_\1\)\) is dict else None\)")
+
+
+def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
+    """The lines of a function of `scope` with every root path read at least twice (one key, or
+    two keys deep) read once into a local by lines placed before them. Only for functions that
+    never write to the scope (the spec's `vars` excepted: name it in `written`), so a value read
+    at the top is the value read anywhere later; the reads cannot fail (a type test guards
+    every step), so reading one ahead of its branch is harmless."""
+    text = "\n".join(body)
+    defs = []
+    pairs = {}
+    for m in _PAIR_READ.finditer(text):
+        pairs[m.group(0)] = pairs.get(m.group(0), 0) + 1
+    for src, n in pairs.items():
+        if n > 1 and _PAIR_READ.match(src).group(1) not in written:
+            name = fresh_name("h")
+            defs.append(f"    {name} = {src}")
+            text = text.replace(src, name)
+    roots = {}
+    for k in _ROOT_READ.findall(text + "\n".join(defs)):
+        roots[k] = roots.get(k, 0) + 1
+    first = []
+    for k, n in roots.items():
+        if n > 1 and env.get(k) not in written:
+            name = fresh_name("h")
+            read = f"scope.get({k})"
+            first.append(f"    {name} = {read}")
+            text = text.replace(read, name)
+            defs = [d.replace(read, name) for d in defs]
+    if not first and not defs:
+        return body
+    return first + defs + text.split("\n")
+
+
+def boolish(node) -> bool:
+    """True when the expression's value is true, false or null, whose truthiness is Python's:
+    comparisons (ordered ones give null for values that do not compare), `!`, boolean literals,
+    and `||` / `&&` of such."""
+    t = node.get("type")
+    if t == "comparator":
+        return node.get("value") in _CMP
+    if t == "not_expression":
+        return True
+    if t == "literal":
+        return type(node.get("value")) is bool
+    if t in ("or_expression", "and_expression"):
+        return all(boolish(c) for c in node.get("children", ()))
+    return False
 
 
 def flatten(base):
@@ -460,6 +538,7 @@ def compile_expr(text: str):
     used = frozenset(_functions_in(parsed, set()))
     fn, code = _generated(parsed)
     fn.code = code
+    fn.boolish = boolish(parsed)
     return fn, used
 
 

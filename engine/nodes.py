@@ -7,7 +7,7 @@ folded at compile time (`Const`); outputs that are constants are shared between 
 nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
-from .expr import OPAQUE, flatten, fresh_name, truthy_source
+from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 
 class Const:
@@ -37,6 +37,7 @@ def obj(items, keep_null=frozenset()):
     build = _codegen("obj", items, keep_null)
     build.json = serialize.object_text(items, keep_null)  # the same value, as JSON text
     build.fields = (items, keep_null)
+    _display(build, "obj", items, keep_null)
     return build
 
 
@@ -47,7 +48,50 @@ def arr(nodes):
     build = _codegen("arr", list(enumerate(nodes)), frozenset())
     build.json = serialize.array_text(nodes)
     build.items = tuple(nodes)
+    _display(build, "arr", list(enumerate(nodes)), frozenset())
     return build
+
+
+_MAX_OPTIONAL = 2  # members that may be left out (null): a display per combination of them
+
+
+def _display(build, kind: str, items, keep_null):
+    """Gives an object or array node a source too (`.code`): a dict or list display, one per
+    combination of the members that may be null, so a parent inlines it (and a `use` or `each`
+    around it can put its bound names in place). Values are read in template order first."""
+    g = _Src()
+    members, first, optional = [], [], []
+    for k, n in items:
+        if isinstance(n, Const):
+            if n.value is None and k not in keep_null:
+                continue
+            members.append((k, g.part(n)))
+            continue
+        t = fresh_name("m")
+        first.append(f"({t} := {g.part(n)}) is {t}")
+        members.append((k, t))
+        if k not in keep_null:
+            optional.append(t)
+    if len(optional) > _MAX_OPTIONAL:
+        return
+
+    def shown(present) -> str:
+        kept = [(k, v) for k, v in members if v not in optional or v in present]
+        if kind == "arr":
+            return "[" + "".join(f"{v}, " for _, v in kept) + "]"
+        return "{" + "".join(f"{g.bind(k, 'key')}: {v}, " for k, v in kept) + "}"
+
+    def choose(i: int, present: tuple) -> str:
+        if i == len(optional):
+            return shown(present)
+        t = optional[i]
+        return f"({choose(i + 1, present + (t,))} if {t} is not None else {choose(i + 1, present)})"
+    src = choose(0, ())
+    if first:
+        src = f"({' and '.join(first)} and {src})"
+    code = g.make(src, None)
+    if code is not None:
+        build.code = code.code
 
 
 def _codegen(kind: str, items, keep_null):
@@ -82,8 +126,19 @@ def _codegen(kind: str, items, keep_null):
             lines.append("    if v is not None:")
             lines.append(f"        {put}v{end}")
     lines.append("    return out")
-    exec(compile("\n".join(lines), f"<template {kind}>", "exec"), env)
+    lines = lines[:1] + hoist_paths(lines[1:], env)
+    try:
+        exec(compile("\n".join(lines), f"<template {kind}>", "exec"), env)
+    except (SyntaxError, RecursionError, MemoryError):
+        if not any(getattr(n, "code", None) is not None for _, n in items):
+            raise
+        # inlined sources the parser refuses together: every member called instead
+        return _codegen(kind, [(k, n if isinstance(n, Const) else _called(n)) for k, n in items], keep_null)
     return env["build"]
+
+
+def _called(node):
+    return lambda scope: node(scope)
 
 
 # ---------------------------------------------------------------- nodes as source
@@ -141,7 +196,10 @@ class _Src:
         """A function evaluating src that carries it as `.code`; the closure if it cannot."""
         if not _fits(src):
             return closure
-        fn = eval(f"lambda scope: {src}", dict(self.names))  # noqa: S307 - built from compiled parts
+        try:
+            fn = eval(f"lambda scope: {src}", dict(self.names))  # noqa: S307 - built from compiled parts
+        except (SyntaxError, RecursionError, MemoryError):
+            return closure
         fn.code = (src, self.names)
         return fn
 
@@ -175,8 +233,69 @@ def each(source, name, body, flatten=False, index=None):
     def run(scope):
         return items_of(src(scope), scope)
     g = _Src()
+    code = getattr(body, "code", None)
+    names = (name,) if index is None else (name, index)
+    if code is not None and OPAQUE not in code[1] and all(n.isidentifier() and n.isascii() for n in names):
+        # the map's source as a lambda of the item (and index): its temporaries stay its own
+        # locals (in a comprehension they would be cells of the enclosing function)
+        item, pos, given = fresh_name("i"), fresh_name("i"), fresh_name("g")
+        g.names.update(code[1])
+        mapped = code[0].replace(f"scope.get(_kr_{name})", item)
+        params = item
+        if index is not None:
+            mapped = mapped.replace(f"scope.get(_kr_{index})", pos)
+            params = f"{item}, {pos}"
+        walk = _mapped_flat if flatten else _mapped
+        if index is not None:
+            walk = _mapped_flat_index if flatten else _mapped_index
+        return g.make(f"(None if ({given} := {g.part(source)}) is None else "
+                      f"{g.bind(walk, 'e')}({given}, lambda {params}: {mapped}))", run)
     g.names[OPAQUE] = True  # the map reads the item's scope
     return g.make(f"{g.bind(items_of, 'e')}({g.part(source)}, scope)", run)
+
+
+def _as_items(items) -> list:
+    """What `each` walks: a list as it is, an object's entries as {key, value}, anything else alone."""
+    if type(items) is list:
+        return items
+    if type(items) is dict:
+        return [{"key": k, "value": v} for k, v in items.items()]
+    return [items]
+
+
+def _mapped(items, fn) -> list:
+    out = []
+    for item in _as_items(items):
+        v = fn(item)
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def _mapped_flat(items, fn) -> list:
+    out = []
+    for item in _as_items(items):
+        v = fn(item)
+        if type(v) is list:
+            out.extend(v)
+        elif v is not None:
+            out.append(v)
+    return out
+
+
+def _mapped_index(items, fn) -> list:
+    return [v for v in (fn(item, i) for i, item in enumerate(_as_items(items))) if v is not None]
+
+
+def _mapped_flat_index(items, fn) -> list:
+    out = []
+    for i, item in enumerate(_as_items(items)):
+        v = fn(item, i)
+        if type(v) is list:
+            out.extend(v)
+        elif v is not None:
+            out.append(v)
+    return out
 
 
 def _switch_source(g: _Src, sel: str, cases: dict, default) -> str:
@@ -263,7 +382,7 @@ def when(cond, value, otherwise=None):
             return v(scope)
         return o(scope) if o is not None else None
     g = _Src()
-    test = truthy_source(fresh_name("wt"), g.part(cond))
+    test = f"({g.part(cond)})" if getattr(cond, "boolish", False) else truthy_source(fresh_name("wt"), g.part(cond))
     return g.make(f"({g.part(value)} if {test} else {g.part(otherwise)})", run)
 
 
@@ -316,6 +435,16 @@ def use(defs: dict, name: str, bindings):
     target = defs.get(name)
     if not bindings and getattr(target, "code", None) is not None:
         src = g.part(target)  # a block compiled before this node, with nothing bound: its source
+    elif bindings and _substitutable(getattr(target, "code", None), bindings):
+        # the block's source with each bound name read from a local, set first: no scope copy
+        src, names = target.code
+        g.names.update(names)
+        first = []
+        for k, v in bindings:
+            local = fresh_name("b")
+            first.append(f"({local} := {g.part(v)}) is {local}")
+            src = src.replace(f"scope.get(_kr_{k})", local)
+        src = f"({' and '.join(first)} and {src})"
     else:
         g.names[OPAQUE] = True
         arg = "scope"
@@ -337,6 +466,15 @@ def use(defs: dict, name: str, bindings):
     fn.target = (defs, name, inner_scope)
     fn.bindings = tuple(bindings)
     return fn
+
+
+def _substitutable(code, bindings) -> bool:
+    """True when a block's source reads each bound name only as `scope.get(_kr_NAME)` (expr.py
+    spells every read of an identifier-like name on the scope so), and calls nothing that would
+    read the scope itself."""
+    if code is None or OPAQUE in code[1]:
+        return False
+    return all(type(k) is str and k.isidentifier() and k.isascii() for k, _ in bindings)
 
 
 def binder(bindings):

@@ -23,7 +23,7 @@ import itertools
 from json import encoder as _jenc
 
 from . import nodes as N
-from .expr import OPAQUE
+from .expr import OPAQUE, hoist_paths
 
 _str = _jenc.c_encode_basestring or _jenc.py_encode_basestring  # ensure_ascii=False, as nodes.dumps
 _LONG = 128  # from this length _long_str is faster: 0.9 µs against 2.8 for a 1,500-character answer
@@ -116,15 +116,16 @@ def _reads_only_whole(node, names: frozenset) -> bool:
     path = getattr(node, "path", None)
     if path:
         return path[0] not in names or len(path) == 1
-    code = getattr(node, "code", None)
-    if code is not None:
-        return OPAQUE not in code[1] and not any(type(v) is str and v in names for v in code[1].values())
+    # an object or array is judged by its members, as its source would not tell whole from deep reads
     fields = getattr(node, "fields", None)
     if fields is not None:
         return all(_reads_only_whole(n, names) for _, n in fields[0])
     items = getattr(node, "items", None)
     if items is not None:
         return all(_reads_only_whole(n, names) for n in items)
+    code = getattr(node, "code", None)
+    if code is not None:
+        return OPAQUE not in code[1] and not any(type(v) is str and v in names for v in code[1].values())
     return False
 
 
@@ -259,7 +260,7 @@ class _Gen:
         return v[1]
 
     def build(self, params: str, result: str, label: str):
-        src = "\n".join([f"def ser({params}):", *self.lines, f"    return {result}"])
+        src = "\n".join([f"def ser({params}):", *hoist_paths([*self.lines, f"    return {result}"], self.env)])
         exec(compile(src, f"<json {label}>", "exec"), self.env)  # noqa: S102 - generated above
         return self.env["ser"]
 

@@ -60,6 +60,10 @@ EDGE = [
     "length(a[].c[] | [?x=='y'])", "a[?b==`1` && c]", "a[?b==`1` || c]", "@", "a[0] | @",
     "'lit'", "`[1,2]`", "`{\"k\": 1}`", "ns[?@ > `1`]", "a[].[b, c]", "a[*].{b: b}",
     "a[*].b.c", "a[*].c[*].x", "ss[*].x.y", "a[?b].c.x", "b.*.x.y",
+    # true/false/null-valued (expr.boolish): tested and combined without a temporary
+    "a[?b > `1` || b == `2`]", "a[?b < `2` && !c]", "a[?s < 'b' || b == `1`]", "s < `1` || s > `1`",
+    "s < `1` && t", "n1 > `0` && n1 < `9`", "!(n0 == `0`) || a", "`true` && b.p", "`false` || z",
+    "a[?!(b == `1`) && b != `2`].b", "ns[?@ >= `1` || @ == `0`]",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],

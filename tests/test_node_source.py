@@ -45,6 +45,25 @@ TEMPLATES = {
         l: {concat: [[src.x], src.list, {each: src.list, as: i, map: [i, i]}]}
         m: {merge: [src.obj, {a: src.x}, src.none, src.k]}
     """,
+    "opaque": """
+      helpers: [merge_turns]
+      defs:
+        wide: {a: item, b: src.x, c: src.k}
+        piped: {pipe: merge_turns, input: [{role: {const: user}, content: c}]}
+      template:
+        w: {each: src.list, as: item, map: {use: wide}}
+        p: {use: piped, with: {c: src.k}}
+    """,
+    "paths": """
+      vars:
+        first: src.obj.p
+        again: "vars.first || src.obj.q"
+        third: "vars.first"
+      template:
+        a: src.obj.p
+        b: {coalesce: [src.obj.p, src.obj.q]}
+        c: {when: "src.obj.q", value: [src.obj.p, vars.again]}
+    """,
     "each_use": """
       helpers: [merge_turns]
       defs:
@@ -122,13 +141,34 @@ def test_expected_values_of_the_source_forms():
 
 
 def test_a_source_that_calls_what_it_does_not_show_is_opaque():
+    spec = _compiled(TEMPLATES["opaque"], True)
+    opaque = dict(spec.template.fields[0])
+    # an object with more than two members that may be null has no source: it is called
+    assert OPAQUE in opaque["w"].code[1] and OPAQUE in opaque["p"].code[1]
+    assert spec.apply(src={"list": [1], "x": 2, "k": "K"}) == {
+        "w": [{"a": 1, "b": 2, "c": "K"}], "p": [{"role": "user", "content": [{"type": "text", "text": "K"}]}]}
     spec = _compiled(TEMPLATES["each_use"], True)
     fields = dict(spec.template.fields[0])
-    assert OPAQUE in fields["e"].code[1] and OPAQUE in fields["p"].code[1]
     assert OPAQUE not in fields["u"].code[1]  # a use with nothing bound is its block's source
+    # objects, `each` over them and `use ... with:` of them are their source, the names in place
+    assert OPAQUE not in fields["e"].code[1] and OPAQUE not in fields["p"].code[1]
+    assert "items_of" not in str(fields["e"].code[1].values()) and "{**scope" not in fields["p"].code[0]
     # the text writer may only put a bound value in place where nothing reads it otherwise
-    assert not _reads_only_whole(fields["e"], frozenset({"item"}))
+    assert not _reads_only_whole(opaque["w"], frozenset({"item"}))
     assert _reads_only_whole(fields["u"], frozenset({"item"}))
+
+
+def test_paths_read_twice_are_read_once_into_locals():
+    spec = _compiled(TEMPLATES["paths"], True)
+    assert spec.apply(src={"obj": {"p": 1, "q": 2}}) == {"a": 1, "b": 1, "c": [1, 1], }
+    assert spec.apply(src={"obj": {"q": 2}}) == {"b": 2, "c": [2]}
+    assert spec.apply(src={"obj": {"p": 0, "q": 2}}) == {"a": 0, "b": 0, "c": [0, 0]}
+    assert spec.apply(src={"obj": "text"}) == {}
+    hoisted = [n for n in spec.template.__code__.co_varnames if n.startswith("_h")]
+    assert len(hoisted) == 1  # src.obj, read in 5 places; src is then read once, by it
+    # vars read the vars before them: src.obj is read ahead in the scope function, vars.first
+    # (read twice too) is not, or `again` would not see it (c would be [0, 2] above)
+    assert len([n for n in spec.scope.__code__.co_varnames if n.startswith("_h")]) == 1
 
 
 def test_too_deep_a_source_keeps_the_closure():
