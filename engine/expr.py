@@ -389,6 +389,9 @@ class _Gen:
             return f"({cur}[{i}] if type({cur}) is list and {fits} else None)"
         if t == "flatten":
             return f"{self.bind(flatten, 'h')}({self.gen(ch[0], cur, top)})"
+        if t == "projection" and ch[0]["type"] == "flatten" and ch[1]["type"] == "identity":
+            # `x[]` alone: the items spliced, nulls left out, in one call
+            return f"{self.bind(flatten_present, 'h')}({self.gen(ch[0]['children'][0], cur, top)})"
         if t in ("projection", "filter_projection"):
             base, e, r = self.temp(), self.temp(), self.temp()
             left = self.gen(ch[0], cur, top)
@@ -426,10 +429,20 @@ class _Gen:
                     (ch[1]["value"] is None or type(ch[1]["value"]) is str):
                 # `x == 'text'` / `x == null`: plain == is exact (no bool/number special case)
                 return f"({a} {'==' if op == 'eq' else '!='} {b})"
+            lit = ch[1].get("value") if ch[1]["type"] == "literal" else None
+            if op in _PY_OPS and type(lit) in (int, float):
+                # against a number: Python's comparison when the value is a number too
+                tmp = self.temp()
+                return (f"({tmp} {_PY_OPS[op]} {b} if (type({tmp} := {a}) is int or type({tmp}) is float) "
+                        f"else {self.bind(_CMP[op], 'c')}({tmp}, {b}))")
             return f"{self.bind(_CMP[op], 'c')}({a}, {b})"
         if t == "multi_select_list":
             items = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"[{items}]" if top else f"(None if {cur} is None else [{items}])"
+        if t == "function_expression" and node["value"] == "length" and len(ch) == 1 and "length" not in CUSTOM_FUNCTIONS:
+            tmp = self.temp()
+            return (f"(len({tmp}) if (type({tmp} := {self.gen(ch[0], cur, top)}) is list or type({tmp}) is str "
+                    f"or type({tmp}) is dict) else {self.bind(_caller('length', 1), 'f')}({tmp}))")
         if t == "function_expression" and all(c["type"] != "expref" for c in ch):
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
@@ -476,6 +489,22 @@ def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
     if not first and not defs:
         return body
     return first + defs + text.split("\n")
+
+
+_PY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def flatten_present(base):
+    """`x[]`: flatten, then the projection's nulls left out; null for a non-list."""
+    if type(base) is not list:
+        return None
+    out = []
+    for e in base:
+        if type(e) is list:
+            out.extend(v for v in e if v is not None)
+        elif e is not None:
+            out.append(e)
+    return out
 
 
 def boolish(node) -> bool:

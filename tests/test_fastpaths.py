@@ -64,6 +64,9 @@ EDGE = [
     "a[?b > `1` || b == `2`]", "a[?b < `2` && !c]", "a[?s < 'b' || b == `1`]", "s < `1` || s > `1`",
     "s < `1` && t", "n1 > `0` && n1 < `9`", "!(n0 == `0`) || a", "`true` && b.p", "`false` || z",
     "a[?!(b == `1`) && b != `2`].b", "ns[?@ >= `1` || @ == `0`]",
+    # against a number literal (Python's comparison for numbers), length inlined, `x[]` in one call
+    "f0 >= `0.0`", "t >= `0`", "n1 <= `1.5`", "s > `0`", "ns[?@ < `1.0`]", "length(b) > `1`",
+    "length(`null`)", "length(t)", "a[].c[]", "b.q[]", "ss[]", "[a[0], z][]",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
