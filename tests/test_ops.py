@@ -384,3 +384,34 @@ async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthrop
     lines = [r.getMessage() for r in caplog.records]
     assert any("path=/v1/test/gone" in m and "status=499" in m for m in lines), lines
     assert not any(r.levelno >= logging.ERROR for r in caplog.records), lines
+
+
+def test_route_decisions_are_remembered_per_model_within_a_bound(fake_anthropic, fake_openai, tmp_path,
+                                                                  monkeypatch):
+    """resolve() decides once per model name; a refusal is raised, and its facts noted, on every
+    request; past the bound the memo starts over instead of growing."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server import app as app_mod
+    from engine.server.errors import ApiError
+    from conftest import gateway_env
+
+    app = app_mod.create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)),
+                             Catalog.load())
+    req = make_mocked_request("POST", "/v1/chat/completions", app=app)
+    first = app_mod.resolve(app, "claude-x", "openai", req)
+    assert first == ("anthropic", "claude-x", "translate") == app_mod.resolve(app, "claude-x", "openai")
+    assert req["log"]["mode"] == "translate" and req["log"]["provider"] == "anthropic"
+    for _ in range(2):
+        other = make_mocked_request("POST", "/v1/chat/completions", app=app)
+        with pytest.raises(ApiError) as e:
+            app_mod.resolve(app, "nothing-routes-this", "openai", other)
+        assert e.value.status == 404 and e.value.code == "model_not_found"
+        assert other["log"]["model_label"] == "unrouted" and "mode" not in other["log"]
+    monkeypatch.setattr(app_mod, "_RESOLVED_MAX", 3)
+    for i in range(10):
+        app_mod.resolve(app, f"claude-{i}", "openai")
+        assert len(app[app_mod.RESOLVED]) <= 3
+    assert app_mod.pair_for(app, "chat-to-messages", "claude-x") is app[app_mod.PAIRS]["chat-to-messages"]

@@ -85,10 +85,7 @@ def resolve(app, model: str, client_api: str, request: web.Request | None = None
     memo = app[RESOLVED]
     hit = memo.get((model, client_api))
     if hit is None:
-        hit = _resolve(app[CONFIG], model, client_api)
-        if len(memo) >= _RESOLVED_MAX:
-            memo.clear()
-        memo[(model, client_api)] = hit
+        hit = _remember(memo, (model, client_api), _resolve(app[CONFIG], model, client_api))
     answer, facts, refusal = hit
     if request is not None:
         ops.note_all(request, facts)
@@ -200,11 +197,15 @@ def pair_for(app, name: str, model: str) -> translate.Pair:
     if pair is None:
         route = app[CONFIG].route_for(model)
         pair = app[PAIRS].get((name, route.version)) if route is not None and route.version else None
-        pair = pair or app[PAIRS][name]
-        if len(memo) >= _RESOLVED_MAX:
-            memo.clear()
-        memo[(name, model, "pair")] = pair
+        pair = _remember(memo, (name, model, "pair"), pair or app[PAIRS][name])
     return pair
+
+
+def _remember(memo: dict, key, value):
+    if len(memo) >= _RESOLVED_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:

@@ -28,10 +28,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 def note(request: web.Request, **fields):
     """Facts about this request for the access log and the metrics (the middleware gives every
     request its dict; a handler run without it, as in unit tests, gets one here)."""
-    info = request.get("log")
-    if info is None:
-        request["log"] = info = {}
-    info.update(fields)
+    note_all(request, fields)
 
 
 def note_all(request: web.Request, fields: dict):
