@@ -27,6 +27,7 @@ class Raw(str):
 
 
 END = object()
+_MISSING = object()
 ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do", "each"}
 
 
@@ -287,11 +288,16 @@ def compile_action(ctx: Ctx, a, path):
             items = src(scope)
             if not items:
                 return
+            before = scope.get(name, _MISSING)
             for item in items if type(items) is list else (items,):
                 scope[name] = item
                 _changed(out)
                 body(scope, out)
-            scope.pop(name, None)
+            # the scope as it was: a generated handler reads its names once, at its top
+            if before is _MISSING:
+                scope.pop(name, None)
+            else:
+                scope[name] = before
         return do_each
     if "set" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["set", k]))) for k, v in a["set"].items())

@@ -462,8 +462,9 @@ _PAIR_READ = re.compile(r"\(_pa_(\w+)\.get\(_kr_\w+\) if type\(_pa_\1 := scope\.
 def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
     """The lines of a function of `scope` with every root path read at least twice (one key, or
     two keys deep) read once into a local by lines placed before them. Only for functions that
-    never write to the scope (the spec's `vars` excepted: name it in `written`), so a value read
-    at the top is the value read anywhere later; the reads cannot fail (a type test guards
+    never rebind a name of the scope, so a value read at the top is the value read anywhere
+    later; `written` names the roots whose keys the function writes (`vars`, a stream's
+    `state`): their keys are read where they are. The reads cannot fail (a type test guards
     every step), so reading one ahead of its branch is harmless."""
     text = "\n".join(body)
     defs = []
@@ -480,7 +481,7 @@ def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
         roots[k] = roots.get(k, 0) + 1
     first = []
     for k, n in roots.items():
-        if n > 1 and env.get(k) not in written:
+        if n > 1:
             name = fresh_name("h")
             read = f"scope.get({k})"
             first.append(f"    {name} = {read}")
@@ -488,7 +489,38 @@ def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
             defs = [d.replace(read, name) for d in defs]
     if not first and not defs:
         return body
-    return first + defs + text.split("\n")
+    return _dict_reads(first + defs, text.split("\n"), env)
+
+
+# a key read on a hoisted local: `(t.get(k) if type(t := _hN) is dict else None)`
+_LOCAL_GET = re.compile(r"\((\w+)\.get\((\w+)\) if type\(\1 := (_h\d+)\) is dict else None\)")
+_EMPTY: dict = {}  # only ever read: .get on it gives what a read on a non-dict gives, None
+
+
+def _dict_reads(head: list[str], rest: list[str], env: dict) -> list[str]:
+    """Key reads on a hoisted local `_hN` become `_dN.get(k)`, `_dN` being the local when it is
+    a dict and an empty dict when not: one type test at the top instead of one per read."""
+    made: dict[str, str] = {}
+    hoisted = {line.split(" = ", 1)[0].strip() for line in head}
+
+    def to_get(m):
+        local = m.group(3)
+        if local not in hoisted:
+            return m.group(0)
+        made.setdefault(local, "_d" + local[2:])
+        return f"{made[local]}.get({m.group(2)})"
+    head = [_LOCAL_GET.sub(to_get, line) for line in head]
+    rest = [_LOCAL_GET.sub(to_get, line) for line in rest]
+    if not made:
+        return head + rest
+    env["_empty_dict"] = _EMPTY
+    out = []
+    for line in head:
+        out.append(line)
+        local = line.split(" = ", 1)[0].strip()
+        if local in made:
+            out.append(f"    {made[local]} = {local} if type({local}) is dict else _empty_dict")
+    return out + rest
 
 
 _PY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 
 from . import nodes as N
-from .expr import truthy_source
+from .expr import hoist_paths, truthy_source
 
 
 class _Gen:
@@ -127,6 +127,7 @@ def text_handler(fn):
     """`handler(scope, out)` for a TextOut: `fn`'s actions as one generated function."""
     g = _Gen()
     g.block(fn, "    ")
-    src = "\n".join(["def handler(scope, out):", *g.lines])
+    # state's keys change as the handler runs; every name of the scope stays (each restores its own)
+    src = "\n".join(["def handler(scope, out):", *hoist_paths(g.lines, g.env, written=frozenset({"state"}))])
     exec(compile(src, "<stream handler>", "exec"), g.env)  # noqa: S102 - generated above
     return g.env["handler"]

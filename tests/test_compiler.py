@@ -1,6 +1,7 @@
 """The template vocabulary, stream rules, and spec errors that point at file:line:col."""
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -207,6 +208,33 @@ def test_each_action_runs_rules_per_item():
     t = StreamTranslator(spec)
     assert t.event({"type": "batch", "items": [{"n": 2}, {"n": 3}]}) == [{"n": 2, "total": 2}, {"n": 3, "total": 5}]
     assert t.event({"type": "batch", "items": []}) == []
+
+
+def test_handler_reads_of_the_scope_stay_right_around_each_and_set():
+    # the byte path's generated handler reads scope names once, at its top: an `each` whose name
+    # is a scope name (model) must leave it as it was, and state keys must be read after a set
+    spec, errors = compile_text("""
+    state: {n: 0}
+    discriminator: event.type
+    on:
+      batch:
+        - emit: {type: {const: before}, model: model, n: state.n, d: event.d}
+        - each: event.items
+          as: model
+          then:
+            - incr: {n: model}
+            - emit: {type: {const: item}, model: model, n: state.n, d: event.d}
+        - emit: {type: {const: after}, model: model, n: state.n, d: event.d}
+    """, kind="StreamMapping", name="stream")
+    assert not errors, errors
+    event = {"type": "batch", "items": [2, 3], "d": "x"}
+    want = [{"type": "before", "model": "m", "n": 0, "d": "x"}, {"type": "item", "model": 2, "n": 2, "d": "x"},
+            {"type": "item", "model": 3, "n": 5, "d": "x"}, {"type": "after", "model": "m", "n": 5, "d": "x"}]
+    assert StreamTranslator(spec, model="m").event(event) == want
+    t = StreamTranslator(spec, model="m")
+    raw = f"event: batch\ndata: {json.dumps(event)}\n\n".encode()
+    assert t.feed(raw) == t.encode(want)
+    assert t.scope["model"] == "m"
 
 
 def test_negation_before_a_dotted_path_is_an_error():

@@ -166,9 +166,13 @@ def test_paths_read_twice_are_read_once_into_locals():
     assert spec.apply(src={"obj": "text"}) == {}
     hoisted = [n for n in spec.template.__code__.co_varnames if n.startswith("_h")]
     assert len(hoisted) == 1  # src.obj, read in 5 places; src is then read once, by it
-    # vars read the vars before them: src.obj is read ahead in the scope function, vars.first
-    # (read twice too) is not, or `again` would not see it (c would be [0, 2] above)
-    assert len([n for n in spec.scope.__code__.co_varnames if n.startswith("_h")]) == 1
+    assert len([n for n in spec.template.__code__.co_varnames if n.startswith("_d")]) == 1  # its keys: no type test
+    # vars read the vars before them: src.obj and the vars dict itself (one dict throughout) are
+    # read ahead in the scope function; vars.first (read twice too) is read where it is, or
+    # `again` would not see it (c would be [0, 2] above)
+    names = spec.scope.__code__.co_varnames
+    assert len([n for n in names if n.startswith("_h")]) == 2
+    assert len([n for n in names if n.startswith("_d")]) == 2
 
 
 def test_too_deep_a_source_keeps_the_closure():
