@@ -117,6 +117,13 @@ CASES = [
      [{"l": [1, 1]}, {"l": [1]}, {"l": []}, {}]),
     ({"prefixItems": [{"type": "string"}], "items": False}, [["a"], ["a", 1], [1], []]),
     ({"dependentRequired": {"a": ["b"]}}, [{"a": 1, "b": 2}, {"a": 1}, {}]),
+    # more names than an if/elif chain takes: a table of the subschemas' functions
+    ({"type": "object", "properties": {f"p{i}": {"type": "integer", "maximum": i} for i in range(10)},
+      "additionalProperties": {"type": "string"}},
+     [{"p3": 3}, {"p3": 4}, {"p9": 9, "z": "s"}, {"z": 1}, {"p0": True}, {}]),
+    ({"allOf": [{"if": {"required": ["t"], "properties": {"t": {"const": f"v{i}"}}},
+                 "then": {"required": [f"f{i}"]}} for i in range(10)]},
+     [{"t": "v7", "f7": 1}, {"t": "v7", "f6": 1}, {"t": "v0", "f0": 0}, {"t": "v0"}, {"t": "w"}, "s", [1]]),
 ]
 
 
@@ -141,3 +148,31 @@ def test_refs_across_documents_and_recursion():
                      {"children": [{"children": [5]}]}, {"leaf": 1}]:
         assert compiled(instance) is plain(instance), instance
     assert compiled({"children": [{"leaf": "ok"}]}) and not compiled({"children": [{"leaf": "long"}]})
+
+
+def test_simple_subschemas_are_written_where_they_are_used():
+    # one function for the object; its properties' type, bound, enum and $ref are expressions in it
+    schema = {"type": "object", "required": ["a"],
+              "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"$ref": "#/$defs/n"},
+                             "c": {"anyOf": [{"enum": ["x", "y"]}, {"type": "null"}]}},
+              "$defs": {"n": {"type": "integer", "minimum": 0}}}
+    resources = [("main", Resource.from_contents(schema, default_specification=DRAFT202012))]
+    registry = Registry().with_resources(resources).crawl()
+    v = jsonschema.Draft202012Validator(registry.contents("main"), registry=registry)
+    compiler = schema_compile.compiler_for(v)
+    compiled = compiler.compile(v.schema, v._resolver)
+    assert [n for n in compiler.env if n.startswith("_s")] == [compiled.__name__]
+    for instance in [{"a": "abc", "b": 0, "c": "x"}, {"a": "abcd"}, {"a": "a", "b": -1}, {"a": "a", "c": "z"},
+                     {"a": "a", "c": None}, {"b": 1}, "a"]:
+        assert compiled(instance) is v.is_valid(instance), instance
+
+
+def test_a_cycle_of_expressions_is_written_as_calls():
+    # a -> b -> a, each an anyOf: writing them as expressions must stop (an instance that matches
+    # neither leaf would recurse for jsonschema too, so only those that stop are compared)
+    schema = {"$defs": {"a": {"anyOf": [{"type": "integer"}, {"$ref": "#/$defs/b"}]},
+                        "b": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/a"}]}},
+              "$ref": "#/$defs/a"}
+    compiled, plain = _compiled(schema)
+    for instance in [1, None, 10**30]:
+        assert compiled(instance) is plain(instance) is True
