@@ -11,7 +11,8 @@ from .handlers import noop as _noop
 from . import nodes as N
 from . import serialize
 from .errors import SpecError, spec_path
-from .expr import ExprError, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path, truthy_source
+from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
+                   truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 
 TEMPLATE_KEYS = {
@@ -131,6 +132,9 @@ def compile_expression(ctx: Ctx, text: str, path):
         return N.Const(None)
     if negates_before_path(text):
         ctx.error(path, "`!a.b` reads as `(!a).b` in JMESPath, which is always null; write `!(a.b)`")
+    word = bare_keyword(text)
+    if word:
+        ctx.error(path, f"`{word}` here is a field named {word} in JMESPath, not the literal; write `` `{word}` ``")
     for name in used:
         if name in CUSTOM_FUNCTIONS:
             if name not in ctx.helpers:

@@ -623,5 +623,35 @@ def negates_before_path(text: str) -> bool:
     return walk(parsed)
 
 
+_KEYWORDS = ("null", "true", "false")
+_PROJECTIONS = frozenset({"projection", "value_projection", "filter_projection"})
+
+
+def bare_keyword(text: str) -> str | None:
+    """`null`, `true` or `false` when the expression uses one as a name (`a != null`): JMESPath
+    reads it as a field of that name, not as the literal `` `null` ``. A name after a dot
+    (`a.null`) is left alone."""
+    if _PLAIN.match(text):
+        return None
+    try:
+        parsed = _PARSER.parse(text).parsed
+    except jexc.JMESPathError:
+        return None
+
+    def walk(node, after_dot: bool):
+        if not isinstance(node, dict):
+            return None
+        if node.get("type") == "field" and node.get("value") in _KEYWORDS and not after_dot:
+            return node["value"]
+        t = node.get("type")
+        for i, child in enumerate(node.get("children", ())):
+            # `a.b.null` (every step after the first), `a[].null` (the projected side)
+            found = walk(child, (t == "subexpression" and i > 0) or (t in _PROJECTIONS and i == 1))
+            if found:
+                return found
+        return None
+    return walk(parsed, False)
+
+
 def is_builtin(name: str) -> bool:
     return name in jmespath.functions.Functions.FUNCTION_TABLE and name not in CUSTOM_FUNCTIONS

@@ -227,7 +227,10 @@ def test_fault_load_test_200_streams(tmp_path):
     assert res["streams"] == 200 and res["faulted"] == 40
     assert res["completed_ok"] + res["failed_as_expected"] + res["unexpected"] == res["streams"]
     assert res["completed_ok"] == 160 + res["recovered"] and res["recovered"] == 8  # 429/529 once, retried
-    assert res["max_in_flight"] == 200
+    # all at once: the full-length streams were all in flight together (a stream refused on every
+    # attempt may end, after a jittered backoff, before the last request is sent)
+    assert res["max_in_flight_full"] == res["completed_ok"] == 168
+    assert res["max_in_flight"] >= 168
     for c in res["checks"]:
         assert c["ok"], c
     assert {c["name"] for c in res["checks"]} >= {"no stream lost", "engine_open_streams 0 after the run",

@@ -237,6 +237,21 @@ def test_handler_reads_of_the_scope_stay_right_around_each_and_set():
     assert t.scope["model"] == "m"
 
 
+def test_a_bare_null_true_or_false_is_an_error():
+    # JMESPath reads them as field names: `x != null` compares x with a field called null
+    _, errors = compile_text("""
+    template:
+      a: "src.x != null"
+      b: "src.xs[?t == true]"
+      c: "src.x || false"
+      d: "src.x != `null` && src.obj.null"
+      e: "src.xs[].true"
+      f: "null"
+    """)
+    assert [e.path for e in errors] == ["template.a", "template.b", "template.c"]
+    assert "write `` `null` ``" in errors[0].message and "`true` here is a field" in errors[1].message
+
+
 def test_negation_before_a_dotted_path_is_an_error():
     _, errors = compile_text("""
     template:

@@ -334,6 +334,10 @@ async def drive(base: str, up_url: str, s: FaultSettings) -> dict:
     # most requests in flight at once (sent -> end of the response), and most streams open at once
     # (response head -> end, answers with HTTP 200 only)
     peak_flight = _peak([(r.sent, r.end) for r in results if r.end])
+    # a stream refused at once (529 on every attempt, retried after a jittered backoff that may be
+    # ~0) can end before the last one is sent; the full-length ones (every delta, 10 ms apart)
+    # must all have been in flight together
+    peak_full = _peak([(r.sent, r.end) for r in results if r.end and r.expect == OK])
     peak = _peak([(r.head, r.end) for r in results if r.head and r.end and r.status == 200])
     by_kind: dict = {}
     for r in results:
@@ -358,6 +362,7 @@ async def drive(base: str, up_url: str, s: FaultSettings) -> dict:
         "wall": wall,
         "max_open": peak,
         "max_in_flight": peak_flight,
+        "max_in_flight_full": peak_full,
         "by_kind": by_kind,
         "checks": [{"name": n, "ok": bool(ok), "detail": d} for n, ok, d in checks],
         "tasks_before": tasks_before, "tasks_after": tasks_after,
