@@ -186,6 +186,26 @@ def test_metrics_count_requests_tokens_and_latency(make_gateway, fake_anthropic)
     assert m['engine_request_seconds_count{route="/v1/chat/completions"}'] == 4
 
 
+def test_unknown_paths_and_methods_get_the_full_treatment(make_gateway):
+    # no route (404) or no method (405): the request id, the API's error shape, the Allow header,
+    # the access line and the metrics, as every routed request gets them
+    gw = make_gateway()
+    req = urllib.request.Request(gw.url + "/v1/chat/completions", method="GET", headers={"x-request-id": "rq-405"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 405 and e.value.headers["Allow"] == "POST"
+    assert e.value.headers["x-request-id"] == "rq-405"
+    assert json.loads(e.value.read())["error"]["message"] == "Method Not Allowed"
+    status, headers, body = post(gw, "/v1/messages/nope", {})
+    assert status == 404 and headers["x-request-id"].startswith("req_")
+    assert json.loads(body)["type"] == "error" and json.loads(body)["error"]["type"] == "not_found_error"
+    gw.wait_for_output("request_id=rq-405")
+    assert "path=/v1/chat/completions route=unmatched" in gw.output()
+    m = metrics(gw)
+    assert m['engine_requests_total{model="-",route="unmatched",status="405"}'] == 1
+    assert m['engine_requests_total{model="-",route="unmatched",status="404"}'] == 1
+
+
 # ---------------------------------------------------------------- faults
 
 @pytest.fixture
@@ -353,7 +373,7 @@ def test_sigterm_lets_open_streams_finish(make_gateway, fake_anthropic):
 
 async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthropic, fake_openai, tmp_path, caplog):
     """aiohttp raises ClientConnectionResetError when the answer is written to a client that
-    has just closed its connection (seen at the end of every wrk run): the middleware lets
+    has just closed its connection (seen at the end of every wrk run): app.guarded lets
     aiohttp drop the connection, and logs a 499 instead of an ERROR with a traceback."""
     import logging
 
@@ -362,7 +382,7 @@ async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthrop
 
     from engine import config as config_mod
     from engine.catalog import Catalog
-    from engine.server.app import create_app
+    from engine.server.app import add_route, create_app
     from conftest import gateway_env
 
     app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
@@ -370,7 +390,7 @@ async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthrop
     async def gone(request):
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
 
-    app.router.add_post("/v1/test/gone", gone)
+    add_route(app, "POST", "/v1/test/gone", gone)  # a plain path: found before the catch-all
     server = TestServer(app)
     await server.start_server()
     try:

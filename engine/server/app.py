@@ -1,4 +1,5 @@
-"""App factory: routes, the error middleware, upstream connection pools and the compiled specs."""
+"""App factory: routes (each guarded: request id, errors, access line), upstream connection pools and
+the compiled specs."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,54 +25,78 @@ UPSTREAMS = web.AppKey("upstreams", dict)
 PAIRS = web.AppKey("pairs", dict)
 
 
-@web.middleware
-async def middleware(request: web.Request, handler):
-    """The one middleware (each layer costs every request): request id, gateway key, errors in
-    the caller's API shape, then the access log line and the metrics."""
-    start = time.monotonic()
-    rid = request.headers.get("x-request-id") or new_id("req_")
-    request["request_id"] = rid
-    request["started"] = start
-    request["log"] = {}
-    status = 499  # the client went away before an answer
-    try:
+def guarded(handler):
+    """`handler` with what every request gets: request id, gateway key, errors in the caller's
+    API shape, then the access log line and the metrics. Every route is registered through it
+    (add_route), so aiohttp runs no middleware chain: its chain and the current-app wrapper it
+    adds cost ~4 µs a request."""
+    async def guarded_handler(request: web.Request):
+        start = time.monotonic()
+        rid = request.headers.get("x-request-id") or new_id("req_")
+        request["request_id"] = rid
+        request["started"] = start
+        request["log"] = {}
+        status = 499  # the client went away before an answer
         try:
-            ops.check_key(request)
-            resp = await handler(request)
-        except ApiError as e:
-            resp = render(api_of(request.path), e, rid)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
-        except (HttpProcessingError, RequestPayloadError) as e:
-            # a body aiohttp could not read: e.g. labelled gzip but not gzip
-            resp = render(api_of(request.path), ApiError(400, f"the request body could not be read: {e}"), rid)
-        except ConnectionResetError:
-            # the client went away mid-answer (aiohttp's "cannot write to closing transport"): not a
-            # gateway fault. The connection is closed, so aiohttp's write of what is returned fails
-            # quietly, and the access line says 499.
-            if request.transport is not None:
-                request.transport.close()
-            return request.get("stream_response") or web.Response(status=499)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            started = request.get("stream_response")
-            if started is not None and started.prepared:
-                # the answer is already on the wire: a second response would corrupt the
-                # connection, so end it; the client sees a broken stream, not a wrong answer
+            try:
+                ops.check_key(request)
+                resp = await handler(request)
+            except ApiError as e:
+                resp = render(api_of(request.path), e, rid)
+            except web.HTTPException as e:
+                if e.status < 400:
+                    raise
+                resp = render(api_of(request.path), ApiError(e.status, e.reason or "error"), rid)
+            except (HttpProcessingError, RequestPayloadError) as e:
+                # a body aiohttp could not read: e.g. labelled gzip but not gzip
+                resp = render(api_of(request.path), ApiError(400, f"the request body could not be read: {e}"), rid)
+            except ConnectionResetError:
+                # the client went away mid-answer (aiohttp's "cannot write to closing transport"):
+                # not a gateway fault. The connection is closed, so aiohttp's write of what is
+                # returned fails quietly, and the access line says 499.
                 if request.transport is not None:
                     request.transport.close()
-                return started
-            resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
-                                                         type="server_error"), rid)
-        if not resp.prepared:
-            resp.headers["x-request-id"] = rid
-        status = resp.status
-        return resp
-    finally:
-        ops.record(request, status, time.monotonic() - start)
+                return request.get("stream_response") or web.Response(status=499)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                started = request.get("stream_response")
+                if started is not None and started.prepared:
+                    # the answer is already on the wire: a second response would corrupt the
+                    # connection, so end it; the client sees a broken stream, not a wrong answer
+                    if request.transport is not None:
+                        request.transport.close()
+                    return started
+                resp = render(api_of(request.path), ApiError(500, "internal gateway error; see the gateway log",
+                                                             type="server_error"), rid)
+            if not resp.prepared:
+                resp.headers["x-request-id"] = rid
+            status = resp.status
+            return resp
+        finally:
+            ops.record(request, status, time.monotonic() - start)
+    return guarded_handler
 
+
+def add_route(app: web.Application, method: str, path: str, handler):
+    """A route whose handler runs guarded (a GET answers HEAD too, as aiohttp's add_get does)."""
+    if method == "GET":
+        app.router.add_get(path, guarded(handler))
+    else:
+        app.router.add_route(method, path, guarded(handler))
+
+
+async def _unmatched(request: web.Request):
+    """No route for this path (404), or none for this method (405, with Allow): the catch-all
+    route, last, so these answers get the request id, the API's error shape and the access line."""
+    ops.note(request, route="unmatched")
+    allowed: set = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise ApiError(405, "Method Not Allowed", headers={"Allow": ", ".join(sorted(allowed))})
+    raise ApiError(404, "Not Found")
 
 
 # a route decision depends only on the frozen config and the model name: made once per name.
@@ -210,8 +235,7 @@ def _remember(memo: dict, key, value):
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     catalog = catalog or Catalog.load()
-    app = web.Application(middlewares=[middleware],
-                          client_max_size=cfg.max_body_bytes)
+    app = web.Application(client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
     app[PAIRS] = {}
@@ -241,10 +265,12 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     for schema_id in schemas.schema_ids():
         schemas.is_valid(schema_id)
     ops.setup(app, cfg)
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", models)
+    add_route(app, "GET", "/metrics", ops.metrics_handler)
+    add_route(app, "GET", "/health", health)
+    add_route(app, "GET", "/v1/models", models)
     # each client API registers its own routes and pairs
     from . import chat, messages, responses
     for module in (chat, messages, responses):
         module.setup(app)
+    app.router.add_route("*", "/{tail:.*}", guarded(_unmatched))
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
+from .app import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 
 
 async def chat_completions(request: web.Request):
@@ -25,5 +25,5 @@ async def chat_completions(request: web.Request):
 
 def setup(app: web.Application):
     add_pair(app, "chat-to-messages", upstream_path="/v1/messages")
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
+    add_route(app, "POST", "/v1/chat/completions", chat_completions)
+    add_route(app, "POST", "/chat/completions", chat_completions)

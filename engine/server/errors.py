@@ -17,7 +17,7 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
 
 
 class ApiError(Exception):
-    """Raised anywhere in a handler; rendered in the caller's API shape by the middleware."""
+    """Raised anywhere in a handler; rendered in the caller's API shape by app.guarded."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  type: str | None = None, headers: dict | None = None):

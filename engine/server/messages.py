@@ -19,7 +19,7 @@ import math
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
+from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
 
 PAIR = "messages-to-chat"
@@ -135,5 +135,5 @@ def setup(app: web.Application):
     app[SPEC_CFG] = {**app["spec_cfg"], "max_tokens_cap": cfg.max_tokens_cap}
     add_pair(app, PAIR, upstream_path="/chat/completions", keepalive=PING)
     for prefix in ("", "/anthropic"):
-        app.router.add_post(prefix + "/v1/messages", messages)
-        app.router.add_post(prefix + "/v1/messages/count_tokens", count_tokens)
+        add_route(app, "POST", prefix + "/v1/messages", messages)
+        add_route(app, "POST", prefix + "/v1/messages/count_tokens", count_tokens)

@@ -1,7 +1,7 @@
 """What an operator needs around every request: gateway keys, one log line, Prometheus metrics.
 
 Handlers add what they learn (route, model, upstream status, tokens, time to first byte) with
-`note(request, ...)`; the access middleware logs and counts it once the response is done."""
+`note(request, ...)`; app.guarded logs and counts it once the response is done."""
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +26,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 
 
 def note(request: web.Request, **fields):
-    """Facts about this request for the access log and the metrics (the middleware gives every
+    """Facts about this request for the access log and the metrics (app.guarded gives every
     request its dict; a handler run without it, as in unit tests, gets one here)."""
     note_all(request, fields)
 
@@ -100,7 +100,6 @@ def _task_count() -> int:
 def setup(app: web.Application, cfg):
     app[METRICS] = Metrics()
     app[KEYRING] = None if cfg.auth_disabled else KeyRing(cfg.all_api_keys())
-    app.router.add_get("/metrics", metrics_handler)
 
 
 async def metrics_handler(request: web.Request):

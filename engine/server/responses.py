@@ -22,7 +22,7 @@ from aiohttp import web
 from ..functions import TranslationError, new_id
 from ..nodes import dumps
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, limits, pair_for, resolve, spec_scope, upstream_auth
+from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
 
 log = logging.getLogger("engine.responses")
@@ -124,10 +124,10 @@ def setup(app: web.Application):
     add_pair(app, PAIR, upstream_path="/v1/messages")
     app.cleanup_ctx.append(_store_ctx)
     for prefix in ("/v1", ""):
-        app.router.add_post(prefix + "/responses", create_response)
-        app.router.add_get(prefix + "/responses/{id}", get_response)
-        app.router.add_delete(prefix + "/responses/{id}", delete_response)
-        app.router.add_post(prefix + "/responses/{id}/submit_tool_outputs", submit_tool_outputs)
+        add_route(app, "POST", prefix + "/responses", create_response)
+        add_route(app, "GET", prefix + "/responses/{id}", get_response)
+        add_route(app, "DELETE", prefix + "/responses/{id}", delete_response)
+        add_route(app, "POST", prefix + "/responses/{id}/submit_tool_outputs", submit_tool_outputs)
 
 
 # ---------------------------------------------------------------- the translated path
