@@ -12,21 +12,11 @@ import json
 from .compiler import END, CompiledSpec, Raw, TextOut
 from .sse import SSEDecoder
 
+from .jsontext import loader
 from .nodes import dumps as _dumps
 
 _scan = json.JSONDecoder().scan_once  # the C scanner behind json.loads
-
-
-def _loads(text: str):
-    """json.loads, minus its per-call checks for the common case (~0.6 µs of its 1.2 µs on a
-    small event): a value starting at the first character and filling the text."""
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:  # leading whitespace, or not JSON: json.loads decides
-        return json.loads(text)
-    if end != len(text) and text[end:].strip(" \t\n\r"):
-        return json.loads(text)  # raises its "Extra data" error
-    return value
+_loads = loader(json.JSONDecoder())  # json.loads, minus its per-call checks (~0.6 of 1.2 µs an event)
 
 
 class StreamTranslator:

@@ -147,12 +147,10 @@ def record(request: web.Request, status: int, elapsed: float):
         "upstream_status": ups, "latency_ms": latency, "ttfb_ms": ttfb_ms,
         "tokens_in": tin, "tokens_out": tout, "request_id": rid,
     }
-    # the fields in order as key=value, those without a value left out: one string build
-    access_log(f"method={method} path={path} route={route}{_kv(' model=', model)}{_kv(' provider=', provider)}"
-               f"{_kv(' mode=', mode)} status={status}{_kv(' upstream_status=', ups)} latency_ms={latency}"
-               f"{_kv(' ttfb_ms=', ttfb_ms)}{_kv(' tokens_in=', tin)}{_kv(' tokens_out=', tout)}"
-               f"{_kv(' request_id=', rid)}", fields)
-
-
-def _kv(key: str, value) -> str:
-    return "" if value is None else f"{key}{value}"
+    # the fields in order as key=value, those without a value left out: one string build, no call
+    access_log(f"method={method} path={path} route={route}{'' if model is None else f' model={model}'}"
+               f"{'' if provider is None else f' provider={provider}'}{'' if mode is None else f' mode={mode}'}"
+               f" status={status}{'' if ups is None else f' upstream_status={ups}'} latency_ms={latency}"
+               f"{'' if ttfb_ms is None else f' ttfb_ms={ttfb_ms}'}{'' if tin is None else f' tokens_in={tin}'}"
+               f"{'' if tout is None else f' tokens_out={tout}'}{'' if rid is None else f' request_id={rid}'}",
+               fields)

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from .. import schemas
+from ..jsontext import loader
 from ..nodes import dumps  # the C encoder built once, not per call as JSONEncoder.encode does
 from ..functions import TranslationError
 from ..stream import StreamTranslator
@@ -42,7 +43,7 @@ def _loads_utf8(raw: bytes):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return json.loads(raw)
-    return json.loads(text)
+    return _json_loads(text)
 
 
 def _not_json(word: str):
@@ -59,7 +60,8 @@ def _finite(text: str) -> float:
 
 
 _INF = float("inf")
-_decode = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite).decode
+_decode = loader(json.JSONDecoder(parse_constant=_not_json, parse_float=_finite))
+_json_loads = loader(json.JSONDecoder())
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]", re.ASCII)
 
 
