@@ -443,6 +443,8 @@ class _Gen:
             tmp = self.temp()
             return (f"(len({tmp}) if (type({tmp} := {self.gen(ch[0], cur, top)}) is list or type({tmp}) is str "
                     f"or type({tmp}) is dict) else {self.bind(_caller('length', 1), 'f')}({tmp}))")
+        if t == "function_expression" and node["value"] in _TYPE_TESTS and len(ch) == 1:
+            return f"isinstance({self.gen(ch[0], cur, top)}, {_TYPE_TESTS[node['value']]})"
         if t == "function_expression" and all(c["type"] != "expref" for c in ch):
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
@@ -524,6 +526,8 @@ def _dict_reads(head: list[str], rest: list[str], env: dict) -> list[str]:
 
 
 _PY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+# the custom type tests (functions.py), written in place: they are isinstance and nothing else
+_TYPE_TESTS = {"is_string": "str", "is_object": "dict", "is_array": "list"}
 
 
 def flatten_present(base):
@@ -542,7 +546,7 @@ def flatten_present(base):
 def boolish(node) -> bool:
     """True when the expression's value is true, false or null, whose truthiness is Python's:
     comparisons (ordered ones give null for values that do not compare), `!`, boolean literals,
-    and `||` / `&&` of such."""
+    the type tests (is_string ...), and `||` / `&&` of such."""
     t = node.get("type")
     if t == "comparator":
         return node.get("value") in _CMP
@@ -552,7 +556,7 @@ def boolish(node) -> bool:
         return type(node.get("value")) is bool
     if t in ("or_expression", "and_expression"):
         return all(boolish(c) for c in node.get("children", ()))
-    return False
+    return t == "function_expression" and node.get("value") in _TYPE_TESTS
 
 
 def flatten(base):

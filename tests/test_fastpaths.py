@@ -67,6 +67,9 @@ EDGE = [
     # against a number literal (Python's comparison for numbers), length inlined, `x[]` in one call
     "f0 >= `0.0`", "t >= `0`", "n1 <= `1.5`", "s > `0`", "ns[?@ < `1.0`]", "length(b) > `1`",
     "length(`null`)", "length(t)", "a[].c[]", "b.q[]", "ss[]", "[a[0], z][]",
+    # the type tests written as isinstance, and tested as they are
+    "is_array(a)", "is_object(@)", "is_string(z)", "a[?is_object(@)].b", "a[?!is_array(@)]",
+    "is_string(s) && s || `null`", "is_object(b) || is_array(b)", "ns[?is_string(@)]",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
