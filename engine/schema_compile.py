@@ -245,35 +245,19 @@ class Compiler:
         return name
 
     def _body(self, s: dict, resolver) -> list[str]:
-        lines: list[str] = []
-
-        def guard(expr: str, ind: str = "    "):
-            if expr != "True":
-                lines.append(f"{ind}if not ({expr}): return False")
+        # the keywords an expression can hold, as one test first (the type leads it)
+        test = self._expression({k: v for k, v in s.items() if k in _INLINE}, resolver, "x")
+        lines = [f"    if not ({test}): return False"] if test != "True" else []
         kind = s.get("type")
-        if kind is not None:
-            guard(self._type(kind, "x"))
-        if "const" in s:
-            guard(self._const(s["const"], "x"))
-        if "enum" in s:
-            guard(self._enum(s["enum"], "x"))
         if any(k in s for k in _OBJECT):
             lines += self._object(s, resolver, kind == "object")
         if any(k in s for k in ("items", "minItems", "maxItems", "uniqueItems")):
             lines += self._array(s, resolver, kind == "array")
-        for part in self._string(s, "x", kind == "string") + self._number(s, "x", kind in ("integer", "number")):
-            guard(part)
-        if "$ref" in s:
-            guard(self._ref(s["$ref"], resolver, "x"))
         if "allOf" in s:
             lines += self._all_of(s["allOf"], resolver)
-        if "anyOf" in s:
-            guard(" or ".join(f"({self._sub(sub, resolver, 'x')})" for sub in s["anyOf"]) or "False")
         if "oneOf" in s:
             count = " + ".join(f"(1 if ({self._sub(sub, resolver, 'x')}) else 0)" for sub in s["oneOf"]) or "0"
             lines.append(f"    if {count} != 1: return False")
-        if "not" in s:
-            lines.append(f"    if {self._sub(s['not'], resolver, 'x')}: return False")
         if "if" in s:
             cond = self._sub(s["if"], resolver, "x")
             then = self._sub(s["then"], resolver, "x") if "then" in s else "True"
