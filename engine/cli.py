@@ -189,9 +189,33 @@ def _check(args) -> int:
     if errors:
         print(f"{len(errors)} error(s) in the mapping specs", file=sys.stderr)
         return 1
+    if _check_pins(args, specs):
+        return 1
     for (name, version), spec in sorted(specs.items()):
         print(f"ok  {name}@{version}  ({spec.kind}, {spec.file})")
     return 0
+
+
+def _check_pins(args, specs) -> int:
+    """The config's version pins (routes `@version`, mapping_versions) against the specs checked:
+    the config of `--config`, TOKLIGENCE_CONFIG and TOKLIGENCE_* as `engine serve` reads it."""
+    from . import config as config_mod
+
+    try:
+        cfg = config_mod.load({"config": args.config, "set": args.set})
+    except config_mod.ConfigError as e:
+        print(f"engine: config error: {e}", file=sys.stderr)
+        return 1
+    if cfg.mappings_dir and not args.mappings and cfg.mappings_dir != str(MAPPINGS_DIR):
+        specs, errors = compile_dir(cfg.mappings_dir)
+        for e in errors:
+            print(e, file=sys.stderr)
+        if errors:
+            return len(errors)
+    problems = Catalog(specs).pin_errors(cfg.routes, cfg.mapping_versions)
+    for p in problems:
+        print(f"{cfg.config_file or 'config'}: {p}", file=sys.stderr)
+    return len(problems)
 
 
 def _spec(catalog: Catalog, ref: str):
@@ -275,7 +299,9 @@ def main(argv=None) -> int:
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate and compile every mapping spec; exit 1 on any error")
-    c.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    c.add_argument("--mappings", help="folder of specs (default: mappings_dir, else the project's mappings/)")
+    c.add_argument("--config", help="INI config whose version pins are checked too (else TOKLIGENCE_CONFIG)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(fn=_check)
 
     t = sub.add_parser("translate", help="apply a request or response spec to a JSON file")
