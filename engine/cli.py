@@ -245,14 +245,30 @@ def _translate(args) -> int:
     return 0
 
 
+def _recorded_exchange(fixture) -> dict | None:
+    """requests/<name>.json beside a fixture `engine serve --record` wrote, if there is one."""
+    from pathlib import Path
+
+    side = Path(fixture).parent / "requests" / (Path(fixture).stem + ".json")
+    return _load_json(side) if side.is_file() else None
+
+
 def _replay(args) -> int:
     from .sse import SSEDecoder
     from .stream import StreamTranslator
 
     catalog = Catalog.load(args.mappings or MAPPINGS_DIR)
-    spec = _spec(catalog, args.spec)
+    exchange = _recorded_exchange(args.fixture) or {}
+    pair = exchange.get("pair") or "chat-to-messages"
     raw = open(args.fixture, "rb").read()
-    req = _load_json(args.req) if args.req else {"stream": True, "stream_options": {"include_usage": True}}
+    req = _load_json(args.req) if args.req else exchange.get("client", {}).get("body") or \
+        {"stream": True, "stream_options": {"include_usage": True}}
+    if str(args.fixture).endswith(".json"):  # a recorded non-streamed answer: the response spec
+        spec = _spec(catalog, args.spec or f"{pair}/response")
+        out = spec.apply(src=json.loads(raw), req=req, cfg={"default_max_tokens": 4096}, model=args.model)
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    spec = _spec(catalog, args.spec or f"{pair}/stream")
     cfg = {"default_max_tokens": 4096, "stream_id": "replay"}
 
     def run_once():
@@ -296,6 +312,8 @@ def main(argv=None) -> int:
     s.add_argument("--port", type=int)
     s.add_argument("--workers", help="processes sharing the port (N or auto)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    s.add_argument("--record", dest="record_dir", metavar="DIR",
+                   help="write every upstream exchange as fixture files into DIR (config key record_dir)")
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate and compile every mapping spec; exit 1 on any error")
@@ -315,14 +333,27 @@ def main(argv=None) -> int:
 
     r = sub.add_parser("replay", help="run a recorded SSE stream through a stream spec")
     r.add_argument("fixture")
-    r.add_argument("--spec", default="chat-to-messages/stream")
-    r.add_argument("--req", help="client request JSON (default: stream with include_usage)")
+    r.add_argument("--spec", help="NAME[@VERSION] (default: the recorded exchange's pair beside the fixture, "
+                                  "else chat-to-messages; its stream spec, or its response spec for a .json)")
+    r.add_argument("--req", help="client request JSON (default: the recorded client request, else stream "
+                                 "with include_usage)")
     r.add_argument("--model", default="replay-model")
     r.add_argument("--time", action="store_true", help="print µs per event beside json decode/encode alone")
     r.add_argument("--repeat", type=int, default=2000)
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--mappings")
     r.set_defaults(fn=_replay)
+
+    d = sub.add_parser("diff", help="run every case file and recorded fixture through two versions of an "
+                                    "API pair and print what changes, per case")
+    d.add_argument("pair", help="e.g. chat-to-messages")
+    d.add_argument("version_a")
+    d.add_argument("version_b")
+    d.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    d.add_argument("--cases", help="folder of case files (default: tests/cases)")
+    d.add_argument("--fixtures", action="append", default=[], metavar="DIR",
+                   help="a folder of recorded fixtures (repeatable; tests/fixtures is always read)")
+    d.set_defaults(fn=_diff)
 
     b = sub.add_parser("bench", help="benchmark: the gateway beside a plain byte proxy, one table of ratios")
     b.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
@@ -344,6 +375,21 @@ def main(argv=None) -> int:
 
     args = p.parse_args(argv)
     return args.fn(args)
+
+
+def _diff(args) -> int:
+    from . import diff
+    from .cases import CASES_DIR
+
+    catalog = Catalog.load(args.mappings or MAPPINGS_DIR)
+    for version in (args.version_a, args.version_b):
+        problem = catalog.pin_problem(args.pair, version)
+        if problem:
+            print(f"engine diff: {problem}", file=sys.stderr)
+            return 2
+    diff.run(catalog, args.pair, args.version_a, args.version_b, cases_dir=args.cases or CASES_DIR,
+             fixtures=[diff.FIXTURES_DIR, *args.fixtures])
+    return 0
 
 
 def _bench(args) -> int:
