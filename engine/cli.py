@@ -261,8 +261,9 @@ def _replay(args) -> int:
     exchange = _recorded_exchange(args.fixture) or {}
     pair = exchange.get("pair") or "chat-to-messages"
     raw = open(args.fixture, "rb").read()
-    req = _load_json(args.req) if args.req else exchange.get("client", {}).get("body") or \
-        {"stream": True, "stream_options": {"include_usage": True}}
+    # the client request of a translated exchange (a passed-through one is in the upstream's API)
+    recorded = exchange.get("client", {}).get("body") if exchange.get("pair") else None
+    req = _load_json(args.req) if args.req else recorded or {"stream": True, "stream_options": {"include_usage": True}}
     if str(args.fixture).endswith(".json"):  # a recorded non-streamed answer: the response spec
         spec = _spec(catalog, args.spec or f"{pair}/response")
         out = spec.apply(src=json.loads(raw), req=req, cfg={"default_max_tokens": 4096}, model=args.model)

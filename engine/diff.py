@@ -91,13 +91,15 @@ def _fixture_runs(folders, specs_a: dict, specs_b: dict, pair: str):
                 continue
             if ex is not None and ex.get("status", 200) != 200:
                 continue
-            req = (ex or {}).get("client", {}).get("body")
+            translated = ex is not None and ex.get("pair") == pair
+            # a passed-through exchange's client request is in the upstream's API, not the pair's
+            req = ex["client"].get("body") if translated else None
             if path.suffix == ".sse":
                 kind, schema = "stream", _stream_source(path.name)
             else:
                 kind, schema = "response", _body_source(path.name)
             spec = specs_b.get(kind)
-            if spec is None or (ex is None and schema != spec.source):
+            if spec is None or (not translated and schema != spec.source):
                 continue
             raw = path.read_bytes()
             if kind == "stream":
@@ -143,7 +145,7 @@ def run(catalog, pair: str, a: str, b: str, cases_dir=case_files.CASES_DIR, fixt
                 lines = changes(_result(specs_a[kind], case), _result(specs_b[kind], case))
                 if lines:
                     changed += 1
-                    out(f"changed  case {kind}/{name}  ({path})")
+                    out(f"changed  case {kind}/{name}  ({_shown_path(path)})")
                     out("\n".join("    " + line for line in lines))
         for label, kind, apply in _fixture_runs(fixtures, specs_a, specs_b, pair):
             if specs_a[kind] is specs_b[kind]:
@@ -159,6 +161,13 @@ def run(catalog, pair: str, a: str, b: str, cases_dir=case_files.CASES_DIR, fixt
         return changed
     finally:
         functions.clock, functions.random_bytes = saved
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _result(spec, case: dict):

@@ -171,3 +171,26 @@ def test_client_request_schemas_stay_strict(gateway):
     with pytest.raises(openai.BadRequestError) as e:
         sdk(gateway).chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "robot", "content": "hi"}])
     assert "messages[0].role" in str(e.value)
+
+
+def test_record_a_passthrough_exchange(make_gateway, fake_anthropic, tmp_path):
+    import anthropic
+
+    rec = tmp_path / "recorded"
+    gw = make_gateway(args=["--record", str(rec)])
+    events = anthropic_stream_events([{"type": "text", "text": ["Passed", " through"]}], "end_turn")
+    fake_anthropic.enqueue(sse_reply(sse_events(events)))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=20)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "hi"}]) as s:
+        assert s.get_final_text() == "Passed through"
+    gw.stop()
+    streams = sorted(rec.glob("anthropic-rec-*.sse"))
+    assert len(streams) == 1 and streams[0].read_bytes() == sse_events(events).encode()
+    exchange = json.loads((rec / "requests" / (streams[0].stem + ".json")).read_text())
+    assert "pair" not in exchange and exchange["upstream"]["body"]["model"] == "claude-sonnet-4-5"
+    assert exchange["upstream"]["headers"]["x-api-key"] == "[redacted]"
+    assert "sk-ant-upstream-secret" not in "".join(p.read_text() for p in rec.rglob("*") if p.is_file())
+    # the recorded Anthropic stream replays through a translating pair as any fixture does
+    r = engine("replay", str(streams[0]))
+    assert r.returncode == 0 and '"content":"Passed"' in r.stdout, r.stderr

@@ -37,9 +37,14 @@ def redact_headers(headers) -> dict:
     return out
 
 
-def _stem(provider: str, stream: bool, status: int) -> str:
+def _stem(provider: str, path: str, stream: bool, status: int) -> str:
+    """A name the fixture globs of the tests pick up for the API the answer is in."""
     if status != 200:
         return f"{provider}-error-rec"
+    if path.endswith("/count_tokens"):
+        return f"{provider}-count-tokens-rec"
+    if path.endswith("/responses"):
+        return "responses-rec" if stream else "responses-response-rec"
     if provider == "anthropic":
         return "anthropic-rec" if stream else "anthropic-message-rec"
     return f"{provider}-rec" if stream else f"{provider}-chat-completion-rec"
@@ -60,25 +65,33 @@ class Recorder:
         self.run = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
 
     def start(self, pair, upstream, client_request, client_body: dict, payload: bytes, headers: dict):
-        return Recording(self, pair, upstream, client_request, client_body, payload, headers)
+        """A translated exchange: the pair and its spec versions are written beside it."""
+        r = Recording(self, upstream, pair.upstream_path, client_request, client_body, payload, headers)
+        r.exchange = {"pair": pair.name, "specs": {kind: spec.ref for kind, spec in pair.specs.items()},
+                      **r.exchange}
+        return r
+
+    def start_passthrough(self, upstream, path: str, client_request, raw: bytes, headers: dict):
+        body = _json_or_text(raw)
+        return Recording(self, upstream, path, client_request, body, raw, headers)
 
 
 class Recording:
     """One exchange; the answer's bytes are kept as they arrive and written at the end."""
-    __slots__ = ("rec", "exchange", "provider", "stream", "status", "parts")
+    __slots__ = ("rec", "exchange", "provider", "path", "stream", "status", "parts", "encoded")
 
-    def __init__(self, rec: Recorder, pair, upstream, client_request, client_body, payload, headers):
+    def __init__(self, rec: Recorder, upstream, path: str, client_request, client_body, payload, headers):
         self.rec = rec
         self.provider = upstream.name
-        self.stream = bool(client_body.get("stream"))
+        self.path = path.split("?", 1)[0]
+        self.stream = isinstance(client_body, dict) and bool(client_body.get("stream"))
         self.status = 0
+        self.encoded = False
         self.parts: list[bytes] = []
         self.exchange = {
-            "pair": pair.name,
-            "specs": {kind: spec.ref for kind, spec in pair.specs.items()},
             "client": {"method": client_request.method, "path": client_request.path,
                        "headers": redact_headers(client_request.headers), "body": client_body},
-            "upstream": {"url": upstream.base_url + pair.upstream_path,
+            "upstream": {"url": upstream.base_url + path,
                          "headers": redact_headers({**upstream.headers, **headers}),
                          "body": _json_or_text(payload)},
         }
@@ -87,14 +100,19 @@ class Recording:
         self.status = status
         self.exchange["status"] = status
         self.exchange["response_headers"] = redact_headers(headers)
+        # a passed-through answer may stay compressed: such bytes make no fixture
+        self.encoded = (headers.get("content-encoding") or "identity").lower() != "identity"
 
     def add(self, data: bytes):
         self.parts.append(data)
 
     def finish(self):
         """Writes the files; a recording failure is logged, never the client's problem."""
+        if self.encoded:
+            log.info("record_dir: %s answer not recorded: it is compressed (content-encoding)", self.path)
+            return
         try:
-            name = f"{_stem(self.provider, self.stream, self.status)}-{self.rec.run}-{next(self.rec.count)}"
+            name = f"{_stem(self.provider, self.path, self.stream, self.status)}-{self.rec.run}-{next(self.rec.count)}"
             data = b"".join(self.parts)
             ext = ".sse" if self.stream and self.status == 200 else ".json"
             if ext == ".json":
