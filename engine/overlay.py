@@ -85,6 +85,10 @@ def parse_path(text: str) -> list | None:
     return out or None
 
 
+def _segments(text: str) -> list:
+    return parse_path(text) or [text]
+
+
 def _check_id(a: A):
     if type(a.v) is dict:
         for k in ("name", "param"):
@@ -211,7 +215,7 @@ class Overlay:
             return None, None
         parent = _walk(root, segs[:-1])
         if parent is None or type(parent.v) not in (dict, list):
-            self.error(where, f"{text}: {self._ref()} has nothing at {'.'.join(map(str, segs[:-1])) or 'the top'}")
+            self.error(where, f"{self._ref()} has nothing at {spec_path(segs[:-1])}")
             return None, None
         return parent, segs[-1]
 
@@ -225,7 +229,7 @@ class Overlay:
             return
         key = _step(parent, last)
         if key is None or (type(parent.v) is dict and key not in parent.v):
-            self.error(where, f"{item.v}: {self._ref()} has no {last!r} there to remove")
+            self.error(where, f"{self._ref()} has no {spec_path(_segments(item.v))} to remove")
             return
         if type(parent.v) is dict:
             parent.v = {k: x for k, x in parent.v.items() if k != key}
@@ -239,7 +243,7 @@ class Overlay:
             return
         key = _step(parent, last)
         if key is None:
-            self.error(where, f"{text}: {self._ref()} has no item {last!r} in that list")
+            self.error(where, f"{self._ref()} has no item {last!r} in the list at {spec_path(parse_path(text)[:-1])}")
             return
         if type(parent.v) is dict:
             parent.v = {**parent.v, key: value}
