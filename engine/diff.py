@@ -134,6 +134,9 @@ def run(catalog, pair: str, a: str, b: str, cases_dir=case_files.CASES_DIR, fixt
         for kind in sorted(specs_b):
             ra, rb = specs_a[kind].ref, specs_b[kind].ref
             out(f"  {kind:<9} {ra.split('@')[1]} -> {rb.split('@')[1]}" + ("  (same spec)" if ra == rb else ""))
+            name = specs_b[kind].name
+            for v in (v for v in catalog.versions(name) if min(a, b) < v <= max(a, b)):
+                out("\n".join(f"            {v}: {c}" for c in catalog.specs[(name, v)].changes))
         changed = total = 0
         for kind in sorted(specs_b):
             if specs_a[kind] is specs_b[kind]:
