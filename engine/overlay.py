@@ -133,7 +133,12 @@ def merge_template(base: A, over: A) -> A:
         if set(base.v) & TEMPLATE_HEADS == {"fields"} and set(over.v) & TEMPLATE_HEADS == {"fields"}:
             out = dict(base.v)
             for k, x in over.v.items():
-                out[k] = merge_template(base.v[k], x) if k == "fields" and k in base.v else x
+                inner = base.v.get(k)
+                if k == "fields" and inner is not None and type(inner.v) is dict and type(x.v) is dict:
+                    # the keys of `fields:` are field names, keywords included: merged as names
+                    x = A({**inner.v, **{n: merge_template(inner.v[n], y) if n in inner.v else y
+                                         for n, y in x.v.items()}}, inner.src, inner.pos, inner.key)
+                out[k] = x
             return A(out, over.src, over.pos, base.key)
         return over
     out = dict(base.v)

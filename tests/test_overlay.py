@@ -245,3 +245,14 @@ def test_a_pair_overlay_changes_several_specs_in_one_file(tmp_path):
     text = "\n".join(map(str, errors))
     assert "t/2025-02-01.yaml:6:1: respons: t has no spec kind 'respons'; kinds: request, response" in text, text
     assert "t/2025-02-01.yaml:5:" in text and "template.b: invalid JMESPath" in text, text
+
+
+def test_fields_nodes_merge_by_field_name_keywords_included(tmp_path):
+    write(tmp_path, "t/request/2025-01-01.yaml", BASE.format(kind="RequestMapping", name="request")
+          + "template: {fields: {merge: src.m, keep: src.k}, keep_null: [merge]}\n")
+    write(tmp_path, "t/request/2025-02-01.yaml", overlay_head() + "template: {fields: {use: src.u, merge: src.k}}\n")
+    specs, errors = compile_dir(tmp_path)
+    assert not errors, "\n".join(map(str, errors))
+    out = Catalog(specs).get("t/request", "2025-02-01").apply(src={"m": 1, "k": 2, "u": 3})
+    assert out == {"merge": 2, "keep": 2, "use": 3}
+    assert Catalog(specs).get("t/request", "2025-02-01").apply(src={"u": 3}) == {"merge": None, "use": 3}
