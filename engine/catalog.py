@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from . import metaschema
 from .compiler import CompiledSpec, compile_spec
 from .errors import SpecError, SpecErrors
-from .source import load_file
+from .source import load_text
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -63,19 +65,12 @@ def compile_dir(root) -> tuple[dict, list[SpecError]]:
     errors: list[SpecError] = []
     for path in sorted(Path(root).rglob("*.yaml")):
         rel = str(path.relative_to(Path(root).parent)) if Path(root).parent in path.parents else str(path)
-        try:
-            source = load_file(path)
-            source.path = rel
-        except Exception as e:  # YAML syntax error: report it like the others and go on
-            mark = getattr(e, "problem_mark", None)
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            errors.append(SpecError(rel, line, col, "<yaml>", str(getattr(e, "problem", e))))
-            continue
-        found = metaschema.check(source)
-        if found:
+        source, found = load_spec(path, rel)
+        if source is None:
             errors.extend(found)
             continue
-        spec = compile_spec(source, errors)
+        spec = compile_checked(source, found)
+        errors.extend(found)
         if spec is None:
             continue
         key = (spec.name, spec.version)
@@ -86,3 +81,47 @@ def compile_dir(root) -> tuple[dict, list[SpecError]]:
             continue
         specs[key] = spec
     return specs, errors
+
+
+def load_spec(path, rel: str):
+    """(Source, []) or (None, [the YAML syntax error at its line and column, with a caret])."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return load_text(text, rel), []
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        lines = text.splitlines()
+        if line > len(lines) and lines:  # the end of the file: point after its last line
+            line, col = len(lines), len(lines[-1]) + 1
+        src_line = lines[line - 1] if 0 < line <= len(lines) else ""
+        msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        return None, [SpecError(rel, line, col, "<yaml>", msg, src_line)]
+
+
+def compile_checked(source, errors: list):
+    """Meta-schema check and compile of one spec, every error of both in `errors` (sorted by
+    position); the compiled spec, or None. The compiler's own message for a node replaces the
+    meta-schema's for the same node: it names the nearest keyword."""
+    meta = metaschema.check(source)
+    compiled: list = []
+    try:
+        spec = compile_spec(source, compiled)
+    except Exception:  # noqa: BLE001 - a structure the meta-schema already refused
+        if not meta:
+            raise
+        spec = None
+    meta = [m for m in meta if not any(_overlap(m.keypath, c.keypath) for c in compiled)]
+    found = sorted(meta + compiled, key=lambda e: (e.line, e.col))
+    errors.extend(found)
+    return None if found else spec
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    if not a or not b:
+        return False
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]

@@ -14,6 +14,8 @@ from .errors import SpecError, spec_path
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
+from .names import near_typo, nearest, roots, token_offset
+from .scope import names_for
 
 TEMPLATE_KEYS = {
     "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
@@ -21,6 +23,14 @@ TEMPLATE_KEYS = {
     "concat": set(), "merge": set(), "use": {"with"}, "pipe": {"input", "args"},
     "fields": {"keep_null"},
 }
+# Keys that only mean something under their keyword: an object holding one without that keyword
+# is a misspelled or forgotten keyword, not a literal (a literal object with such a key is written
+# {fields: {...}}). `index`, `input` and `args` are left out: they are common fields of the wire
+# shapes the templates build.
+KEYWORD_PARAMS = {"cases": ("switch",), "table": ("lookup",), "value": ("when",), "else": ("when",),
+                  "default": ("switch", "lookup"), "map": ("each",), "as": ("each",), "flatten": ("each",),
+                  "with": ("use",), "keep_null": ("fields",), "then": ("when",)}
+REQUIRED_PARAMS = {"switch": ("cases",), "lookup": ("table",)}
 
 
 class Raw(str):
@@ -30,6 +40,7 @@ class Raw(str):
 END = object()
 _MISSING = object()
 ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do", "each"}
+ACTION_PARAMS = {"when": {"then", "else"}, "switch": {"cases", "default"}, "each": {"as", "then"}}
 
 
 @dataclass
@@ -112,11 +123,39 @@ class Ctx:
         self.proc_names: set = set()
         self.framing: dict = {}
         self.finalizers: list = []
+        self.names: frozenset = frozenset()  # what the spec kind and its sections put in scope
+        self.local: frozenset = frozenset()  # each/as and index names bound around this point
+        self.in_def: str | None = None       # the block of defs being compiled
+        self.use_sites: dict = {}            # block name -> [(with names, local names, in_def)]
+        self.def_reads: list = []            # (block, name, path, col offset) left to the use sites
 
-    def error(self, path, message, col_offset=0):
-        line, col = self.source.mark(tuple(path))
+    def error(self, path, message, col_offset=0, key=False):
+        """`key`: point at the last key of `path` rather than at its value."""
+        path = tuple(path)
+        mark = self.source.marks.get(path + ("<key>",)) if key else None
+        line, col = mark or self.source.mark(path)
         self.errors.append(SpecError(self.source.path, line, col + col_offset, spec_path(path),
-                                     message, self.source.line(line)))
+                                     message, self.source.line(line), keypath=path))
+
+    def expr_col(self, path, offset):
+        """Column offset of character `offset` of the expression at `path` (quoted scalars start
+        one column after their quote)."""
+        line, col = self.source.mark(tuple(path))
+        quoted = self.source.line(line)[col - 1:col] in ("'", '"')
+        return offset + (1 if quoted else 0)
+
+    def bound(self, *names):
+        """A context binding loop names: `with ctx.bound('x'): ...`."""
+        ctx = self
+        outer = ctx.local
+
+        class _B:
+            def __enter__(self):
+                ctx.local = outer | {n for n in names if n}
+
+            def __exit__(self, *exc):
+                ctx.local = outer
+        return _B()
 
 
 # ---------------------------------------------------------------- templates
@@ -130,6 +169,7 @@ def compile_expression(ctx: Ctx, text: str, path):
         quoted = ctx.source.line(line)[col - 1:col] in ("'", '"')
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
+    check_names(ctx, text, path)
     if negates_before_path(text):
         ctx.error(path, "`!a.b` reads as `(!a).b` in JMESPath, which is always null; write `!(a.b)`")
     word = bare_keyword(text)
@@ -149,6 +189,63 @@ def compile_expression(ctx: Ctx, text: str, path):
     return fn
 
 
+def _not_in_scope(ctx: Ctx, name: str, text: str, path, in_scope) -> str:
+    msg = f"`{name}` is not a name in scope (names here: {', '.join(sorted(in_scope))})"
+    near = nearest(name, in_scope, 0.75)
+    if near:
+        msg += f"; did you mean `{near}`?"
+    if text.strip() == name:
+        msg += f"; a string is written '{name}' or {{const: {name}}}"
+    return msg
+
+
+def check_names(ctx: Ctx, text: str, path):
+    """Every root name of the expression is one the spec kind provides or the spec binds; names a
+    block of defs reads are checked against what its `use` sites bind (compile_spec)."""
+    in_scope = ctx.names | ctx.local
+    for name in roots(text):
+        if name in in_scope:
+            continue
+        if name in ("null", "true", "false") and (text.strip() == "null" or bare_keyword(text)):
+            continue  # the literal `null`, or reported above as a keyword read as a field
+        offset = ctx.expr_col(path, token_offset(text, [name]))
+        if ctx.in_def is not None:
+            ctx.def_reads.append((ctx.in_def, name, text, list(path), offset, in_scope))
+        else:
+            ctx.error(path, _not_in_scope(ctx, name, text, path, in_scope), col_offset=offset)
+
+
+def _literal_keys(ctx: Ctx, t: dict, path) -> bool:
+    """A literal object must not hold a keyword's parameters nor a near-spelling of a keyword:
+    both are a keyword written wrong. True when an error was reported."""
+    bad = False
+    for k in t:
+        kw = near_typo(k, TEMPLATE_KEYS) if isinstance(k, str) else None
+        if kw:
+            ctx.error(path + [k], f"unknown key `{k}`: did you mean `{kw}`? (a literal object with this key "
+                                  "is written {fields: {...}})", key=True)
+            bad = True
+    if bad:
+        return True
+    for k in t:
+        owners = KEYWORD_PARAMS.get(k)
+        if not owners:
+            continue
+        # the sibling key that misspells the keyword, when there is one
+        cands = [o for o in owners if all(p in TEMPLATE_KEYS[o] or p == o for p in t if p in KEYWORD_PARAMS)] \
+            or list(owners)
+        typo = next(((o, x) for o in cands for x in t if isinstance(x, str) and x not in KEYWORD_PARAMS
+                     and nearest(x, [o], 0.6)), None)
+        if typo:
+            ctx.error(path + [typo[1]], f"unknown key `{typo[1]}` next to `{k}`: did you mean `{typo[0]}`?", key=True)
+        else:
+            ctx.error(path + [k], f"`{k}` belongs to a `{'`/`'.join(cands)}` node and this object has no "
+                                  f"`{cands[0]}`: did you mean `{cands[0]}`? (a literal object with a key `{k}` "
+                                  "is written {fields: {...}})", key=True)
+        return True
+    return False
+
+
 def compile_template(ctx: Ctx, t, path):
     if isinstance(t, str):
         return compile_expression(ctx, t, path)
@@ -161,15 +258,25 @@ def compile_template(ctx: Ctx, t, path):
         return N.Const(None)
     heads = [k for k in t if k in TEMPLATE_KEYS]
     if not heads:
+        _literal_keys(ctx, t, path)
         return N.obj([(k, compile_template(ctx, v, path + [k])) for k, v in t.items()])
     if len(heads) > 1:
         ctx.error(path, f"a template node has one of {sorted(TEMPLATE_KEYS)}; found {heads}"
                         " (wrap a literal object in {fields: ...})")
         return N.Const(None)
     head = heads[0]
-    extra = set(t) - {head} - TEMPLATE_KEYS[head]
-    if extra:
-        ctx.error(path, f"`{head}` node does not take {sorted(extra)}")
+    unknown = False
+    for k in t:
+        if k != head and k not in TEMPLATE_KEYS[head]:
+            unknown = True
+            near = nearest(k, TEMPLATE_KEYS[head])
+            ctx.error(path + [k], f"unknown key `{k}` in a `{head}` node"
+                      + (f": did you mean `{near}`?" if near else "")
+                      + (f" (`{head}` takes {', '.join(sorted(TEMPLATE_KEYS[head]))})" if TEMPLATE_KEYS[head]
+                         else f" (`{head}` takes nothing else)"), key=True)
+    for k in REQUIRED_PARAMS.get(head, ()):
+        if k not in t and not unknown:
+            ctx.error(path + [head], f"a `{head}` node needs `{k}`", key=True)
     sub = lambda key: compile_template(ctx, t[key], path + [key])  # noqa: E731
     if head == "const":
         return N.Const(t["const"])
@@ -179,8 +286,10 @@ def compile_template(ctx: Ctx, t, path):
         keep_set = frozenset(inner) if keep is True else frozenset(keep or ())
         return N.obj([(k, compile_template(ctx, v, path + ["fields", k])) for k, v in inner.items()], keep_set)
     if head == "each":
-        return N.each(sub("each"), t.get("as", "item"), sub("map") if "map" in t else N.Const(None),
-                      bool(t.get("flatten")), t.get("index"))
+        source = sub("each")
+        with ctx.bound(t.get("as", "item"), t.get("index")):
+            body = sub("map") if "map" in t else N.Const(None)
+        return N.each(source, t.get("as", "item"), body, bool(t.get("flatten")), t.get("index"))
     if head == "switch":
         cases = {k: compile_template(ctx, v, path + ["cases", k]) for k, v in (t.get("cases") or {}).items()}
         return N.switch(sub("switch"), cases, sub("default") if "default" in t else None)
@@ -201,6 +310,7 @@ def compile_template(ctx: Ctx, t, path):
             ctx.error(path + ["use"], f"no block named {name!r} under defs:")
             return N.Const(None)
         binds = [(k, compile_template(ctx, v, path + ["with", k])) for k, v in (t.get("with") or {}).items()]
+        ctx.use_sites.setdefault(name, []).append((frozenset(k for k, _ in binds), ctx.local, ctx.in_def))
         return N.use(ctx.defs, name, binds)
     if head == "pipe":
         name = t["pipe"]
@@ -273,20 +383,65 @@ def compile_actions(ctx: Ctx, actions, path):
     if actions in (None, "ignore"):
         return None
     if isinstance(actions, dict):
-        actions = [actions]
-    acts = [compile_action(ctx, a, path + [i]) for i, a in enumerate(actions)]
+        acts = [compile_action(ctx, actions, path)]
+    elif isinstance(actions, list):
+        acts = [compile_action(ctx, a, path + [i]) for i, a in enumerate(actions)]
+    else:
+        word = str(actions)
+        near = nearest(word, ["ignore"])
+        ctx.error(path, f"unknown action `{word}`: a rule is `ignore`, an action or a list of actions"
+                        + (f"; did you mean `{near}`?" if near else ""))
+        return None
     acts = [a for a in acts if a is not None]
     return _seq(acts) if acts else _noop
 
 
+def _action_keys(ctx: Ctx, a, path) -> bool:
+    """Every key of an action is its one action keyword or that keyword's parameters."""
+    valid = ", ".join(sorted(ACTION_KEYS))
+    if not isinstance(a, dict):
+        near = nearest(str(a), ACTION_KEYS | {"ignore"})
+        ctx.error(path, f"an action is an object with one of {valid}"
+                        + (f"; did you mean `{near}`?" if near else ""))
+        return False
+    heads = [k for k in a if k in ACTION_KEYS]
+    if len(heads) > 1:
+        ctx.error(path + [heads[1]], f"an action has one of {valid}; found {', '.join(heads)}", key=True)
+        return False
+    if not heads:
+        for k in a:
+            params = [h for h, ps in ACTION_PARAMS.items() if k in ps]
+            near = nearest(k, ACTION_KEYS)
+            hint = f"did you mean `{near}`?" if near else (f"`{k}` belongs to `{'`/`'.join(params)}`" if params else "")
+            ctx.error(path + [k], f"unknown action `{k}`; actions are: {valid}" + (f"; {hint}" if hint else ""),
+                      key=True)
+        return False
+    head = heads[0]
+    ok = True
+    for k in a:
+        if k == head or k in ACTION_PARAMS.get(head, ()):
+            continue
+        params = ACTION_PARAMS.get(head, set())
+        near = nearest(k, params | ACTION_KEYS)
+        ctx.error(path + [k], f"unknown key `{k}` in a `{head}` action"
+                  + (f": did you mean `{near}`?" if near else "")
+                  + (f" (`{head}` takes {', '.join(sorted(params))})" if params else f" (`{head}` takes nothing else)"),
+                  key=True)
+        ok = False
+    if head == "switch" and "cases" not in a and ok:
+        ctx.error(path + ["switch"], "a `switch` action needs `cases`", key=True)
+        ok = False
+    return ok
+
+
 def compile_action(ctx: Ctx, a, path):
-    if not isinstance(a, dict) or len(set(a) & ACTION_KEYS) != 1:
-        ctx.error(path, "an action has exactly one of " + ", ".join(sorted(ACTION_KEYS)))
+    if not _action_keys(ctx, a, path):
         return None
     if "each" in a:
         src = N.as_fn(compile_template(ctx, a["each"], path + ["each"]))
         name = a.get("as", "item")
-        body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
+        with ctx.bound(name):
+            body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
 
         def do_each(scope, out):
             items = src(scope)
@@ -359,14 +514,15 @@ def compile_action(ctx: Ctx, a, path):
         do_append.shape = ("append", items)
         return do_append
     if "emit" in a:
-        items = a["emit"] if isinstance(a["emit"], list) else [a["emit"]]
+        one = not isinstance(a["emit"], list)
+        items = [a["emit"]] if one else a["emit"]
         fns = []
         for i, item in enumerate(items):
             if isinstance(item, dict) and set(item) == {"raw"}:
                 raw = Raw(item["raw"])
                 fns.append(lambda scope, raw=raw: raw)
             else:
-                fns.append(N.as_fn(compile_template(ctx, item, path + ["emit", i])))
+                fns.append(N.as_fn(compile_template(ctx, item, path + (["emit"] if one else ["emit", i]))))
         fns = tuple(fns)
         framed: list = []  # (template, frame writer): written once the whole spec is compiled
         ctx.finalizers.append(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns))
@@ -439,13 +595,18 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx = Ctx(source, errors)
     ctx.helpers = set(spec.get("helpers") or ())
     ctx.framing = spec.get("framing") or {}
-    for h in ctx.helpers:
+    ctx.names = names_for(spec.get("kind"), spec)
+    for i, h in enumerate(spec.get("helpers") or ()):
         if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
-            ctx.error(["helpers"], f"unknown helper {h!r}")
+            near = nearest(str(h), CUSTOM_FUNCTIONS | set(TRANSFORMS))
+            ctx.error(["helpers", i], f"unknown helper {h!r}" + (f": did you mean `{near}`?" if near else "")
+                      + "; helpers are: " + ", ".join(sorted(CUSTOM_FUNCTIONS | set(TRANSFORMS))))
     defs = spec.get("defs") or {}
     ctx.def_names = set(defs)
     for name, body in defs.items():
+        ctx.in_def = name
         ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
+    ctx.in_def = None
     procs = spec.get("procs") or {}
     ctx.proc_names = set(procs)
     for name, body in procs.items():
@@ -476,6 +637,7 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         out.sequence_field = framing.get("sequence_field")
     else:
         out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+    _check_def_reads(ctx)
     if len(errors) != before:
         return None
     for finish in ctx.finalizers:
@@ -492,6 +654,25 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
     return out
+
+
+def _check_def_reads(ctx: Ctx):
+    """A name a block of defs reads and the spec does not provide is a parameter of the block: some
+    `use` of it binds it (by `with`, by an enclosing each/as, or through the use sites of the
+    block that uses it); a use that does not bind it reads null."""
+    def provided(block, name, seen):
+        for binds, local, in_def in ctx.use_sites.get(block, ()):
+            if name in binds or name in local:
+                return True
+            if in_def is not None and in_def not in seen and provided(in_def, name, seen | {block}):
+                return True
+        return False
+    for block, name, text, path, offset, in_scope in ctx.def_reads:
+        if provided(block, name, frozenset()):
+            continue
+        msg = _not_in_scope(ctx, name, text, path, in_scope)
+        msg += f"; no `use: {block}` binds it (with: {{{name}: ...}})"
+        ctx.error(path, msg, col_offset=offset)
 
 
 def _state_fn(state: dict):
