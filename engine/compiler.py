@@ -4,6 +4,7 @@ The compiler assumes the structure was checked by the meta-schema (engine.metasc
 adds is what a schema cannot see: JMESPath syntax, helper declarations, `use` targets."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import handlers
@@ -14,7 +15,8 @@ from .errors import SpecError, spec_path
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
-from .names import near_typo, nearest, roots, token_offset
+from .names import near_typo, nearest, paths, roots, token_offset
+from .shapes import check_path
 from .scope import names_for
 
 TEMPLATE_KEYS = {
@@ -112,6 +114,9 @@ def _json_copy(v):
     return v
 
 
+_PLAIN_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
 class Ctx:
     def __init__(self, source, errors: list):
         self.source = source
@@ -128,12 +133,14 @@ class Ctx:
         self.in_def: str | None = None       # the block of defs being compiled
         self.use_sites: dict = {}            # block name -> [(with names, local names, in_def)]
         self.def_reads: list = []            # (block, name, path, col offset) left to the use sites
+        self.shaped: dict = {}               # scope name -> schema id of its value (engine/shapes.py)
+        self.known: dict = {}                # path tuple -> the value a switch or `on:` fixed there
+        self.rebound: frozenset = frozenset()  # names some `use ... with` binds: unshaped in defs
 
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
         path = tuple(path)
-        mark = self.source.marks.get(path + ("<key>",)) if key else None
-        line, col = mark or self.source.mark(path)
+        line, col = self.source.key_mark(path) if key else self.source.mark(path)
         self.errors.append(SpecError(self.source.path, line, col + col_offset, spec_path(path),
                                      message, self.source.line(line), keypath=path))
 
@@ -143,6 +150,21 @@ class Ctx:
         line, col = self.source.mark(tuple(path))
         quoted = self.source.line(line)[col - 1:col] in ("'", '"')
         return offset + (1 if quoted else 0)
+
+    def knowing(self, selector, value):
+        """A context in which the plain path `selector` is known to hold `value` (a switch case)."""
+        ctx = self
+        outer = ctx.known
+        key = tuple(selector.split(".")) if isinstance(selector, str) and _PLAIN_PATH.match(selector) else None
+
+        class _K:
+            def __enter__(self):
+                if key is not None and key[0] in ctx.shaped:
+                    ctx.known = {**outer, key: value}
+
+            def __exit__(self, *exc):
+                ctx.known = outer
+        return _K()
 
     def bound(self, *names):
         """A context binding loop names: `with ctx.bound('x'): ...`."""
@@ -213,6 +235,27 @@ def check_names(ctx: Ctx, text: str, path):
             ctx.def_reads.append((ctx.in_def, name, text, list(path), offset, in_scope))
         else:
             ctx.error(path, _not_in_scope(ctx, name, text, path, in_scope), col_offset=offset)
+    check_paths(ctx, text, path)
+
+
+def check_paths(ctx: Ctx, text: str, path):
+    """Each static path read from a shaped name can exist in that name's schema (engine/shapes.py)."""
+    if not ctx.shaped:
+        return
+    reported = set()
+    for p in paths(text):
+        root = p[0]
+        schema_id = ctx.shaped.get(root)
+        if schema_id is None or len(p) < 2 or root in ctx.local or (ctx.in_def is not None and root in ctx.rebound):
+            continue
+        bad = check_path(schema_id, p, ctx.known)
+        if bad is None:
+            continue
+        i, message = bad
+        if tuple(p[:i + 1]) in reported:
+            continue
+        reported.add(tuple(p[:i + 1]))
+        ctx.error(path, message, col_offset=ctx.expr_col(path, token_offset(text, p[:i + 1])))
 
 
 def _literal_keys(ctx: Ctx, t: dict, path) -> bool:
@@ -291,7 +334,10 @@ def compile_template(ctx: Ctx, t, path):
             body = sub("map") if "map" in t else N.Const(None)
         return N.each(source, t.get("as", "item"), body, bool(t.get("flatten")), t.get("index"))
     if head == "switch":
-        cases = {k: compile_template(ctx, v, path + ["cases", k]) for k, v in (t.get("cases") or {}).items()}
+        cases = {}
+        for k, v in (t.get("cases") or {}).items():
+            with ctx.knowing(t["switch"], k):
+                cases[k] = compile_template(ctx, v, path + ["cases", k])
         return N.switch(sub("switch"), cases, sub("default") if "default" in t else None)
     if head == "lookup":
         return N.lookup(sub("lookup"), dict(t.get("table") or {}), sub("default") if "default" in t else None)
@@ -555,7 +601,10 @@ def compile_action(ctx: Ctx, a, path):
         return do_when
     if "switch" in a:
         sel = N.as_fn(compile_template(ctx, a["switch"], path + ["switch"]))
-        cases = {k: compile_actions(ctx, v, path + ["cases", k]) or _noop for k, v in (a.get("cases") or {}).items()}
+        cases = {}
+        for k, v in (a.get("cases") or {}).items():
+            with ctx.knowing(a["switch"], k):
+                cases[k] = compile_actions(ctx, v, path + ["cases", k]) or _noop
         dflt = compile_actions(ctx, a.get("default"), path + ["default"]) or _noop
 
         def do_switch(scope, out):
@@ -596,6 +645,8 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.helpers = set(spec.get("helpers") or ())
     ctx.framing = spec.get("framing") or {}
     ctx.names = names_for(spec.get("kind"), spec)
+    ctx.shaped = shaped_names(spec)
+    ctx.rebound = frozenset(_with_names(spec))
     for i, h in enumerate(spec.get("helpers") or ()):
         if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
             near = nearest(str(h), CUSTOM_FUNCTIONS | set(TRANSFORMS))
@@ -629,7 +680,10 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
         path = getattr(out.discriminator, "path", None)
         out.disc_key = path[1] if path is not None and len(path) == 2 and path[0] == "event" else None
-        out.handlers = {str(k): compile_actions(ctx, v, ["on", k]) for k, v in (spec.get("on") or {}).items()}
+        out.handlers = {}
+        for k, v in (spec.get("on") or {}).items():
+            with ctx.knowing(spec["discriminator"], str(k)):
+                out.handlers[str(k)] = compile_actions(ctx, v, ["on", k])
         out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
         out.error = compile_actions(ctx, spec.get("error"), ["error"])
         framing = spec.get("framing") or {}
@@ -653,6 +707,28 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     out.check = _check_fn(out.checks)
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
+    return out
+
+
+def shaped_names(spec: dict) -> dict:
+    """The scope names whose schema the spec declares: `source` describes `src` of a request or
+    response spec and `event` of a stream spec."""
+    source = spec.get("source")
+    if not isinstance(source, str):
+        return {}
+    return {"event" if spec.get("kind") == "StreamMapping" else "src": source}
+
+
+def _with_names(v, out=None) -> set:
+    out = set() if out is None else out
+    if isinstance(v, dict):
+        if "use" in v and isinstance(v.get("with"), dict):
+            out.update(v["with"])
+        for x in v.values():
+            _with_names(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _with_names(x, out)
     return out
 
 

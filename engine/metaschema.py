@@ -60,7 +60,7 @@ def _unknown_keys(source, leaf) -> list[SpecError] | None:
         if key in known:
             continue
         path = tuple(leaf.absolute_path) + (key,)
-        line, col = source.marks.get(path + ("<key>",)) or source.mark(path)
+        line, col = source.key_mark(path)
         near = nearest(str(key), known)
         msg = f"unknown key `{key}`" + (f": did you mean `{near}`?" if near else "") \
             + f" (keys here: {', '.join(sorted(known))})"

@@ -30,6 +30,11 @@ class Source:
             p = p[:-1]
         return self.marks.get((), (1, 1))
 
+    def key_mark(self, path: tuple) -> tuple[int, int]:
+        """Position of the key that names the last step of `path` (where a reader looks for a
+        misspelled key), else that of its value."""
+        return self.marks.get(tuple(path) + ("<key>",)) or self.mark(path)
+
     def line(self, n: int) -> str:
         lines = self.text.splitlines()
         return lines[n - 1] if 0 < n <= len(lines) else ""
