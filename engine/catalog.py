@@ -98,6 +98,9 @@ def load_spec(path, rel: str):
         if line > len(lines) and lines:  # the end of the file: point after its last line
             line, col = len(lines), len(lines[-1]) + 1
         src_line = lines[line - 1] if 0 < line <= len(lines) else ""
+        start = getattr(e, "context_mark", None)
+        if context and start is not None and start is not mark:
+            context += f" at line {start.line + 1}, column {start.column + 1}"
         msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
         return None, [SpecError(rel, line, col, "<yaml>", msg, src_line)]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import jmespath.functions
+
 from . import handlers
 from .handlers import noop as _noop
 from . import nodes as N
@@ -197,13 +199,16 @@ def compile_expression(ctx: Ctx, text: str, path):
     word = bare_keyword(text)
     if word:
         ctx.error(path, f"`{word}` here is a field named {word} in JMESPath, not the literal; write `` `{word}` ``")
-    for name in used:
+    for name in sorted(used):
+        call = re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", text)
+        at = ctx.expr_col(path, call.start() if call else 0)
         if name in CUSTOM_FUNCTIONS:
             if name not in ctx.helpers:
-                ctx.error(path, f"function {name}() is not declared under helpers:")
+                ctx.error(path, f"function {name}() is not declared under helpers:", col_offset=at)
         elif not is_builtin(name):
-            ctx.error(path, f"unknown function {name}(); custom functions are: "
-                            + ", ".join(sorted(CUSTOM_FUNCTIONS)))
+            near = nearest(name, CUSTOM_FUNCTIONS | {f for f in jmespath.functions.Functions.FUNCTION_TABLE if is_builtin(f)})
+            ctx.error(path, f"unknown function {name}()" + (f": did you mean `{near}`?" if near else "")
+                      + "; custom functions are: " + ", ".join(sorted(CUSTOM_FUNCTIONS)), col_offset=at)
     if not used and text in ("null",):
         return N.Const(None)
     # no function call: nothing volatile, nothing that raises; it may be evaluated where it is used
@@ -258,6 +263,10 @@ def check_paths(ctx: Ctx, text: str, path):
         ctx.error(path, message, col_offset=ctx.expr_col(path, token_offset(text, p[:i + 1])))
 
 
+def _an(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _literal_keys(ctx: Ctx, t: dict, path) -> bool:
     """A literal object must not hold a keyword's parameters nor a near-spelling of a keyword:
     both are a keyword written wrong. True when an error was reported."""
@@ -282,7 +291,7 @@ def _literal_keys(ctx: Ctx, t: dict, path) -> bool:
         if typo:
             ctx.error(path + [typo[1]], f"unknown key `{typo[1]}` next to `{k}`: did you mean `{typo[0]}`?", key=True)
         else:
-            ctx.error(path + [k], f"`{k}` belongs to a `{'`/`'.join(cands)}` node and this object has no "
+            ctx.error(path + [k], f"`{k}` belongs to {_an(cands[0])} `{'`/`'.join(cands)}` node and this object has no "
                                   f"`{cands[0]}`: did you mean `{cands[0]}`? (a literal object with a key `{k}` "
                                   "is written {fields: {...}})", key=True)
         return True
@@ -301,7 +310,8 @@ def compile_template(ctx: Ctx, t, path):
         return N.Const(None)
     heads = [k for k in t if k in TEMPLATE_KEYS]
     if not heads:
-        _literal_keys(ctx, t, path)
+        if _literal_keys(ctx, t, path):
+            return N.Const(None)  # a keyword written wrong: what is under it would only add noise
         return N.obj([(k, compile_template(ctx, v, path + [k])) for k, v in t.items()])
     if len(heads) > 1:
         ctx.error(path, f"a template node has one of {sorted(TEMPLATE_KEYS)}; found {heads}"
@@ -313,7 +323,7 @@ def compile_template(ctx: Ctx, t, path):
         if k != head and k not in TEMPLATE_KEYS[head]:
             unknown = True
             near = nearest(k, TEMPLATE_KEYS[head])
-            ctx.error(path + [k], f"unknown key `{k}` in a `{head}` node"
+            ctx.error(path + [k], f"unknown key `{k}` in {_an(head)} `{head}` node"
                       + (f": did you mean `{near}`?" if near else "")
                       + (f" (`{head}` takes {', '.join(sorted(TEMPLATE_KEYS[head]))})" if TEMPLATE_KEYS[head]
                          else f" (`{head}` takes nothing else)"), key=True)
@@ -469,7 +479,7 @@ def _action_keys(ctx: Ctx, a, path) -> bool:
             continue
         params = ACTION_PARAMS.get(head, set())
         near = nearest(k, params | ACTION_KEYS)
-        ctx.error(path + [k], f"unknown key `{k}` in a `{head}` action"
+        ctx.error(path + [k], f"unknown key `{k}` in {_an(head)} `{head}` action"
                   + (f": did you mean `{near}`?" if near else "")
                   + (f" (`{head}` takes {', '.join(sorted(params))})" if params else f" (`{head}` takes nothing else)"),
                   key=True)

@@ -62,8 +62,8 @@ def _unknown_keys(source, leaf) -> list[SpecError] | None:
         path = tuple(leaf.absolute_path) + (key,)
         line, col = source.key_mark(path)
         near = nearest(str(key), known)
-        msg = f"unknown key `{key}`" + (f": did you mean `{near}`?" if near else "") \
-            + f" (keys here: {', '.join(sorted(known))})"
+        msg = f"unknown key `{key}`" + (f": did you mean `{near}`?" if near else
+                                         f" (keys here: {', '.join(sorted(known))})")
         out.append(SpecError(source.path, line, col, spec_path(path), msg, source.line(line), keypath=path))
     return out
 

@@ -181,9 +181,11 @@ def check_path(schema_id: str, path: list, known: dict) -> tuple[int, str] | Non
             at = _fmt(path[:i])
             ctx = " and ".join(f"{_fmt(k)} == {v!r}" for k, v in sorted(known.items(), key=len)
                             if len(k) <= i + 1 and tuple(path[:len(k) - 1]) == k[:-1])
+            names = sorted(view.props)
+            listed = f"; {schema_id} lists {len(names)} fields there" if len(names) > 12 else \
+                f" ({schema_id} lists: {', '.join(names)})"
             return i, (f"`{step}` cannot be a field of `{at}`" + (f" where {ctx}" if ctx else "")
-                       + f" ({schema_id} lists: {', '.join(sorted(view.props))})"
-                       + (f"; did you mean `{near}`?" if near else ""))
+                       + (f": did you mean `{near}`?" if near else listed))
         else:
             return None
         where = where + (step,)
