@@ -142,17 +142,15 @@ class Ctx:
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
         path = tuple(path)
-        line, col = self.source.key_mark(path) if key else self.source.mark(path)
-        self.errors.append(SpecError(self.source.path, line, col + col_offset, spec_path(path),
-                                     message, self.source.line(line), keypath=path))
+        file, line, col, text = self.source.locate(path, key=key)
+        self.errors.append(SpecError(file, line, col + col_offset, spec_path(path), message, text, keypath=path))
 
     def expr_col(self, path, offset):
         """Column offset of character `offset` of the expression at `path` (quoted scalars start
         one column after their quote)."""
-        line, col = self.source.mark(tuple(path))
-        quoted = self.source.line(line)[col - 1:col] in ("'", '"')
+        _file, _line, col, text = self.source.locate(tuple(path))
+        quoted = text[col - 1:col] in ("'", '"')
         return offset + (1 if quoted else 0)
-
     def knowing(self, selector, value):
         """A context in which the plain path `selector` is known to hold `value` (a switch case)."""
         ctx = self
@@ -189,8 +187,8 @@ def compile_expression(ctx: Ctx, text: str, path):
         fn, used = compile_expr(text)
     except ExprError as e:
         # a quoted scalar starts one column later than its text
-        line, col = ctx.source.mark(tuple(path))
-        quoted = ctx.source.line(line)[col - 1:col] in ("'", '"')
+        _file, _line, col, text = ctx.source.locate(tuple(path))
+        quoted = text[col - 1:col] in ("'", '"')
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
     check_names(ctx, text, path)

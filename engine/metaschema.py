@@ -60,11 +60,11 @@ def _unknown_keys(source, leaf) -> list[SpecError] | None:
         if key in known:
             continue
         path = tuple(leaf.absolute_path) + (key,)
-        line, col = source.key_mark(path)
+        file, line, col, text = source.locate(path, key=True)
         near = nearest(str(key), known)
         msg = f"unknown key `{key}`" + (f": did you mean `{near}`?" if near else
                                          f" (keys here: {', '.join(sorted(known))})")
-        out.append(SpecError(source.path, line, col, spec_path(path), msg, source.line(line), keypath=path))
+        out.append(SpecError(file, line, col, spec_path(path), msg, text, keypath=path))
     return out
 
 
@@ -85,8 +85,7 @@ def check(source) -> list[SpecError]:
         if keys is not None:
             out.extend(keys)
             continue
-        line, col = source.mark(tuple(path))
-        out.append(SpecError(source.path, line, col, spec_path(path), leaf.message, source.line(line),
-                             keypath=tuple(path)))
-    out.sort(key=lambda e: (e.line, e.col))
+        file, line, col, text = source.locate(tuple(path))
+        out.append(SpecError(file, line, col, spec_path(path), leaf.message, text, keypath=tuple(path)))
+    out.sort(key=lambda e: (e.file, e.line, e.col))
     return out

@@ -20,6 +20,9 @@ class Source:
     text: str
     value: object
     marks: dict = field(default_factory=dict)  # path tuple -> (line, col), 1-based
+    # path tuple -> the Source it was written in, for a spec resolved from several files
+    # (engine/overlay.py); empty when every value comes from this one
+    origin: dict = field(default_factory=dict)
 
     def mark(self, path: tuple) -> tuple[int, int]:
         """Position of the nearest enclosing node that has one."""
@@ -30,10 +33,18 @@ class Source:
             p = p[:-1]
         return self.marks.get((), (1, 1))
 
-    def key_mark(self, path: tuple) -> tuple[int, int]:
-        """Position of the key that names the last step of `path` (where a reader looks for a
-        misspelled key), else that of its value."""
-        return self.marks.get(tuple(path) + ("<key>",)) or self.mark(path)
+    def locate(self, path: tuple, key: bool = False) -> tuple[str, int, int, str]:
+        """(file, line, col, source line) of the nearest enclosing node that has a position;
+        with `key`, of the key naming the last step of `path` (where a reader looks for a
+        misspelled key) when there is one."""
+        p = tuple(path)
+        if key and p + ("<key>",) in self.marks:
+            p = p + ("<key>",)
+        while p and p not in self.marks:
+            p = p[:-1]
+        line, col = self.marks.get(p, (1, 1))
+        src = self.origin.get(p, self)
+        return src.path, line, col, src.line(line)
 
     def line(self, n: int) -> str:
         lines = self.text.splitlines()
