@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from . import metaschema
+from . import metaschema, profiles
 from .compiler import CompiledSpec, compile_spec
 from .errors import SpecError, SpecErrors
 from .overlay import Overlay
@@ -140,6 +140,13 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
         source, found = load_spec(path, rel)
         if source is None:  # a YAML syntax error: reported like the others, the other files go on
             errors.extend(found)
+            continue
+        if isinstance(source.value, dict) and source.value.get("kind") == profiles.KIND:
+            # a model-profile table (engine/profiles.py), not a mapping spec: only checked here
+            try:
+                profiles.check(source)
+            except profiles.ProfileError as e:
+                errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
             continue
         sources.append(source)
     return sources, errors
