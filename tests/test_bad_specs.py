@@ -65,3 +65,26 @@ template:
     assert spec.apply(src={"c": 3}) == {"literal": {"cases": 3, "default": "d", "value": 1, "swtich": "x"},
                                          "plain": {"table": 1, "then": 2}}
     assert compile_spec  # the same compiler engine check and the server use
+
+
+def test_mistakes_an_overlay_writes_point_into_the_overlay_file(tmp_path):
+    import shutil
+
+    from engine.catalog import MAPPINGS_DIR, compile_dir
+    root = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS_DIR, root)
+    (root / "chat-to-messages" / "response" / "2026-02-01.yaml").write_text("""\
+apiVersion: engine.mapping/v1
+kind: ResponseMapping
+metadata: {name: chat-to-messages/response, version: "2026-02-01", extends: "2025-06-01", changes: [test]}
+patch:
+  template.choices[0].fields.finish_reason.else.default: stop
+  template.choices[0].fields.finish_reason.else.tabel: {a: b}
+""")
+    _, errors = compile_dir(root)
+    where = [(e.file, e.line, e.col, e.path) for e in errors]
+    overlay = "mappings/chat-to-messages/response/2026-02-01.yaml"
+    assert where == [(overlay, 5, 58, "template.choices[0].fields.finish_reason.else.default"),
+                     (overlay, 6, 3, "template.choices[0].fields.finish_reason.else.tabel")]
+    assert "`stop` is not a name in scope" in errors[0].message
+    assert "did you mean `table`?" in errors[1].message
