@@ -19,7 +19,7 @@ from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_path
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 from .names import near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
-from .scope import names_for
+from .scope import names_for, schemas_for
 
 TEMPLATE_KEYS = {
     "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
@@ -658,7 +658,7 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.helpers = set(spec.get("helpers") or ())
     ctx.framing = spec.get("framing") or {}
     ctx.names = names_for(spec.get("kind"), spec)
-    ctx.shaped = shaped_names(spec)
+    ctx.shaped = schemas_for(spec.get("kind"), spec)
     ctx.rebound = frozenset(_with_names(spec))
     for i, h in enumerate(spec.get("helpers") or ()):
         if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
@@ -725,15 +725,6 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
     return out
-
-
-def shaped_names(spec: dict) -> dict:
-    """The scope names whose schema the spec declares: `source` describes `src` of a request or
-    response spec and `event` of a stream spec."""
-    source = spec.get("source")
-    if not isinstance(source, str):
-        return {}
-    return {"event" if spec.get("kind") == "StreamMapping" else "src": source}
 
 
 def _with_names(v, out=None) -> set:

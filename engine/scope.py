@@ -24,6 +24,28 @@ SECTION_NAMES: dict[str, tuple] = {
 }
 
 
+# scope names whose shape a schema describes, for the path checks of engine/shapes.py;
+# "<source>" is the schema the spec names in `source:`
+SCHEMAS: dict[str, dict] = {
+    "RequestMapping": {"src": "<source>", "profile": "model-profiles#/properties/defaults"},
+    "ResponseMapping": {"src": "<source>", "profile": "model-profiles#/properties/defaults"},
+    "StreamMapping": {"event": "<source>", "profile": "model-profiles#/properties/defaults"},
+}
+
+
+def schemas_for(kind: str, spec: dict) -> dict:
+    """{scope name: schema id} for the names of this spec whose schema is known."""
+    source = spec.get("source")
+    out = {}
+    for name, sid in SCHEMAS.get(kind, {}).items():
+        if sid == "<source>":
+            if not isinstance(source, str):
+                continue
+            sid = source
+        out[name] = sid
+    return out
+
+
 def names_for(kind: str, spec: dict) -> frozenset:
     own = {s for s in SECTION_NAMES.get(kind, ()) if spec.get(s)}
     return SCOPE_NAMES.get(kind, frozenset()) | own

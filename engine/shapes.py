@@ -140,20 +140,19 @@ def _view(alts, known) -> _View:
 
 
 @lru_cache(maxsize=None)
-def _exists(schema_id: str) -> bool:
-    try:
-        schemas.schema(schema_id)
-        return True
-    except KeyError:
-        return False
+def _root(schema_id: str):
+    """The schema a scope name's id names (`doc` or `doc#/json/pointer`), or None if unknown."""
+    s, base = _resolve({"$ref": schema_id}, "")
+    return None if s is None else (s, base)
 
 
 def check_path(schema_id: str, path: list, known: dict) -> tuple[int, str] | None:
     """(index of the step in `path` that cannot exist, why) or None. `path[0]` is the scope name
     the schema describes; `known` maps a path tuple to the value known for it there."""
-    if not _exists(schema_id):
+    root = _root(schema_id)
+    if root is None:
         return None
-    alts = [(schemas.schema(schema_id), schema_id)]
+    alts = [root]
     where = (path[0],)
     for i in range(1, len(path)):
         step = path[i]
