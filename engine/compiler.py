@@ -17,7 +17,7 @@ from .errors import SpecError, spec_path
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
-from .names import near_typo, nearest, paths, roots, token_offset
+from .names import ITEM, near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
 from .scope import names_for, schemas_for
 
@@ -143,6 +143,7 @@ class Ctx:
         self.shaped: dict = {}               # scope name -> schema id of its value (engine/shapes.py)
         self.known: dict = {}                # path tuple -> the value a switch or `on:` fixed there
         self.rebound: frozenset = frozenset()  # names some `use ... with` binds: unshaped in defs
+        self.loop_shapes: dict = {}          # loop name -> (schema id, path of its items)
 
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
@@ -156,32 +157,53 @@ class Ctx:
         _file, _line, col, text = self.source.locate(tuple(path))
         quoted = text[col - 1:col] in ("'", '"')
         return offset + (1 if quoted else 0)
+    def shape_of(self, steps):
+        """(schema id, path from its scope name) of a plain path `steps` ('m', 'content'), when
+        its first name is a scope name with a schema or a loop name over one; else None."""
+        if not steps:
+            return None
+        root = steps[0]
+        if root in self.loop_shapes:
+            sid, prefix = self.loop_shapes[root]
+            return sid, list(prefix) + list(steps[1:])
+        if root in self.shaped and root not in self.local and not (self.in_def is not None and root in self.rebound):
+            return self.shaped[root], list(steps)
+        return None
+
     def knowing(self, selector, value):
         """A context in which the plain path `selector` is known to hold `value` (a switch case)."""
         ctx = self
         outer = ctx.known
-        key = tuple(selector.split(".")) if isinstance(selector, str) and _PLAIN_PATH.match(selector) else None
+        steps = selector.split(".") if isinstance(selector, str) and _PLAIN_PATH.match(selector) else None
+        shape = ctx.shape_of(steps)
 
         class _K:
             def __enter__(self):
-                if key is not None and key[0] in ctx.shaped:
-                    ctx.known = {**outer, key: value}
+                if shape is not None:
+                    ctx.known = {**outer, tuple(shape[1]): value}
 
             def __exit__(self, *exc):
                 ctx.known = outer
         return _K()
 
-    def bound(self, *names):
-        """A context binding loop names: `with ctx.bound('x'): ...`."""
+    def bound(self, *names, over=None):
+        """A context binding loop names: `with ctx.bound('x', over=source): ...`; the first name
+        takes the shape of the items of `over` when that is a plain path with a known schema."""
         ctx = self
-        outer = ctx.local
+        outer, outer_shapes = ctx.local, ctx.loop_shapes
+        shapes = {k: v for k, v in outer_shapes.items() if k not in names}
+        steps = over.split(".") if isinstance(over, str) and _PLAIN_PATH.match(over) else None
+        shape = ctx.shape_of(steps)
+        if shape is not None and names and names[0]:
+            shapes[names[0]] = (shape[0], tuple(shape[1]) + (ITEM,))
 
         class _B:
             def __enter__(self):
                 ctx.local = outer | {n for n in names if n}
+                ctx.loop_shapes = shapes
 
             def __exit__(self, *exc):
-                ctx.local = outer
+                ctx.local, ctx.loop_shapes = outer, outer_shapes
         return _B()
 
 
@@ -247,19 +269,21 @@ def check_names(ctx: Ctx, text: str, path):
 
 
 def check_paths(ctx: Ctx, text: str, path):
-    """Each static path read from a shaped name can exist in that name's schema (engine/shapes.py)."""
+    """Each static path read from a name with a known schema can exist there (engine/shapes.py)."""
     if not ctx.shaped:
         return
     reported = set()
     for p in paths(text):
-        root = p[0]
-        schema_id = ctx.shaped.get(root)
-        if schema_id is None or len(p) < 2 or root in ctx.local or (ctx.in_def is not None and root in ctx.rebound):
+        shape = ctx.shape_of(p) if len(p) > 1 else None
+        if shape is None:
             continue
-        bad = check_path(schema_id, p, ctx.known)
+        sid, full = shape
+        lead = len(full) - len(p)  # a loop name stands for this many steps of `full`
+        bad = check_path(sid, full, ctx.known, alias=(lead + 1, p[0]) if lead else None)
         if bad is None:
             continue
         i, message = bad
+        i -= lead
         if tuple(p[:i + 1]) in reported:
             continue
         reported.add(tuple(p[:i + 1]))
@@ -343,7 +367,7 @@ def compile_template(ctx: Ctx, t, path):
         return N.obj([(k, compile_template(ctx, v, path + ["fields", k])) for k, v in inner.items()], keep_set)
     if head == "each":
         source = sub("each")
-        with ctx.bound(t.get("as", "item"), t.get("index")):
+        with ctx.bound(t.get("as", "item"), t.get("index"), over=t["each"]):
             body = sub("map") if "map" in t else N.Const(None)
         return N.each(source, t.get("as", "item"), body, bool(t.get("flatten")), t.get("index"))
     if head == "switch":
@@ -499,7 +523,7 @@ def compile_action(ctx: Ctx, a, path):
     if "each" in a:
         src = N.as_fn(compile_template(ctx, a["each"], path + ["each"]))
         name = a.get("as", "item")
-        with ctx.bound(name):
+        with ctx.bound(name, over=a["each"]):
             body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
 
         def do_each(scope, out):

@@ -146,9 +146,10 @@ def _root(schema_id: str):
     return None if s is None else (s, base)
 
 
-def check_path(schema_id: str, path: list, known: dict) -> tuple[int, str] | None:
+def check_path(schema_id: str, path: list, known: dict, alias=None) -> tuple[int, str] | None:
     """(index of the step in `path` that cannot exist, why) or None. `path[0]` is the scope name
-    the schema describes; `known` maps a path tuple to the value known for it there."""
+    the schema describes; `known` maps a path tuple to the value known for it there. `alias`
+    (n, name): the first n steps are written `name` in the spec (a loop name), in messages."""
     root = _root(schema_id)
     if root is None:
         return None
@@ -174,10 +175,10 @@ def check_path(schema_id: str, path: list, known: dict) -> tuple[int, str] | Non
             return None
         elif view.types and "object" not in view.types and not view.props:
             kinds = " or ".join(sorted(view.types))
-            return i, f"`{_fmt(path[:i])}` is {_a(kinds)} here: it has no field `{step}`"
+            return i, f"`{_fmt(path[:i], alias)}` is {_a(kinds)} here: it has no field `{step}`"
         elif view.props:
             near = nearest(str(step), view.props)
-            at = _fmt(path[:i])
+            at = _fmt(path[:i], alias)
             ctx = " and ".join(f"{_fmt(k)} == {v!r}" for k, v in sorted(known.items(), key=len)
                             if len(k) <= i + 1 and tuple(path[:len(k) - 1]) == k[:-1])
             names = sorted(view.props)
@@ -191,7 +192,9 @@ def check_path(schema_id: str, path: list, known: dict) -> tuple[int, str] | Non
     return None
 
 
-def _fmt(path) -> str:
+def _fmt(path, alias=None) -> str:
+    if alias is not None and len(path) >= alias[0]:
+        return _fmt([alias[1]] + list(path[alias[0]:]))
     out = ""
     for p in path:
         out += "[]" if p == ITEM else ("." if out else "") + str(p)
