@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import metaschema
+import yaml
+
+from . import metaschema, profiles
 from .compiler import CompiledSpec, compile_spec
 from .errors import SpecError, SpecErrors
 from .overlay import Overlay
-from .source import Source, load_file
+from .source import Source, load_text
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -135,13 +137,16 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
     sources, errors = [], []
     for path in sorted(Path(root).rglob("*.yaml")):
         rel = str(path.relative_to(Path(root).parent)) if Path(root).parent in path.parents else str(path)
-        try:
-            source = load_file(path)
-            source.path = rel
-        except Exception as e:  # YAML syntax error: report it like the others and go on
-            mark = getattr(e, "problem_mark", None)
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            errors.append(SpecError(rel, line, col, "<yaml>", str(getattr(e, "problem", e))))
+        source, found = load_spec(path, rel)
+        if source is None:  # a YAML syntax error: reported like the others, the other files go on
+            errors.extend(found)
+            continue
+        if isinstance(source.value, dict) and source.value.get("kind") == profiles.KIND:
+            # a model-profile table (engine/profiles.py), not a mapping spec: only checked here
+            try:
+                profiles.check(source)
+            except profiles.ProfileError as e:
+                errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
             continue
         sources.append(source)
     return sources, errors
@@ -241,14 +246,57 @@ def compile_dir(root) -> tuple[dict, list[SpecError]]:
     specs: dict = {}
     sources, errors = load_dir(root)
     for source in resolve_sources(sources, errors):
-        found = metaschema.check(source)
-        if found:
-            errors.extend(found)
-            continue
-        spec = compile_spec(source, errors)
+        spec = compile_checked(source, errors)
         if spec is not None:
             specs[(spec.name, spec.version)] = spec
     return specs, _unique(errors)
+
+
+def load_spec(path, rel: str):
+    """(Source, []) or (None, [the YAML syntax error at its line and column, with a caret])."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return load_text(text, rel), []
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        lines = text.splitlines()
+        if line > len(lines) and lines:  # the end of the file: point after its last line
+            line, col = len(lines), len(lines[-1]) + 1
+        src_line = lines[line - 1] if 0 < line <= len(lines) else ""
+        start = getattr(e, "context_mark", None)
+        if context and start is not None and start is not mark:
+            context += f" at line {start.line + 1}, column {start.column + 1}"
+        msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        return None, [SpecError(rel, line, col, "<yaml>", msg, src_line)]
+
+
+def compile_checked(source, errors: list):
+    """Meta-schema check and compile of one spec, every error of both in `errors` (sorted by
+    position); the compiled spec, or None. The compiler's own message for a node replaces the
+    meta-schema's for the same node: it names the nearest keyword."""
+    meta = metaschema.check(source)
+    compiled: list = []
+    try:
+        spec = compile_spec(source, compiled)
+    except Exception:  # noqa: BLE001 - a structure the meta-schema already refused
+        if not meta:
+            raise
+        spec = None
+    meta = [m for m in meta if not any(_overlap(m.keypath, c.keypath) for c in compiled)]
+    found = sorted(meta + compiled, key=lambda e: (e.file, e.line, e.col))
+    errors.extend(found)
+    return None if found else spec
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    if not a or not b:
+        return False
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def _unique(errors: list[SpecError]) -> list[SpecError]:

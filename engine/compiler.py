@@ -4,7 +4,10 @@ The compiler assumes the structure was checked by the meta-schema (engine.metasc
 adds is what a schema cannot see: JMESPath syntax, helper declarations, `use` targets."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+import jmespath.functions
 
 from . import handlers
 from .handlers import noop as _noop
@@ -14,6 +17,9 @@ from .errors import SpecError, spec_path
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
+from .names import ITEM, near_typo, nearest, paths, roots, token_offset
+from .shapes import check_path
+from .scope import names_for, schemas_for
 
 TEMPLATE_KEYS = {
     "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
@@ -21,6 +27,14 @@ TEMPLATE_KEYS = {
     "concat": set(), "merge": set(), "use": {"with"}, "pipe": {"input", "args"},
     "fields": {"keep_null"},
 }
+# Keys that only mean something under their keyword: an object holding one without that keyword
+# is a misspelled or forgotten keyword, not a literal (a literal object with such a key is written
+# {fields: {...}}). `index`, `input` and `args` are left out: they are common fields of the wire
+# shapes the templates build.
+KEYWORD_PARAMS = {"cases": ("switch",), "table": ("lookup",), "value": ("when",), "else": ("when",),
+                  "default": ("switch", "lookup"), "map": ("each",), "as": ("each",), "flatten": ("each",),
+                  "with": ("use",), "keep_null": ("fields",), "then": ("when",)}
+REQUIRED_PARAMS = {"switch": ("cases",), "lookup": ("table",)}
 
 
 class Raw(str):
@@ -30,6 +44,7 @@ class Raw(str):
 END = object()
 _MISSING = object()
 ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do", "each"}
+ACTION_PARAMS = {"when": {"then", "else"}, "switch": {"cases", "default"}, "each": {"as", "then"}}
 
 
 @dataclass
@@ -44,6 +59,7 @@ class CompiledSpec:
     target: str | None = None
     vars: tuple = ()
     checks: tuple = ()
+    drops: tuple = ()  # (condition, param, reason): fields deliberately not sent upstream
     template: object = None
     # stream specs
     state: dict = field(default_factory=dict)
@@ -80,6 +96,10 @@ class CompiledSpec:
                 return param, message, status, code
         return None
 
+    def dropped(self, scope) -> list:
+        """[(param, reason)] of every `drops` rule that holds, in order."""
+        return [(param, reason) for cond, param, reason in self.drops if N.truthy(cond(scope))]
+
     def apply(self, **values):
         return self.template(self.scope(**values))
 
@@ -101,6 +121,9 @@ def _json_copy(v):
     return v
 
 
+_PLAIN_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
 class Ctx:
     def __init__(self, source, errors: list):
         self.source = source
@@ -112,10 +135,76 @@ class Ctx:
         self.proc_names: set = set()
         self.framing: dict = {}
         self.finalizers: list = []
+        self.names: frozenset = frozenset()  # what the spec kind and its sections put in scope
+        self.local: frozenset = frozenset()  # each/as and index names bound around this point
+        self.in_def: str | None = None       # the block of defs being compiled
+        self.use_sites: dict = {}            # block name -> [(with names, local names, in_def)]
+        self.def_reads: list = []            # (block, name, path, col offset) left to the use sites
+        self.shaped: dict = {}               # scope name -> schema id of its value (engine/shapes.py)
+        self.known: dict = {}                # path tuple -> the value a switch or `on:` fixed there
+        self.rebound: frozenset = frozenset()  # names some `use ... with` binds: unshaped in defs
+        self.loop_shapes: dict = {}          # loop name -> (schema id, path of its items)
 
-    def error(self, path, message, col_offset=0):
-        file, line, col, text = self.source.locate(tuple(path))
-        self.errors.append(SpecError(file, line, col + col_offset, spec_path(path), message, text))
+    def error(self, path, message, col_offset=0, key=False):
+        """`key`: point at the last key of `path` rather than at its value."""
+        path = tuple(path)
+        file, line, col, text = self.source.locate(path, key=key)
+        self.errors.append(SpecError(file, line, col + col_offset, spec_path(path), message, text, keypath=path))
+
+    def expr_col(self, path, offset):
+        """Column offset of character `offset` of the expression at `path` (quoted scalars start
+        one column after their quote)."""
+        _file, _line, col, text = self.source.locate(tuple(path))
+        quoted = text[col - 1:col] in ("'", '"')
+        return offset + (1 if quoted else 0)
+    def shape_of(self, steps):
+        """(schema id, path from its scope name) of a plain path `steps` ('m', 'content'), when
+        its first name is a scope name with a schema or a loop name over one; else None."""
+        if not steps:
+            return None
+        root = steps[0]
+        if root in self.loop_shapes:
+            sid, prefix = self.loop_shapes[root]
+            return sid, list(prefix) + list(steps[1:])
+        if root in self.shaped and root not in self.local and not (self.in_def is not None and root in self.rebound):
+            return self.shaped[root], list(steps)
+        return None
+
+    def knowing(self, selector, value):
+        """A context in which the plain path `selector` is known to hold `value` (a switch case)."""
+        ctx = self
+        outer = ctx.known
+        steps = selector.split(".") if isinstance(selector, str) and _PLAIN_PATH.match(selector) else None
+        shape = ctx.shape_of(steps)
+
+        class _K:
+            def __enter__(self):
+                if shape is not None:
+                    ctx.known = {**outer, tuple(shape[1]): value}
+
+            def __exit__(self, *exc):
+                ctx.known = outer
+        return _K()
+
+    def bound(self, *names, over=None):
+        """A context binding loop names: `with ctx.bound('x', over=source): ...`; the first name
+        takes the shape of the items of `over` when that is a plain path with a known schema."""
+        ctx = self
+        outer, outer_shapes = ctx.local, ctx.loop_shapes
+        shapes = {k: v for k, v in outer_shapes.items() if k not in names}
+        steps = over.split(".") if isinstance(over, str) and _PLAIN_PATH.match(over) else None
+        shape = ctx.shape_of(steps)
+        if shape is not None and names and names[0]:
+            shapes[names[0]] = (shape[0], tuple(shape[1]) + (ITEM,))
+
+        class _B:
+            def __enter__(self):
+                ctx.local = outer | {n for n in names if n}
+                ctx.loop_shapes = shapes
+
+            def __exit__(self, *exc):
+                ctx.local, ctx.loop_shapes = outer, outer_shapes
+        return _B()
 
 
 # ---------------------------------------------------------------- templates
@@ -129,23 +218,111 @@ def compile_expression(ctx: Ctx, text: str, path):
         quoted = text[col - 1:col] in ("'", '"')
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
+    check_names(ctx, text, path)
     if negates_before_path(text):
         ctx.error(path, "`!a.b` reads as `(!a).b` in JMESPath, which is always null; write `!(a.b)`")
     word = bare_keyword(text)
     if word:
         ctx.error(path, f"`{word}` here is a field named {word} in JMESPath, not the literal; write `` `{word}` ``")
-    for name in used:
+    for name in sorted(used):
+        call = re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", text)
+        at = ctx.expr_col(path, call.start() if call else 0)
         if name in CUSTOM_FUNCTIONS:
             if name not in ctx.helpers:
-                ctx.error(path, f"function {name}() is not declared under helpers:")
+                ctx.error(path, f"function {name}() is not declared under helpers:", col_offset=at)
         elif not is_builtin(name):
-            ctx.error(path, f"unknown function {name}(); custom functions are: "
-                            + ", ".join(sorted(CUSTOM_FUNCTIONS)))
+            near = nearest(name, CUSTOM_FUNCTIONS | {f for f in jmespath.functions.Functions.FUNCTION_TABLE if is_builtin(f)})
+            ctx.error(path, f"unknown function {name}()" + (f": did you mean `{near}`?" if near else "")
+                      + "; custom functions are: " + ", ".join(sorted(CUSTOM_FUNCTIONS)), col_offset=at)
     if not used and text in ("null",):
         return N.Const(None)
     # no function call: nothing volatile, nothing that raises; it may be evaluated where it is used
     fn.pure = not used
     return fn
+
+
+def _not_in_scope(ctx: Ctx, name: str, text: str, path, in_scope) -> str:
+    msg = f"`{name}` is not a name in scope (names here: {', '.join(sorted(in_scope))})"
+    near = nearest(name, in_scope, 0.75)
+    if near:
+        msg += f"; did you mean `{near}`?"
+    if text.strip() == name:
+        msg += f"; a string is written '{name}' or {{const: {name}}}"
+    return msg
+
+
+def check_names(ctx: Ctx, text: str, path):
+    """Every root name of the expression is one the spec kind provides or the spec binds; names a
+    block of defs reads are checked against what its `use` sites bind (compile_spec)."""
+    in_scope = ctx.names | ctx.local
+    for name in roots(text):
+        if name in in_scope:
+            continue
+        if name in ("null", "true", "false") and (text.strip() == "null" or bare_keyword(text)):
+            continue  # the literal `null`, or reported above as a keyword read as a field
+        offset = ctx.expr_col(path, token_offset(text, [name]))
+        if ctx.in_def is not None:
+            ctx.def_reads.append((ctx.in_def, name, text, list(path), offset, in_scope))
+        else:
+            ctx.error(path, _not_in_scope(ctx, name, text, path, in_scope), col_offset=offset)
+    check_paths(ctx, text, path)
+
+
+def check_paths(ctx: Ctx, text: str, path):
+    """Each static path read from a name with a known schema can exist there (engine/shapes.py)."""
+    if not ctx.shaped:
+        return
+    reported = set()
+    for p in paths(text):
+        shape = ctx.shape_of(p) if len(p) > 1 else None
+        if shape is None:
+            continue
+        sid, full = shape
+        lead = len(full) - len(p)  # a loop name stands for this many steps of `full`
+        bad = check_path(sid, full, ctx.known, alias=(lead + 1, p[0]) if lead else None)
+        if bad is None:
+            continue
+        i, message = bad
+        i -= lead
+        if tuple(p[:i + 1]) in reported:
+            continue
+        reported.add(tuple(p[:i + 1]))
+        ctx.error(path, message, col_offset=ctx.expr_col(path, token_offset(text, p[:i + 1])))
+
+
+def _an(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _literal_keys(ctx: Ctx, t: dict, path) -> bool:
+    """A literal object must not hold a keyword's parameters nor a near-spelling of a keyword:
+    both are a keyword written wrong. True when an error was reported."""
+    bad = False
+    for k in t:
+        kw = near_typo(k, TEMPLATE_KEYS) if isinstance(k, str) else None
+        if kw:
+            ctx.error(path + [k], f"unknown key `{k}`: did you mean `{kw}`? (a literal object with this key "
+                                  "is written {fields: {...}})", key=True)
+            bad = True
+    if bad:
+        return True
+    for k in t:
+        owners = KEYWORD_PARAMS.get(k)
+        if not owners:
+            continue
+        # the sibling key that misspells the keyword, when there is one
+        cands = [o for o in owners if all(p in TEMPLATE_KEYS[o] or p == o for p in t if p in KEYWORD_PARAMS)] \
+            or list(owners)
+        typo = next(((o, x) for o in cands for x in t if isinstance(x, str) and x not in KEYWORD_PARAMS
+                     and nearest(x, [o], 0.6)), None)
+        if typo:
+            ctx.error(path + [typo[1]], f"unknown key `{typo[1]}` next to `{k}`: did you mean `{typo[0]}`?", key=True)
+        else:
+            ctx.error(path + [k], f"`{k}` belongs to {_an(cands[0])} `{'`/`'.join(cands)}` node and this object has no "
+                                  f"`{cands[0]}`: did you mean `{cands[0]}`? (a literal object with a key `{k}` "
+                                  "is written {fields: {...}})", key=True)
+        return True
+    return False
 
 
 def compile_template(ctx: Ctx, t, path):
@@ -160,15 +337,26 @@ def compile_template(ctx: Ctx, t, path):
         return N.Const(None)
     heads = [k for k in t if k in TEMPLATE_KEYS]
     if not heads:
+        if _literal_keys(ctx, t, path):
+            return N.Const(None)  # a keyword written wrong: what is under it would only add noise
         return N.obj([(k, compile_template(ctx, v, path + [k])) for k, v in t.items()])
     if len(heads) > 1:
         ctx.error(path, f"a template node has one of {sorted(TEMPLATE_KEYS)}; found {heads}"
                         " (wrap a literal object in {fields: ...})")
         return N.Const(None)
     head = heads[0]
-    extra = set(t) - {head} - TEMPLATE_KEYS[head]
-    if extra:
-        ctx.error(path, f"`{head}` node does not take {sorted(extra)}")
+    unknown = False
+    for k in t:
+        if k != head and k not in TEMPLATE_KEYS[head]:
+            unknown = True
+            near = nearest(k, TEMPLATE_KEYS[head])
+            ctx.error(path + [k], f"unknown key `{k}` in {_an(head)} `{head}` node"
+                      + (f": did you mean `{near}`?" if near else "")
+                      + (f" (`{head}` takes {', '.join(sorted(TEMPLATE_KEYS[head]))})" if TEMPLATE_KEYS[head]
+                         else f" (`{head}` takes nothing else)"), key=True)
+    for k in REQUIRED_PARAMS.get(head, ()):
+        if k not in t and not unknown:
+            ctx.error(path + [head], f"a `{head}` node needs `{k}`", key=True)
     sub = lambda key: compile_template(ctx, t[key], path + [key])  # noqa: E731
     if head == "const":
         return N.Const(t["const"])
@@ -178,10 +366,15 @@ def compile_template(ctx: Ctx, t, path):
         keep_set = frozenset(inner) if keep is True else frozenset(keep or ())
         return N.obj([(k, compile_template(ctx, v, path + ["fields", k])) for k, v in inner.items()], keep_set)
     if head == "each":
-        return N.each(sub("each"), t.get("as", "item"), sub("map") if "map" in t else N.Const(None),
-                      bool(t.get("flatten")), t.get("index"))
+        source = sub("each")
+        with ctx.bound(t.get("as", "item"), t.get("index"), over=t["each"]):
+            body = sub("map") if "map" in t else N.Const(None)
+        return N.each(source, t.get("as", "item"), body, bool(t.get("flatten")), t.get("index"))
     if head == "switch":
-        cases = {k: compile_template(ctx, v, path + ["cases", k]) for k, v in (t.get("cases") or {}).items()}
+        cases = {}
+        for k, v in (t.get("cases") or {}).items():
+            with ctx.knowing(t["switch"], k):
+                cases[k] = compile_template(ctx, v, path + ["cases", k])
         return N.switch(sub("switch"), cases, sub("default") if "default" in t else None)
     if head == "lookup":
         return N.lookup(sub("lookup"), dict(t.get("table") or {}), sub("default") if "default" in t else None)
@@ -200,6 +393,7 @@ def compile_template(ctx: Ctx, t, path):
             ctx.error(path + ["use"], f"no block named {name!r} under defs:")
             return N.Const(None)
         binds = [(k, compile_template(ctx, v, path + ["with", k])) for k, v in (t.get("with") or {}).items()]
+        ctx.use_sites.setdefault(name, []).append((frozenset(k for k, _ in binds), ctx.local, ctx.in_def))
         return N.use(ctx.defs, name, binds)
     if head == "pipe":
         name = t["pipe"]
@@ -272,20 +466,65 @@ def compile_actions(ctx: Ctx, actions, path):
     if actions in (None, "ignore"):
         return None
     if isinstance(actions, dict):
-        actions = [actions]
-    acts = [compile_action(ctx, a, path + [i]) for i, a in enumerate(actions)]
+        acts = [compile_action(ctx, actions, path)]
+    elif isinstance(actions, list):
+        acts = [compile_action(ctx, a, path + [i]) for i, a in enumerate(actions)]
+    else:
+        word = str(actions)
+        near = nearest(word, ["ignore"])
+        ctx.error(path, f"unknown action `{word}`: a rule is `ignore`, an action or a list of actions"
+                        + (f"; did you mean `{near}`?" if near else ""))
+        return None
     acts = [a for a in acts if a is not None]
     return _seq(acts) if acts else _noop
 
 
+def _action_keys(ctx: Ctx, a, path) -> bool:
+    """Every key of an action is its one action keyword or that keyword's parameters."""
+    valid = ", ".join(sorted(ACTION_KEYS))
+    if not isinstance(a, dict):
+        near = nearest(str(a), ACTION_KEYS | {"ignore"})
+        ctx.error(path, f"an action is an object with one of {valid}"
+                        + (f"; did you mean `{near}`?" if near else ""))
+        return False
+    heads = [k for k in a if k in ACTION_KEYS]
+    if len(heads) > 1:
+        ctx.error(path + [heads[1]], f"an action has one of {valid}; found {', '.join(heads)}", key=True)
+        return False
+    if not heads:
+        for k in a:
+            params = [h for h, ps in ACTION_PARAMS.items() if k in ps]
+            near = nearest(k, ACTION_KEYS)
+            hint = f"did you mean `{near}`?" if near else (f"`{k}` belongs to `{'`/`'.join(params)}`" if params else "")
+            ctx.error(path + [k], f"unknown action `{k}`; actions are: {valid}" + (f"; {hint}" if hint else ""),
+                      key=True)
+        return False
+    head = heads[0]
+    ok = True
+    for k in a:
+        if k == head or k in ACTION_PARAMS.get(head, ()):
+            continue
+        params = ACTION_PARAMS.get(head, set())
+        near = nearest(k, params | ACTION_KEYS)
+        ctx.error(path + [k], f"unknown key `{k}` in {_an(head)} `{head}` action"
+                  + (f": did you mean `{near}`?" if near else "")
+                  + (f" (`{head}` takes {', '.join(sorted(params))})" if params else f" (`{head}` takes nothing else)"),
+                  key=True)
+        ok = False
+    if head == "switch" and "cases" not in a and ok:
+        ctx.error(path + ["switch"], "a `switch` action needs `cases`", key=True)
+        ok = False
+    return ok
+
+
 def compile_action(ctx: Ctx, a, path):
-    if not isinstance(a, dict) or len(set(a) & ACTION_KEYS) != 1:
-        ctx.error(path, "an action has exactly one of " + ", ".join(sorted(ACTION_KEYS)))
+    if not _action_keys(ctx, a, path):
         return None
     if "each" in a:
         src = N.as_fn(compile_template(ctx, a["each"], path + ["each"]))
         name = a.get("as", "item")
-        body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
+        with ctx.bound(name, over=a["each"]):
+            body = compile_actions(ctx, a.get("then"), path + ["then"]) or _noop
 
         def do_each(scope, out):
             items = src(scope)
@@ -358,14 +597,15 @@ def compile_action(ctx: Ctx, a, path):
         do_append.shape = ("append", items)
         return do_append
     if "emit" in a:
-        items = a["emit"] if isinstance(a["emit"], list) else [a["emit"]]
+        one = not isinstance(a["emit"], list)
+        items = [a["emit"]] if one else a["emit"]
         fns = []
         for i, item in enumerate(items):
             if isinstance(item, dict) and set(item) == {"raw"}:
                 raw = Raw(item["raw"])
                 fns.append(lambda scope, raw=raw: raw)
             else:
-                fns.append(N.as_fn(compile_template(ctx, item, path + ["emit", i])))
+                fns.append(N.as_fn(compile_template(ctx, item, path + (["emit"] if one else ["emit", i]))))
         fns = tuple(fns)
         framed: list = []  # (template, frame writer): written once the whole spec is compiled
         ctx.finalizers.append(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns))
@@ -398,7 +638,10 @@ def compile_action(ctx: Ctx, a, path):
         return do_when
     if "switch" in a:
         sel = N.as_fn(compile_template(ctx, a["switch"], path + ["switch"]))
-        cases = {k: compile_actions(ctx, v, path + ["cases", k]) or _noop for k, v in (a.get("cases") or {}).items()}
+        cases = {}
+        for k, v in (a.get("cases") or {}).items():
+            with ctx.knowing(a["switch"], k):
+                cases[k] = compile_actions(ctx, v, path + ["cases", k]) or _noop
         dflt = compile_actions(ctx, a.get("default"), path + ["default"]) or _noop
 
         def do_switch(scope, out):
@@ -438,13 +681,20 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx = Ctx(source, errors)
     ctx.helpers = set(spec.get("helpers") or ())
     ctx.framing = spec.get("framing") or {}
-    for h in ctx.helpers:
+    ctx.names = names_for(spec.get("kind"), spec)
+    ctx.shaped = schemas_for(spec.get("kind"), spec)
+    ctx.rebound = frozenset(_with_names(spec))
+    for i, h in enumerate(spec.get("helpers") or ()):
         if h not in CUSTOM_FUNCTIONS and h not in TRANSFORMS:
-            ctx.error(["helpers"], f"unknown helper {h!r}")
+            near = nearest(str(h), CUSTOM_FUNCTIONS | set(TRANSFORMS))
+            ctx.error(["helpers", i], f"unknown helper {h!r}" + (f": did you mean `{near}`?" if near else "")
+                      + "; helpers are: " + ", ".join(sorted(CUSTOM_FUNCTIONS | set(TRANSFORMS))))
     defs = spec.get("defs") or {}
     ctx.def_names = set(defs)
     for name, body in defs.items():
+        ctx.in_def = name
         ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
+    ctx.in_def = None
     procs = spec.get("procs") or {}
     ctx.proc_names = set(procs)
     for name, body in procs.items():
@@ -461,13 +711,20 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
          int(c.get("status", 400)), c.get("code"))
         for i, c in enumerate(spec.get("checks") or ())
     )
+    out.drops = tuple(
+        (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
+        for i, d in enumerate(spec.get("drops") or ())
+    )
     if out.kind == "StreamMapping":
         out.state = spec.get("state") or {}
         out.init = compile_actions(ctx, spec.get("init"), ["init"])
         out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
         path = getattr(out.discriminator, "path", None)
         out.disc_key = path[1] if path is not None and len(path) == 2 and path[0] == "event" else None
-        out.handlers = {str(k): compile_actions(ctx, v, ["on", k]) for k, v in (spec.get("on") or {}).items()}
+        out.handlers = {}
+        for k, v in (spec.get("on") or {}).items():
+            with ctx.knowing(spec["discriminator"], str(k)):
+                out.handlers[str(k)] = compile_actions(ctx, v, ["on", k])
         out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
         out.error = compile_actions(ctx, spec.get("error"), ["error"])
         framing = spec.get("framing") or {}
@@ -475,6 +732,7 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         out.sequence_field = framing.get("sequence_field")
     else:
         out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+    _check_def_reads(ctx)
     if len(errors) != before:
         return None
     for finish in ctx.finalizers:
@@ -491,6 +749,38 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
     return out
+
+
+def _with_names(v, out=None) -> set:
+    out = set() if out is None else out
+    if isinstance(v, dict):
+        if "use" in v and isinstance(v.get("with"), dict):
+            out.update(v["with"])
+        for x in v.values():
+            _with_names(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _with_names(x, out)
+    return out
+
+
+def _check_def_reads(ctx: Ctx):
+    """A name a block of defs reads and the spec does not provide is a parameter of the block: some
+    `use` of it binds it (by `with`, by an enclosing each/as, or through the use sites of the
+    block that uses it); a use that does not bind it reads null."""
+    def provided(block, name, seen):
+        for binds, local, in_def in ctx.use_sites.get(block, ()):
+            if name in binds or name in local:
+                return True
+            if in_def is not None and in_def not in seen and provided(in_def, name, seen | {block}):
+                return True
+        return False
+    for block, name, text, path, offset, in_scope in ctx.def_reads:
+        if provided(block, name, frozenset()):
+            continue
+        msg = _not_in_scope(ctx, name, text, path, in_scope)
+        msg += f"; no `use: {block}` binds it (with: {{{name}: ...}})"
+        ctx.error(path, msg, col_offset=offset)
 
 
 def _state_fn(state: dict):

@@ -1,7 +1,7 @@
 """Spec errors that read like a compiler's: file:line:col, the spec path, the line, a caret."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -12,6 +12,7 @@ class SpecError:
     path: str
     message: str
     source_line: str = ""
+    keypath: tuple = field(default=(), compare=False, repr=False)  # the spec path, for deduplication
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 from .errors import SpecError, spec_path
+from .names import nearest
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -42,6 +43,31 @@ def _leaf(err):
     return max(leaves, key=score)
 
 
+def sections() -> list[str]:
+    """The top-level sections a spec may have: the meta-schema's own list, the one place to add one."""
+    return sorted(_validator().schema["properties"])
+
+
+def _unknown_keys(source, leaf) -> list[SpecError] | None:
+    """`additionalProperties: false` as one error per unknown key, at the key, with the nearest."""
+    schema = leaf.schema if isinstance(leaf.schema, dict) else {}
+    if leaf.validator != "additionalProperties" or schema.get("additionalProperties") is not False \
+            or not isinstance(leaf.instance, dict):
+        return None
+    known = set(schema.get("properties") or ())
+    out = []
+    for key in leaf.instance:
+        if key in known:
+            continue
+        path = tuple(leaf.absolute_path) + (key,)
+        file, line, col, text = source.locate(path, key=True)
+        near = nearest(str(key), known)
+        msg = f"unknown key `{key}`" + (f": did you mean `{near}`?" if near else
+                                         f" (keys here: {', '.join(sorted(known))})")
+        out.append(SpecError(file, line, col, spec_path(path), msg, text, keypath=path))
+    return out
+
+
 def check(source) -> list[SpecError]:
     if not isinstance(source.value, dict):
         line, col = source.mark(())
@@ -55,7 +81,11 @@ def check(source) -> list[SpecError]:
         if key in seen:
             continue
         seen.add(key)
+        keys = _unknown_keys(source, leaf)
+        if keys is not None:
+            out.extend(keys)
+            continue
         file, line, col, text = source.locate(tuple(path))
-        out.append(SpecError(file, line, col, spec_path(path), leaf.message, text))
+        out.append(SpecError(file, line, col, spec_path(path), leaf.message, text, keypath=tuple(path)))
     out.sort(key=lambda e: (e.file, e.line, e.col))
     return out

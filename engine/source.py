@@ -33,9 +33,13 @@ class Source:
             p = p[:-1]
         return self.marks.get((), (1, 1))
 
-    def locate(self, path: tuple) -> tuple[str, int, int, str]:
-        """(file, line, col, source line) of the nearest enclosing node that has a position."""
+    def locate(self, path: tuple, key: bool = False) -> tuple[str, int, int, str]:
+        """(file, line, col, source line) of the nearest enclosing node that has a position;
+        with `key`, of the key naming the last step of `path` (where a reader looks for a
+        misspelled key) when there is one."""
         p = tuple(path)
+        if key and p + ("<key>",) in self.marks:
+            p = p + ("<key>",)
         while p and p not in self.marks:
             p = p[:-1]
         line, col = self.marks.get(p, (1, 1))

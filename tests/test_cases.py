@@ -2,7 +2,9 @@
 config it needs, and the exact expected output (or the expected rejection).
 
 Keys: description, input, request (the client request, for response specs), config
-(spec cfg values), model (the upstream model), expected | rejected {param, status}.
+(spec cfg values), model (the upstream model, whose shipped profile is the scope name `profile`),
+profile (fields that replace the shipped profile's), dropped (the params the spec's `drops:`
+report, in order; none when absent), expected | rejected {param, status}.
 
 Each version of a spec runs the cases it inherits (engine/cases.py): its own folder's, and those
 of earlier versions that no case of the same name replaces."""
@@ -16,6 +18,7 @@ import yaml
 from engine import cases as case_files, schemas
 from engine.catalog import MAPPINGS_DIR
 from engine.nodes import dumps
+from engine.profiles import shipped
 
 CASES = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES.rglob("*.yaml"))
@@ -44,9 +47,10 @@ def _frozen(fixed_clock):
 def test_case(pair, kind, version, path, catalog):
     case = yaml.safe_load(path.read_text())
     spec = catalog.get(f"{pair}/{kind}", version)
-    cfg = {"default_max_tokens": 4096, **(case.get("config") or {})}
-    scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg,
-                       model=case.get("model", "claude-sonnet-4-5"))
+    cfg = {"default_max_tokens": 4096, "prompt_cache": "off", "prompt_cache_ttl": "5m", **(case.get("config") or {})}
+    model = case.get("model", "claude-sonnet-4-5")
+    profile = {**shipped().get(model), **(case.get("profile") or {})}
+    scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg, model=model, profile=profile)
     failed = spec.check(scope)
     if "rejected" in case:
         assert failed is not None, "expected the request to be rejected"
@@ -55,6 +59,7 @@ def test_case(pair, kind, version, path, catalog):
         assert status == case["rejected"].get("status", 400)
         return
     assert failed is None, f"unexpectedly rejected: {failed}"
+    assert [param for param, _ in spec.dropped(scope)] == case.get("dropped", [])
     out = spec.template(scope)
     assert out == case["expected"]
     # the text the server sends without building the dict (engine/serialize.py) is the dict's

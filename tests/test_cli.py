@@ -33,7 +33,8 @@ def test_check_reports_every_error_with_a_caret_and_exits_1(tmp_path):
     assert "one.yaml:5:" in err and "template.a: invalid JMESPath expression" in err
     assert "no block named 'nope'" in err
     assert "two.yaml:4:" in err and "mapp" in err
-    assert "3 error(s)" in err
+    assert "`x` is not a name in scope" in err
+    assert "4 error(s)" in err
     assert "^" in err
 
 

@@ -66,7 +66,7 @@ def test_use_with_bindings_and_vars_and_pipe():
     helpers: [merge_turns]
     vars: {double: "[src.n, src.n]"}
     defs:
-      wrap: {value: v, tag: tag}
+      wrap: {fields: {value: v, tag: tag}}
     template:
       a: {use: wrap, with: {v: vars.double, tag: {const: t}}}
       turns: {pipe: merge_turns, input: src.turns}

@@ -17,7 +17,7 @@ helpers: [to_json]
 defs:
   pair: {first: a, second: b, deep: {x: a}}
   partial: {whole: v, inner: v.k}
-  impure: {value: v}
+  impure: {fields: {value: v}}
   alias: {use: pair, with: {a: src.p, b: src.q}}
   maybe:
     when: src.flag
