@@ -1,4 +1,9 @@
-"""Every spec under mappings/, compiled once at start; config picks the version per API pair."""
+"""Every spec under mappings/, compiled once at start; config picks the version per API pair.
+
+Versions are dates. A spec file exists for the versions where that spec changed; asked for a
+version, each spec resolves to its newest file at or before it, so a pair has a version as soon
+as one of its specs has a file of that version. A file with `metadata.extends` is an overlay
+of an earlier version (engine/overlay.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +11,18 @@ from pathlib import Path
 from . import metaschema, profiles
 from .compiler import CompiledSpec, compile_spec
 from .errors import SpecError, SpecErrors
-from .source import load_file
+from .overlay import Overlay
+from .source import Source, load_file
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+
+
+class PinError(ValueError):
+    """The config pins versions the specs do not have; one line per pin."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class Catalog:
@@ -30,37 +44,95 @@ class Catalog:
         return sorted(self._latest)
 
     def versions(self, name: str) -> list[str]:
+        """The versions that have a file for this spec."""
         return sorted(v for (n, v) in self.specs if n == name)
 
+    def all_versions(self) -> list[str]:
+        return sorted({v for (_, v) in self.specs})
+
+    def pairs(self) -> list[str]:
+        return sorted({n.rsplit("/", 1)[0] for n in self._latest})
+
+    def pair_versions(self, pair: str) -> list[str]:
+        return sorted({v for (n, v) in self.specs if n.startswith(pair + "/")})
+
+    def resolve(self, name: str, version: str) -> CompiledSpec | None:
+        """The newest file of `name` at or before `version`, or None."""
+        found = [v for v in self.versions(name) if v <= version]
+        return self.specs[(name, found[-1])] if found else None
+
     def get(self, name: str, version: str | None = None) -> CompiledSpec:
-        """`version` None or 'latest' -> newest non-deprecated version."""
+        """`version` None or 'latest' -> newest non-deprecated version; else the newest file at
+        or before it, when it is a version of the catalog."""
+        if name not in self._latest:
+            raise KeyError(f"no mapping spec named {name!r}; known: {', '.join(self.names())}")
         if version in (None, "", "latest"):
-            try:
-                return self._latest[name]
-            except KeyError:
-                raise KeyError(f"no mapping spec named {name!r}; known: {', '.join(self.names())}") from None
-        try:
-            return self.specs[(name, version)]
-        except KeyError:
+            return self._latest[name]
+        spec = self.resolve(name, version) if version in self.all_versions() else None
+        if spec is None:
             raise KeyError(f"no version {version!r} of mapping {name!r}; versions: "
-                           f"{', '.join(self.versions(name)) or 'none'}") from None
+                           f"{', '.join(self.versions(name)) or 'none'}")
+        return spec
 
     def pair(self, pair: str, versions: dict | None = None) -> dict[str, CompiledSpec]:
         """All specs of one API pair (e.g. chat-to-messages -> request/response/stream/error)."""
         version = (versions or {}).get(pair)
-        out = {}
-        for name in self.names():
-            if name.startswith(pair + "/"):
-                out[name[len(pair) + 1:]] = self.get(name, version)
-        if not out:
-            raise KeyError(f"no mapping specs for {pair!r}")
+        kinds = [n for n in self.names() if n.startswith(pair + "/")]
+        if not kinds:
+            raise KeyError(f"no mapping specs for {pair!r}; pairs: {', '.join(self.pairs())}")
+        problem = self.pin_problem(pair, version) if version not in (None, "", "latest") else None
+        if problem:
+            raise KeyError(problem)
+        return {n[len(pair) + 1:]: self.get(n, version) for n in kinds}
+
+    def pin_problem(self, pair: str, version: str) -> str | None:
+        """Why `pair` cannot be served at `version`, or None."""
+        if pair not in self.pairs():
+            return f"no mapping pair {pair!r}; pairs: {', '.join(self.pairs())}"
+        if version not in self.all_versions():
+            return (f"no version {version!r} of {pair}; versions: "
+                    f"{', '.join(self.pair_versions(pair)) or 'none'}")
+        missing = [n for n in self.names() if n.startswith(pair + "/") and self.resolve(n, version) is None]
+        if missing:
+            return (f"{pair}@{version}: {', '.join(missing)} has no version at or before {version}; "
+                    f"versions of {pair}: {', '.join(self.pair_versions(pair))}")
+        return None
+
+    def pin_errors(self, routes=(), mapping_versions=None) -> list[str]:
+        """Every pin of the config that names a version the catalog cannot serve."""
+        out = []
+        for pair, version in (mapping_versions or {}).items():
+            problem = self.pin_problem(pair, version)
+            if problem:
+                out.append(f"mapping_versions {pair}={version}: {problem}")
+        for route in routes:
+            if not route.version:
+                continue
+            if route.version not in self.all_versions():
+                out.append(f"route {route}: no mapping version {route.version!r}; versions: "
+                           f"{', '.join(self.all_versions())}")
+                continue
+            out.extend(f"route {route}: {p}" for p in filter(None, (
+                self.pin_problem(pair, route.version) for pair in self.pairs())))
         return out
 
 
-def compile_dir(root) -> tuple[dict, list[SpecError]]:
-    """Compiles every *.yaml below root; returns (specs, every error of every spec)."""
-    specs: dict = {}
-    errors: list[SpecError] = []
+def _meta(source: Source) -> tuple[str | None, str | None, str | None]:
+    meta = source.value.get("metadata") if isinstance(source.value, dict) else None
+    if not isinstance(meta, dict):
+        return None, None, None
+    name, version, extends = (meta.get(k) for k in ("name", "version", "extends"))
+    return (name if isinstance(name, str) else None, version if isinstance(version, str) else None,
+            extends if isinstance(extends, str) else None)
+
+
+def _error(source: Source, path: tuple, message: str) -> SpecError:
+    file, line, col, text = source.locate(path)
+    return SpecError(file, line, col, ".".join(path), message, text)
+
+
+def load_dir(root) -> tuple[list[Source], list[SpecError]]:
+    sources, errors = [], []
     for path in sorted(Path(root).rglob("*.yaml")):
         rel = str(path.relative_to(Path(root).parent)) if Path(root).parent in path.parents else str(path)
         try:
@@ -78,18 +150,79 @@ def compile_dir(root) -> tuple[dict, list[SpecError]]:
             except profiles.ProfileError as e:
                 errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
             continue
+        sources.append(source)
+    return sources, errors
+
+
+def resolve_sources(sources: list[Source], errors: list) -> list[Source]:
+    """Each file as the whole spec it stands for: overlays applied onto what they extend."""
+    files: dict[tuple, Source] = {}
+    out: list[Source] = []
+    for source in sources:
+        name, version, _ = _meta(source)
+        if name is None or version is None:
+            out.append(source)  # the meta-schema says what is wrong with it
+            continue
+        if (name, version) in files:
+            errors.append(_error(source, ("metadata", "version"),
+                                 f"{name}@{version} is also defined in {files[(name, version)].path}"))
+            continue
+        files[(name, version)] = source
+    resolved: dict[tuple, Source | None] = {}
+
+    def resolve(key) -> Source | None:
+        if key in resolved:
+            return resolved[key]
+        source = files[key]
+        name, version, extends = _meta(source)
+        resolved[key] = None  # while resolving: an extends cycle finds None
+        if extends is None:
+            resolved[key] = source
+            return source
+        if extends >= version:
+            errors.append(_error(source, ("metadata", "extends"),
+                                 f"a version extends an earlier one; {extends} is not before {version}"))
+            return None
+        below = sorted(v for (n, v) in files if n == name and v <= extends)
+        if not below:
+            errors.append(_error(source, ("metadata", "extends"),
+                                 f"{name} has no version at or before {extends}; versions: "
+                                 f"{', '.join(sorted(v for (n, v) in files if n == name))}"))
+            return None
+        base = resolve((name, below[-1]))
+        if base is None:
+            return None  # the base's own errors are reported
+        resolved[key] = Overlay(base, source, errors).apply()
+        return resolved[key]
+
+    for key in files:
+        merged = resolve(key)
+        if merged is not None:
+            out.append(merged)
+    return out
+
+
+def compile_dir(root) -> tuple[dict, list[SpecError]]:
+    """Compiles every *.yaml below root; returns (specs, every error of every spec)."""
+    specs: dict = {}
+    sources, errors = load_dir(root)
+    for source in resolve_sources(sources, errors):
         found = metaschema.check(source)
         if found:
             errors.extend(found)
             continue
         spec = compile_spec(source, errors)
-        if spec is None:
-            continue
-        key = (spec.name, spec.version)
-        if key in specs:
-            line, col = source.mark(("metadata", "version"))
-            errors.append(SpecError(rel, line, col, "metadata.version",
-                                    f"{spec.ref} is also defined in {specs[key].file}", source.line(line)))
-            continue
-        specs[key] = spec
-    return specs, errors
+        if spec is not None:
+            specs[(spec.name, spec.version)] = spec
+    return specs, _unique(errors)
+
+
+def _unique(errors: list[SpecError]) -> list[SpecError]:
+    """An error in a base is found again in each overlay that inherits it: reported once."""
+    seen, out = set(), []
+    for e in errors:
+        key = (e.file, e.line, e.col, e.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out

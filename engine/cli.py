@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from .catalog import MAPPINGS_DIR, Catalog, compile_dir
+from .catalog import MAPPINGS_DIR, Catalog, PinError, compile_dir
 from .errors import SpecErrors
 from .profiles import shipped
 
@@ -28,11 +28,15 @@ def _serve(args) -> int:
     setup_logging(cfg)
     log = logging.getLogger("engine")
     try:
-        catalog = Catalog.load()
+        catalog = Catalog.load(cfg.mappings_dir or MAPPINGS_DIR)
     except SpecErrors as e:
         print(f"engine: the mapping specs do not compile:\n{e}", file=sys.stderr)
         return 1
-    app = create_app(cfg, catalog)
+    try:
+        app = create_app(cfg, catalog)
+    except PinError as e:
+        print(f"engine: config error: pinned mapping versions the specs do not have:\n{e}", file=sys.stderr)
+        return 2
     install_http_error_shapes()
     log.info("engine listening on http://%s:%s", cfg.host, cfg.port)
     log.info("routes: %s", cfg.describe_routes())

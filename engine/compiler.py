@@ -119,9 +119,8 @@ class Ctx:
         self.finalizers: list = []
 
     def error(self, path, message, col_offset=0):
-        line, col = self.source.mark(tuple(path))
-        self.errors.append(SpecError(self.source.path, line, col + col_offset, spec_path(path),
-                                     message, self.source.line(line)))
+        file, line, col, text = self.source.locate(tuple(path))
+        self.errors.append(SpecError(file, line, col + col_offset, spec_path(path), message, text))
 
 
 # ---------------------------------------------------------------- templates
@@ -131,8 +130,8 @@ def compile_expression(ctx: Ctx, text: str, path):
         fn, used = compile_expr(text)
     except ExprError as e:
         # a quoted scalar starts one column later than its text
-        line, col = ctx.source.mark(tuple(path))
-        quoted = ctx.source.line(line)[col - 1:col] in ("'", '"')
+        _file, _line, col, text = ctx.source.locate(tuple(path))
+        quoted = text[col - 1:col] in ("'", '"')
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
     if negates_before_path(text):

@@ -372,6 +372,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "default_max_tokens": _int(1),
     "max_tokens_cap": _int(0),
     "mapping_versions": _mapping_versions,
+    "mappings_dir": _path,
+    "record_dir": _path,
     "model_aliases": parse_aliases,
     "model_aliases_dir": _path,
     "model_aliases_file": _path,
@@ -419,6 +421,8 @@ class Config:
     default_max_tokens: int
     max_tokens_cap: int
     mapping_versions: Mapping[str, str]
+    mappings_dir: str  # "" = the shipped mappings/
+    record_dir: str  # "" = no recording
     # model_aliases entries, then those of model_aliases_dir, then model_aliases_file
     model_aliases: tuple[tuple[str, str], ...]
     model_aliases_dir: str

@@ -55,7 +55,7 @@ def check(source) -> list[SpecError]:
         if key in seen:
             continue
         seen.add(key)
-        line, col = source.mark(tuple(path))
-        out.append(SpecError(source.path, line, col, spec_path(path), leaf.message, source.line(line)))
-    out.sort(key=lambda e: (e.line, e.col))
+        file, line, col, text = source.locate(tuple(path))
+        out.append(SpecError(file, line, col, spec_path(path), leaf.message, text))
+    out.sort(key=lambda e: (e.file, e.line, e.col))
     return out

@@ -20,6 +20,9 @@ class Source:
     text: str
     value: object
     marks: dict = field(default_factory=dict)  # path tuple -> (line, col), 1-based
+    # path tuple -> the Source it was written in, for a spec resolved from several files
+    # (engine/overlay.py); empty when every value comes from this one
+    origin: dict = field(default_factory=dict)
 
     def mark(self, path: tuple) -> tuple[int, int]:
         """Position of the nearest enclosing node that has one."""
@@ -29,6 +32,15 @@ class Source:
                 return self.marks[p]
             p = p[:-1]
         return self.marks.get((), (1, 1))
+
+    def locate(self, path: tuple) -> tuple[str, int, int, str]:
+        """(file, line, col, source line) of the nearest enclosing node that has a position."""
+        p = tuple(path)
+        while p and p not in self.marks:
+            p = p[:-1]
+        line, col = self.marks.get(p, (1, 1))
+        src = self.origin.get(p, self)
+        return src.path, line, col, src.line(line)
 
     def line(self, n: int) -> str:
         lines = self.text.splitlines()

@@ -4,7 +4,10 @@ config it needs, and the exact expected output (or the expected rejection).
 Keys: description, input, request (the client request, for response specs), config
 (spec cfg values), model (the upstream model, whose shipped profile is the scope name `profile`),
 profile (fields that replace the shipped profile's), dropped (the params the spec's `drops:`
-report, in order; none when absent), expected | rejected {param, status}."""
+report, in order; none when absent), expected | rejected {param, status}.
+
+Each version of a spec runs the cases it inherits (engine/cases.py): its own folder's, and those
+of earlier versions that no case of the same name replaces."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import schemas
+from engine import cases as case_files, schemas
+from engine.catalog import MAPPINGS_DIR
 from engine.nodes import dumps
 from engine.profiles import shipped
 
@@ -20,20 +24,29 @@ CASES = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES.rglob("*.yaml"))
 
 
+def _runs():
+    """(pair, kind, version, case file) for each spec version and each case it inherits."""
+    out = []
+    for pair, kind in case_files.kinds_with_cases(CASES):
+        spec_versions = {p.stem for p in (MAPPINGS_DIR / pair / kind).glob("*.yaml")}
+        for version in sorted(spec_versions | set(case_files.versions_with_cases(CASES, pair, kind))):
+            for path in case_files.cases_at(CASES, pair, kind, version).values():
+                out.append((pair, kind, version, path))
+    return out
+
+
+RUNS = _runs()
+
+
 @pytest.fixture(autouse=True)
 def _frozen(fixed_clock):
     pass
 
 
-def _spec_for(path: Path, catalog):
-    pair, kind, version = path.relative_to(CASES).parts[:3]
-    return catalog.get(f"{pair}/{kind}", version)
-
-
-@pytest.mark.parametrize("path", CASE_FILES, ids=lambda p: str(p.relative_to(CASES)))
-def test_case(path, catalog):
+@pytest.mark.parametrize("pair,kind,version,path", RUNS, ids=[f"{p}/{k}/{v}/{f.name}" for p, k, v, f in RUNS])
+def test_case(pair, kind, version, path, catalog):
     case = yaml.safe_load(path.read_text())
-    spec = _spec_for(path, catalog)
+    spec = catalog.get(f"{pair}/{kind}", version)
     cfg = {"default_max_tokens": 4096, "prompt_cache": "off", "prompt_cache_ttl": "5m", **(case.get("config") or {})}
     model = case.get("model", "claude-sonnet-4-5")
     profile = {**shipped().get(model), **(case.get("profile") or {})}

@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .. import schemas
-from ..catalog import Catalog
+from ..catalog import MAPPINGS_DIR, Catalog, PinError
 from ..functions import new_id
 from ..profiles import Profiles
 from . import ops, translate
@@ -210,10 +210,8 @@ def add_pair(app, name: str, **kw) -> translate.Pair:
     app[PAIRS][name] = pair
     for route in cfg.routes:
         if route.version and (name, route.version) not in app[PAIRS]:
-            try:
-                specs = app[CATALOG].pair(name, {name: route.version})
-            except KeyError:
-                continue  # that version exists for another pair only
+            # each spec at its newest file at or before the pinned version (create_app checked it)
+            specs = app[CATALOG].pair(name, {name: route.version})
             app[PAIRS][(name, route.version)] = dataclasses.replace(pair, specs=specs)
     return pair
 
@@ -237,7 +235,11 @@ def _remember(memo: dict, key, value):
 
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
-    catalog = catalog or Catalog.load()
+    """Raises PinError when a route or mapping_versions pins a version the specs do not have."""
+    catalog = catalog or Catalog.load(getattr(cfg, "mappings_dir", "") or MAPPINGS_DIR)
+    problems = catalog.pin_errors(cfg.routes, getattr(cfg, "mapping_versions", None))
+    if problems:
+        raise PinError(problems)
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
