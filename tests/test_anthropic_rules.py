@@ -46,7 +46,9 @@ def test_generations(model, gen):
      "must be greater than"),
     ("claude-sonnet-4-5", {"temperature": 0.5, "thinking": {"type": "enabled", "budget_tokens": 2000}},
      "only be set to 1"),
-    # every generation: forced tool choice with thinking; more than 4 breakpoints
+    # every generation: prefill or forced tool choice with thinking; more than 4 breakpoints
+    ("claude-sonnet-4-5", {"thinking": {"type": "enabled", "budget_tokens": 2000},
+                           "messages": U + [{"role": "assistant", "content": "{"}]}, "prefill"),
     ("claude-sonnet-4-5", {"thinking": {"type": "enabled", "budget_tokens": 2000}, "tool_choice": {"type": "any"}},
      "tool_choice forces"),
     ("claude-opus-4-6", {"thinking": {"type": "adaptive"}, "tool_choice": {"type": "tool", "name": "f"}},
@@ -64,8 +66,8 @@ def test_refused(model, fields, words):
                          "output_config": {"effort": "xhigh", "format": {"type": "json_schema", "schema": {}}}}),
     ("claude-opus-4-6", {"thinking": {"type": "enabled", "budget_tokens": 2048}, "temperature": 1}),
     ("claude-opus-4-6", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}, "top_p": 0.95}),
-    ("claude-sonnet-4-5", {"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_p": 0.95,
-                           "messages": U + [{"role": "assistant", "content": "{"}]}),
+    ("claude-sonnet-4-5", {"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_p": 0.95}),
+    ("claude-sonnet-4-5", {"messages": U + [{"role": "assistant", "content": "{"}]}),
     ("claude-sonnet-4-5", {"temperature": 0.2, "tool_choice": {"type": "any"}}),
     ("claude-opus-4-7", {"tool_choice": {"type": "any"}}),
 ])

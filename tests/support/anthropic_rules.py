@@ -82,6 +82,8 @@ def refusal(body) -> str | None:
         if "top_p" in body and not 0.95 <= body["top_p"] <= 1:
             return "`top_p` must be between 0.95 and 1 when thinking is enabled."
     if kind in ("enabled", "adaptive"):
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            return "Assistant message prefill is not supported when thinking is enabled."
         choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
         if choice.get("type") in ("any", "tool"):
             return "Thinking may not be enabled when tool_choice forces tool use."
