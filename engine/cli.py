@@ -365,6 +365,10 @@ def main(argv=None) -> int:
                    help="only the fault load test: 200 streams at once through engine serve, 20%% faulted, "
                         "each outcome checked exactly")
     b.add_argument("--no-faults", action="store_true", help="skip the fault load test in a full run")
+    b.add_argument("--cache", action="store_true",
+                   help="only the prompt-caching replay: a multi-turn Codex session, billed input tokens with "
+                        "prompt_cache=auto beside off (counts, not timings)")
+    b.add_argument("--turns", type=int, default=12, help="turns of the --cache replay (default 12)")
     b.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                    help="non-stream load generator (auto: wrk if installed)")
     b.add_argument("--duration", type=float, help="seconds per measured load run")
@@ -398,6 +402,9 @@ def _diff(args) -> int:
 def _bench(args) -> int:
     from .bench import runner
 
+    if args.cache:
+        from .bench import caching
+        return caching.main(turns=args.turns)
     over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro}
     if args.duration:
         over["duration"] = args.duration

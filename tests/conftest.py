@@ -6,7 +6,9 @@ Fixtures:
   fake_openai             function-scoped FakeUpstream (flavor "openai")
   fake_anthropic_session  session-scoped FakeUpstream, reset before every test
   fake_openai_session     session-scoped FakeUpstream, reset before every test
-  gateway                 session-scoped GatewayProcess wired to the two session fakes
+  gateway                 session-scoped GatewayProcess wired to the two session fakes, the
+                          API pairs to Anthropic pinned to their 2025-06-01 specs
+  gateway_latest          the same with every pair at its newest spec version (the default)
   make_gateway            factory for tests needing their own env/config/args (stopped
                           at teardown); by default wired to fake_anthropic / fake_openai
   snapshot                syrupy snapshot writing to <repo>/snapshots/<test module>/
@@ -45,7 +47,13 @@ def gateway_env(fake_anthropic: FakeUpstream, fake_openai: FakeUpstream, data_di
         "TOKLIGENCE_DATA_DIR": str(data_dir),
         # the shared gateways test how errors map; retries are tested on gateways of their own
         "TOKLIGENCE_UPSTREAM_MAX_RETRIES": "0",
+        # the tests written against the 2025-06-01 translation keep testing it (still selectable);
+        # the newest version is tested through gateway_latest or with this variable removed
+        "TOKLIGENCE_MAPPING_VERSIONS": PINNED_2025,
     }
+
+
+PINNED_2025 = "chat-to-messages=2025-06-01,responses-to-messages=2025-06-01"
 
 
 # ------------------------------------------------------------------ the engine alone
@@ -128,6 +136,16 @@ def gateway(fake_anthropic_session, fake_openai_session, tmp_path_factory):
     gw.close()
 
 
+@pytest.fixture(scope="session")
+def gateway_latest(fake_anthropic_session, fake_openai_session, tmp_path_factory):
+    env = gateway_env(fake_anthropic_session, fake_openai_session, tmp_path_factory.mktemp("gateway-latest-data"))
+    env["TOKLIGENCE_MAPPING_VERSIONS"] = None
+    gw = GatewayProcess(env)
+    gw.start()
+    yield gw
+    gw.close()
+
+
 @pytest.fixture
 def make_gateway(fake_anthropic, fake_openai, tmp_path):
     """``make_gateway(env_overrides=None, args=(), config_text=None, start=True, **kw)``.
@@ -161,7 +179,8 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.when != "call" or not rep.failed:
         return
-    gw = item.funcargs.get("gateway") if hasattr(item, "funcargs") else None
+    funcargs = getattr(item, "funcargs", {})
+    gw = funcargs.get("gateway") or funcargs.get("gateway_latest")
     if isinstance(gw, GatewayProcess):
         start = getattr(item, "_gateway_log_offset", 0)
         text = gw.output_since(start)
@@ -174,9 +193,10 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def _gateway_log_offset(request):
-    if "gateway" in request.fixturenames:
-        gw = request.getfixturevalue("gateway")
-        request.node._gateway_log_offset = gw.output_size()
+    for name in ("gateway", "gateway_latest"):
+        if name in request.fixturenames:
+            gw = request.getfixturevalue(name)
+            request.node._gateway_log_offset = gw.output_size()
     yield
 
 

@@ -274,3 +274,45 @@ async def test_the_openai_sdk_sees_each_fault_as_an_error(tmp_path):
         await client.close()
     finally:
         b.close()
+
+
+# ---------------------------------------------------------------- prompt-caching replay
+
+def test_caching_replay_lowers_billed_input_and_reads_the_whole_previous_turn(tmp_path, monkeypatch):
+    from engine.bench import caching
+
+    monkeypatch.chdir(tmp_path)  # the response store's ./data
+    on = asyncio.run(caching.replay("claude-opus-4-7", "auto", turns=4))
+    off = asyncio.run(caching.replay("claude-opus-4-7", "off", turns=4))
+    billed = lambda r: sum(t["billed"] for t in r["turns"])  # noqa: E731
+    assert [t["total"] for t in on["turns"]] == [t["total"] for t in off["turns"]]
+    assert billed(on) < 0.5 * billed(off) and billed(off) == sum(t["total"] for t in off["turns"])
+    # the gateway's output is byte-stable turn to turn: each turn reads all of the one before
+    assert [t["read"] for t in on["turns"][1:]] == [t["total"] for t in on["turns"][:-1]]
+    assert all(t["breakpoints"] == 3 for t in on["turns"]) and all(t["read"] == 0 for t in off["turns"])
+    # cache reads come back to the client as cached_tokens
+    assert on["reported_cached"] == [t["read"] for t in on["turns"]]
+    text = caching.render([off, on])
+    assert "claude-opus-4-7" in text and "vs off" in text
+
+
+def test_caching_upstream_bills_like_anthropic():
+    from engine.bench.caching import CachingUpstream, tokens
+
+    big = {"type": "text", "text": "x" * 8000}
+    body = {"system": [dict(big, cache_control={"type": "ephemeral"})],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]}
+    up = CachingUpstream(min_tokens=1024)
+    first = up.bill(body)
+    size = tokens(big) + tokens({"type": "text", "text": "hi"})
+    assert first == {"input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": size}
+    assert up.turns[-1]["billed"] == size * 1.25
+    second = up.bill(body)
+    assert second["cache_read_input_tokens"] == size and up.turns[-1]["billed"] == size * 0.1
+    # below the model's minimum nothing is cached; a 1-hour write costs 2x
+    small = CachingUpstream(min_tokens=100000)
+    small.bill(body)
+    assert small.bill(body)["cache_read_input_tokens"] == 0
+    hour = CachingUpstream(min_tokens=1)
+    hour.bill({"system": [dict(big, cache_control={"type": "ephemeral", "ttl": "1h"})], "messages": []})
+    assert hour.turns[-1]["billed"] == tokens(big) * 2.0

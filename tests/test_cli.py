@@ -58,7 +58,7 @@ def test_replay_prints_the_translated_stream_and_timing():
     r = engine("replay", str(FIXTURES / "anthropic-text.sse"), "--time", "--repeat", "50")
     assert r.returncode == 0, r.stderr
     assert r.stdout.rstrip().endswith("data: [DONE]")
-    assert "µs/event through chat-to-messages/stream@2025-06-01" in r.stderr
+    assert "µs/event through chat-to-messages/stream@" in r.stderr
     assert "json decode/encode alone" in r.stderr
 
 

@@ -103,36 +103,43 @@ def test_engine_check_checks_profile_tables_and_does_not_take_them_for_specs(tmp
 # ---------------------------------------------------------------- drops and x-gateway-dropped
 
 _DROP = ("drops:\n"
-         "  - when: \"!(profile.sampling) && src.{field} != `null`\"\n"
-         "    param: {field}\n"
+         "  - when: \"!(profile.sampling) && src.top_k != `null`\"\n"
+         "    param: top_k\n"
          "    reason: \"the target model refuses sampling parameters\"\n")
 
 
 def _catalog_with_drops(tmp_path) -> Catalog:
-    """The shipped specs, each translated request spec declaring a drop of one sampling field."""
+    """The shipped specs; the messages-to-chat request specs also declare a drop of top_k (the
+    specs to Anthropic declare their own)."""
     root = tmp_path / "mappings"
     shutil.copytree(MAPPINGS_DIR, root)
-    for pair, field in (("chat-to-messages", "temperature"), ("responses-to-messages", "temperature"),
-                        ("messages-to-chat", "top_k")):
-        for path in (root / pair / "request").glob("*.yaml"):
-            text = path.read_text()
-            path.write_text(text.replace("\ntemplate:\n", "\n" + _DROP.format(field=field) + "template:\n", 1))
+    for path in (root / "messages-to-chat" / "request").glob("*.yaml"):
+        text = path.read_text()
+        path.write_text(text.replace("\ntemplate:\n", "\n" + _DROP + "template:\n", 1))
     return Catalog.load(root)
 
 
-def test_drops_are_compiled_and_reported_in_order(tmp_path):
-    spec = _catalog_with_drops(tmp_path).get("chat-to-messages/request")
-    assert len(spec.drops) == 1
-    scope = spec.scope(src={"model": "m", "messages": [], "temperature": 0.2}, cfg={"default_max_tokens": 10},
-                       model="claude-opus-4-7", profile=shipped().get("claude-opus-4-7"))
-    assert spec.dropped(scope) == [("temperature", "the target model refuses sampling parameters")]
-    scope["profile"] = shipped().get("claude-sonnet-4-5")
-    assert spec.dropped(scope) == []
+def test_drops_are_compiled_and_reported_in_order(catalog):
+    spec = catalog.get("chat-to-messages/request", "2026-12-01")
+    src = {"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{"}],
+           "temperature": 0.2, "top_p": 0.5}
+    scope = spec.scope(src=src, cfg={"default_max_tokens": 10}, model="claude-opus-4-7",
+                       profile=shipped().get("claude-opus-4-7"))
+    assert spec.dropped(scope) == [
+        ("temperature", "the target model refuses sampling parameters"),
+        ("top_p", "the target model refuses sampling parameters"),
+        ("prefill", "the target model refuses a last assistant message (prefill); it is left out")]
+    out = spec.template(scope)
+    assert "temperature" not in out and "top_p" not in out and len(out["messages"]) == 1
+    scope = spec.scope(src=src, cfg={"default_max_tokens": 10}, model="claude-sonnet-4-5",
+                       profile=shipped().get("claude-sonnet-4-5"))
+    assert [p for p, _ in spec.dropped(scope)] == ["top_p"]  # 4.5 refuses the two together
 
 
 async def test_the_dropped_header_on_every_translated_endpoint(tmp_path, fake_anthropic, fake_openai, caplog):
     cfg = config_mod.load({}, env={**gateway_env(fake_anthropic, fake_openai, tmp_path),
                                    "TOKLIGENCE_ROUTES": "claude*=>anthropic,gpt*=>openai",
+                                   "TOKLIGENCE_MAPPING_VERSIONS": "",  # the newest: its own drops
                                    "TOKLIGENCE_MODEL_ALIASES": "claude-via-gpt=>gpt-5"})
     from engine.server.app import create_app
     app = create_app(cfg, _catalog_with_drops(tmp_path))

@@ -12,6 +12,8 @@ Modules, one job each:
 | procs.py | starting, pinning (taskset) and measuring (RSS) the processes under test |
 | runner.py | the phases, in one run, and the one table with ratios to the byte proxy |
 | micro.py | the engine alone: µs per stream event per stream spec, µs per request translation |
+| caching.py | the prompt-caching replay: a multi-turn Codex session against a fake upstream that
+  caches prefixes and bills tokens as Anthropic does, caching on beside off (`engine bench --cache`) |
 | faults.py | the fault load test: 200 streams at once, a share faulted by the fake upstream, every
   outcome checked exactly (`engine bench --faults`) |
 

@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Sequence
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import anthropic_rules
+
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
 
 DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5-20250929"
@@ -120,6 +122,8 @@ class RecordedRequest:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
     # True when the client went away while we were still answering (stall / stream)
     client_disconnected: bool = False
+    # the message of the 400 the real API gives this request (support/anthropic_rules.py), if any
+    refused: str | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -1070,8 +1074,11 @@ class FakeUpstream:
     paths always answer in their own API."""
 
     def __init__(self, flavor: str | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 auto_request_id: bool = True):
+                 auto_request_id: bool = True, enforce_rules: bool = True):
         self.flavor = flavor
+        # Messages requests the real API refuses for the model's generation get its 400
+        # (support/anthropic_rules.py); the scripted reply, if any, is left for the next request
+        self.enforce_rules = enforce_rules
         self.host = host
         self._port = port
         self.auto_request_id = auto_request_id
@@ -1270,10 +1277,13 @@ class FakeUpstream:
             body=body,
             json=parsed,
         )
+        if self.enforce_rules and request.method == "POST" and _route(request.path) in ("messages", "count_tokens"):
+            rec.refused = anthropic_rules.refusal(parsed)
         with self._cond:
             rec.index = len(self.requests)
             self.requests.append(rec)
-            reply = self._take(rec)
+            # the real API refuses such a request before anything scripted could answer it
+            reply = ErrorReply(400, anthropic_error_body(400, rec.refused)) if rec.refused else self._take(rec)
             self._cond.notify_all()
         if reply is None:
             reply = default_reply_for(rec, self.flavor)
