@@ -89,3 +89,21 @@ def test_body_fixture(name, catalog, snapshot):
     out = catalog.get("chat-to-messages/response").apply(src=body, req={}, cfg={}, model="m")
     assert schemas.first_error("openai/chat.response", out) is None, schemas.first_error("openai/chat.response", out)
     assert out == snapshot
+
+
+@pytest.mark.parametrize("name", ["anthropic-tool-no-args-pings.sse", "anthropic-tool-use-only.sse",
+                                  "anthropic-text-then-tool-use.sse"])
+def test_streamed_tool_arguments_join_to_json(name, catalog):
+    """The client joins each call's argument fragments and parses them: a tool without input
+    must still give JSON ("{}"), and a call with input must not get a stray "{}" appended."""
+    out = replay(catalog.get("chat-to-messages/stream"), (FIXTURES / name).read_bytes())
+    chunks = [json.loads(b[6:]) for b in out.decode().split("\n\n") if b and b != "data: [DONE]"]
+    joined: dict[int, str] = {}
+    for c in chunks:
+        for tc in (c["choices"][0]["delta"].get("tool_calls", []) if c["choices"] else []):
+            joined[tc["index"]] = joined.get(tc["index"], "") + tc["function"].get("arguments", "")
+    assert joined
+    for text in joined.values():
+        assert isinstance(json.loads(text), dict)
+    if name == "anthropic-tool-no-args-pings.sse":
+        assert joined == {0: "{}"}
