@@ -2,7 +2,8 @@
 config it needs, and the exact expected output (or the expected rejection).
 
 Keys: description, input, request (the client request, for response specs), config
-(spec cfg values), model (the upstream model), expected | rejected {param, status}."""
+(spec cfg values), model (the upstream model), expected | rejected {param, status}. A request
+case is rejected by the source schema (as the server validates first) or by the spec's checks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,6 +35,13 @@ def test_case(path, catalog):
     cfg = {"default_max_tokens": 4096, **(case.get("config") or {})}
     scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg,
                        model=case.get("model", "claude-sonnet-4-5"))
+    if "rejected" in case and spec.kind == "RequestMapping":
+        # the server validates the body against the source schema first (a 400 naming the path)
+        issue = schemas.first_error(spec.source, case["input"])
+        if issue is not None:
+            assert issue.path == case["rejected"]["param"], issue
+            assert case["rejected"].get("status", 400) == 400
+            return
     failed = spec.check(scope)
     if "rejected" in case:
         assert failed is not None, "expected the request to be rejected"
