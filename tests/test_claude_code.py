@@ -6,7 +6,8 @@ in the package). Claude Code is pointed at the gateway as in tests/fixtures/clie
 ANTHROPIC_BASE_URL, a dummy ANTHROPIC_API_KEY, no non-essential traffic, HOME and
 CLAUDE_CONFIG_DIR in a temporary folder. The gateway aliases claude* to gpt-4o, served by a fake
 OpenAI upstream that asks for `echo hi-from-gateway` through the Bash tool, then answers with the
-tool's output."""
+tool's output. The same round trip runs with `--model gpt-5`, an OpenAI model by name (no alias),
+against a fake upstream that refuses what api.openai.com refuses for reasoning models."""
 from __future__ import annotations
 
 import os
@@ -42,6 +43,52 @@ def _answer(rec):
             return sse_reply(openai_chat_stream(None, tool_calls=[("call_bash1", "Bash", args)]), chunk_size=40)
         return json_reply(openai_chat_completion(None, tool_calls=[("call_bash1", "Bash", "".join(args))]))
     return sse_reply(openai_chat_stream(["ok"])) if stream else json_reply(openai_chat_completion("ok"))
+
+
+def _run_claude(gw, tmp_path, model):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    env.update(ANTHROPIC_BASE_URL=gw.url, ANTHROPIC_API_KEY="sk-ant-client-dummy",
+               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
+               HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    proc = subprocess.run([CLAUDE, "-p", f"Run echo {MARKER}", "--allowedTools", "Bash", "--model", model],
+                          env=env, cwd=home, capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\ngateway:\n{gw.output()}"
+    return proc
+
+
+@pytest.fixture
+def gpt_gateway(fake_anthropic, fake_openai, tmp_path):
+    """No aliases: Claude Code asks for gpt-5 by name, routed to the OpenAI upstream."""
+    env = gateway_env(fake_anthropic, fake_openai, tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    gw = GatewayProcess(env)
+    gw.start()
+    yield gw
+    gw.close()
+
+
+def test_claude_code_on_gpt5_by_name(gpt_gateway, fake_openai, fake_anthropic, tmp_path):
+    fake_openai.set_default(_answer)
+    proc = _run_claude(gpt_gateway, tmp_path, "gpt-5")
+    assert f"The command printed: {MARKER}" in proc.stdout
+
+    assert fake_anthropic.requests == []
+    chats = fake_openai.requests_to("/chat/completions")
+    assert chats and all(r.json["model"] == "gpt-5" for r in chats)
+    first = next(r.json for r in chats if any(t["function"]["name"] == "Bash" for t in r.json.get("tools") or []))
+    # Claude Code's system message inside messages is a system message upstream, in its place
+    roles = [m["role"] for m in first["messages"]]
+    assert roles[0] == "system" and "system" in roles[1:]
+    # a reasoning model: its effort from output_config.effort, no max_tokens, no sampling values
+    assert first["reasoning_effort"] in ("minimal", "low", "medium", "high")
+    for r in chats:
+        assert "max_tokens" not in r.json and "temperature" not in r.json and "top_p" not in r.json
+    final = next(r.json for r in chats if any(m["role"] == "tool" for m in r.json["messages"]))
+    tool = next(m for m in final["messages"] if m["role"] == "tool")
+    assert tool["tool_call_id"] == "call_bash1" and MARKER in tool["content"]
 
 
 @pytest.fixture

@@ -261,7 +261,14 @@ def test_upstream_http_errors(client, upstream, status, headers, exc, out_status
 
 @pytest.mark.parametrize("payload,param", [
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "max_tokens": 1e30, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
+    ({"model": MODEL, "max_tokens": 5, "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a"},
+                                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "b"}]}],
+      "tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "messages"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "temperature": 1.5},
      "temperature"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
