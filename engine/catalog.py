@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import metaschema
+from . import metaschema, profiles
 from .compiler import CompiledSpec, compile_spec
 from .errors import SpecError, SpecErrors
 from .source import load_file
@@ -70,6 +70,13 @@ def compile_dir(root) -> tuple[dict, list[SpecError]]:
             mark = getattr(e, "problem_mark", None)
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             errors.append(SpecError(rel, line, col, "<yaml>", str(getattr(e, "problem", e))))
+            continue
+        if isinstance(source.value, dict) and source.value.get("kind") == profiles.KIND:
+            # a model-profile table (engine/profiles.py), not a mapping spec: only checked here
+            try:
+                profiles.check(source)
+            except profiles.ProfileError as e:
+                errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
             continue
         found = metaschema.check(source)
         if found:

@@ -10,6 +10,7 @@ import time
 
 from .catalog import MAPPINGS_DIR, Catalog, compile_dir
 from .errors import SpecErrors
+from .profiles import shipped
 
 
 def _serve(args) -> int:
@@ -207,8 +208,9 @@ def _translate(args) -> int:
     if isinstance(doc, dict) and "body" in doc and "path" in doc:
         doc = doc["body"]  # a captured client request
     req = _load_json(args.req) if args.req else {}
-    cfg = {"default_max_tokens": args.default_max_tokens}
-    scope = spec.scope(src=doc, req=req, cfg=cfg, model=args.model or (doc.get("model") if isinstance(doc, dict) else None))
+    cfg = {"default_max_tokens": args.default_max_tokens, "prompt_cache": "auto", "prompt_cache_ttl": "5m"}
+    model = args.model or (doc.get("model") if isinstance(doc, dict) else None)
+    scope = spec.scope(src=doc, req=req, cfg=cfg, model=model, profile=shipped().get(model))
     failed = spec.check(scope) if spec.checks else None
     if failed:
         print(json.dumps({"rejected": {"param": failed[0], "message": failed[1], "status": failed[2]}}, indent=2))
@@ -228,7 +230,7 @@ def _replay(args) -> int:
     cfg = {"default_max_tokens": 4096, "stream_id": "replay"}
 
     def run_once():
-        t = StreamTranslator(spec, req=req, cfg=cfg, model=args.model)
+        t = StreamTranslator(spec, req=req, cfg=cfg, model=args.model, profile=shipped().get(args.model))
         return t.start_bytes() + t.feed(raw) + t.finish(), t.events_in
 
     out, n_events = run_once()

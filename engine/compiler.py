@@ -44,6 +44,7 @@ class CompiledSpec:
     target: str | None = None
     vars: tuple = ()
     checks: tuple = ()
+    drops: tuple = ()  # (condition, param, reason): fields deliberately not sent upstream
     template: object = None
     # stream specs
     state: dict = field(default_factory=dict)
@@ -79,6 +80,10 @@ class CompiledSpec:
             if N.truthy(cond(scope)):
                 return param, message, status, code
         return None
+
+    def dropped(self, scope) -> list:
+        """[(param, reason)] of every `drops` rule that holds, in order."""
+        return [(param, reason) for cond, param, reason in self.drops if N.truthy(cond(scope))]
 
     def apply(self, **values):
         return self.template(self.scope(**values))
@@ -461,6 +466,10 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
          int(c.get("status", 400)), c.get("code"))
         for i, c in enumerate(spec.get("checks") or ())
+    )
+    out.drops = tuple(
+        (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
+        for i, d in enumerate(spec.get("drops") or ())
     )
     if out.kind == "StreamMapping":
         out.state = spec.get("state") or {}

@@ -375,6 +375,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "model_aliases": parse_aliases,
     "model_aliases_dir": _path,
     "model_aliases_file": _path,
+    "model_profiles_file": _path,
+    "prompt_cache": _choice(("auto", "off")),
+    "prompt_cache_ttl": _choice(("5m", "1h")),
     "data_dir": _data_dir,
     "session_store": _session_store,
     "response_ttl_seconds": _whole_seconds,
@@ -420,6 +423,9 @@ class Config:
     model_aliases: tuple[tuple[str, str], ...]
     model_aliases_dir: str
     model_aliases_file: str
+    model_profiles_file: str  # a YAML table of model profiles read before the shipped one
+    prompt_cache: str  # auto | off: cache breakpoints on translated requests to Anthropic
+    prompt_cache_ttl: str  # 5m | 1h
     data_dir: str
     session_store: str  # "sqlite" or a redis:// URL
     response_ttl_seconds: int
@@ -720,6 +726,19 @@ def load(args: Mapping[str, Any] | Any | None = None, env: Mapping[str, str] | N
     # api_keys_file must exist when given
     if values["api_keys_file"] and not os.path.isfile(values["api_keys_file"]):
         raise ConfigError.invalid("api_keys_file", values["api_keys_file"], sources["api_keys_file"], "no such file")
+
+    if values["model_profiles_file"]:
+        import yaml
+
+        from .profiles import ProfileError, Profiles
+        try:
+            Profiles.load(values["model_profiles_file"])
+        except FileNotFoundError:
+            raise ConfigError.invalid("model_profiles_file", values["model_profiles_file"],
+                                      sources["model_profiles_file"], "no such file") from None
+        except (ProfileError, OSError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigError.invalid("model_profiles_file", values["model_profiles_file"],
+                                      sources["model_profiles_file"], str(exc)) from None
 
     # alias files extend the inline aliases
     aliases = list(values["model_aliases"])

@@ -2,8 +2,10 @@
 config it needs, and the exact expected output (or the expected rejection).
 
 Keys: description, input, request (the client request, for response specs), config
-(spec cfg values), model (the upstream model), expected | rejected {param, status}. A request
-case is rejected by the source schema (as the server validates first) or by the spec's checks."""
+(spec cfg values), model (the upstream model, whose shipped profile is the scope name `profile`),
+profile (fields that replace the shipped profile's), dropped (the params the spec's `drops:`
+report, in order; none when absent), expected | rejected {param, status}. A request case is
+rejected by the source schema (as the server validates first) or by the spec's checks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +15,7 @@ import yaml
 
 from engine import schemas
 from engine.nodes import dumps
+from engine.profiles import shipped
 
 CASES = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES.rglob("*.yaml"))
@@ -32,9 +35,10 @@ def _spec_for(path: Path, catalog):
 def test_case(path, catalog):
     case = yaml.safe_load(path.read_text())
     spec = _spec_for(path, catalog)
-    cfg = {"default_max_tokens": 4096, **(case.get("config") or {})}
-    scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg,
-                       model=case.get("model", "claude-sonnet-4-5"))
+    cfg = {"default_max_tokens": 4096, "prompt_cache": "off", "prompt_cache_ttl": "5m", **(case.get("config") or {})}
+    model = case.get("model", "claude-sonnet-4-5")
+    profile = {**shipped().get(model), **(case.get("profile") or {})}
+    scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg, model=model, profile=profile)
     if "rejected" in case and spec.kind == "RequestMapping":
         # the server validates the body against the source schema first (a 400 naming the path)
         issue = schemas.first_error(spec.source, case["input"])
@@ -50,6 +54,7 @@ def test_case(path, catalog):
         assert status == case["rejected"].get("status", 400)
         return
     assert failed is None, f"unexpectedly rejected: {failed}"
+    assert [param for param, _ in spec.dropped(scope)] == case.get("dropped", [])
     out = spec.template(scope)
     assert out == case["expected"]
     # the text the server sends without building the dict (engine/serialize.py) is the dict's

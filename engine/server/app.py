@@ -13,6 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from .. import schemas
 from ..catalog import Catalog
 from ..functions import new_id
+from ..profiles import Profiles
 from . import ops, translate
 from .errors import ApiError, api_of, render
 from .upstream import RetryPolicy, Upstream
@@ -23,6 +24,7 @@ CONFIG = web.AppKey("config", object)
 CATALOG = web.AppKey("catalog", Catalog)
 UPSTREAMS = web.AppKey("upstreams", dict)
 PAIRS = web.AppKey("pairs", dict)
+PROFILES = web.AppKey("profiles", Profiles)
 
 
 def guarded(handler):
@@ -179,7 +181,8 @@ def limits(app) -> tuple[int, int]:
 
 def spec_scope(app, model: str, request: web.Request) -> dict:
     cfg = app[CONFIG]
-    return {"model": model, "cfg": app["spec_cfg"], "keepalive_seconds": cfg.keepalive_seconds}
+    return {"model": model, "profile": app[PROFILES].get(model), "cfg": app["spec_cfg"],
+            "keepalive_seconds": cfg.keepalive_seconds}
 
 
 # ---------------------------------------------------------------- handlers
@@ -240,7 +243,9 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app[CATALOG] = catalog
     app[PAIRS] = {}
     app[RESOLVED] = {}
-    app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens}
+    app[PROFILES] = Profiles.load(cfg.model_profiles_file)
+    app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens, "prompt_cache": cfg.prompt_cache,
+                       "prompt_cache_ttl": cfg.prompt_cache_ttl}
     app[UPSTREAMS] = {
         "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
                               cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),

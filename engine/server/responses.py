@@ -19,7 +19,7 @@ import logging
 
 from aiohttp import web
 
-from ..functions import TranslationError, new_id
+from ..functions import new_id
 from ..nodes import dumps
 from . import passthrough, translate
 from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
@@ -138,16 +138,8 @@ def _apply(spec, **scope):
     return out
 
 
-def _apply_vars(spec, **scope):
-    try:
-        sc = spec.scope(**scope)
-        failed = spec.check(sc)
-        if failed:
-            param, message, status, code = failed
-            raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
-        return spec.template(sc), sc.get("vars") or {}
-    except TranslationError as e:
-        raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
+def _apply_vars(spec, request=None, **scope):
+    return translate.apply_request(spec, request, **scope)
 
 
 async def _translated(request: web.Request, body: dict, provider: str, target: str, prev: dict | None = None):
@@ -159,7 +151,7 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
     id_base = new_id("")
     response_id = "resp_" + id_base
     scope = {**spec_scope(app, target, request), "prev": prev, "id_base": id_base, "response_id": response_id}
-    out_body, req_vars = _apply_vars(pair.specs["request"], src=body, **scope)
+    out_body, req_vars = _apply_vars(pair.specs["request"], request, src=body, **scope)
     store = body.get("store") is not False
 
     async def on_result(result, sc):

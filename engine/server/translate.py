@@ -148,20 +148,47 @@ def validate(body: dict, schema_id: str):
         raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
 
 
-def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
+def translate_request(pair: Pair, body: dict, scope: dict, request: web.Request | None = None) -> dict:
     # the dict, then one pass of the C encoder: a request is mostly client content (messages,
     # tools) that the spec passes through, which the text writers of engine/serialize.py would
     # encode piece by piece, more slowly (29 µs against 25 for the bench's request)
-    spec = pair.specs["request"]
+    return apply_request(pair.specs["request"], request, src=body, **scope)[0]
+
+
+def apply_request(spec, request: web.Request | None, **scope) -> tuple[dict, dict]:
+    """(output, vars) of a request-kind spec: its checks (ApiError 400), its drops (noted on
+    the request for the x-gateway-dropped header and logged at debug), then its template."""
     try:
-        sc = spec.scope(src=body, **scope)
+        sc = spec.scope(**scope)
         failed = spec.check(sc)
         if failed:
             param, message, status, code = failed
             raise ApiError(status, message, param=param, code=code or "unsupported_parameter")
-        return spec.template(sc)
+        if spec.drops:
+            dropped = spec.dropped(sc)
+            if dropped:
+                note_dropped(request, dropped, scope.get("model"))
+        return spec.template(sc), sc.get("vars") or {}
     except TranslationError as e:
         raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
+
+
+def note_dropped(request: web.Request | None, dropped: list, model) -> None:
+    names = list(dict.fromkeys(param for param, _ in dropped))
+    if request is not None:
+        request["dropped"] = ", ".join(names)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("request %s: not sent to %s: %s", request.get("request_id") if request is not None else "-",
+                  model, "; ".join(f"{param} ({reason})" for param, reason in dropped))
+
+
+def answer_headers(request: web.Request) -> dict | None:
+    """Headers every translated answer carries: x-gateway-dropped names what was not sent."""
+    dropped = request.get("dropped")
+    return {DROPPED_HEADER: dropped} if dropped else None
+
+
+DROPPED_HEADER = "x-gateway-dropped"
 
 
 async def upstream_error(pair: Pair, resp, provider: str) -> ApiError:
@@ -185,7 +212,7 @@ def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dict,
     """Translate, call the upstream, translate back. ApiError for anything the client did wrong
     or the upstream refused before the first byte reached the client. Not a coroutine itself:
     the caller awaits `call` directly, one frame fewer on every resumption of the request."""
-    out_body = translate_request(pair, body, scope)
+    out_body = translate_request(pair, body, scope, request)
     return call(request, pair, upstream, body, out_body, scope, upstream_headers)
 
 
@@ -235,11 +262,13 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             text = getattr(spec.template, "json", None)
             if on_result is None and text is not None:
                 # written straight to JSON text (engine/serialize.py): no dict to encode
-                return web.Response(body=text(sc).encode(), content_type="application/json")
+                return web.Response(body=text(sc).encode(), content_type="application/json",
+                                    headers=answer_headers(request))
             result = spec.template(sc)
             if on_result is not None:
                 await on_result(result, sc)
-            return web.Response(body=dumps(result).encode(), content_type="application/json")
+            return web.Response(body=dumps(result).encode(), content_type="application/json",
+                                headers=answer_headers(request))
         return await _stream(request, pair, resp, body, scope, upstream, on_write)
     finally:
         await ctx.__aexit__(None, None, None)
@@ -250,6 +279,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     out = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
+    if request.get("dropped"):
+        out.headers[DROPPED_HEADER] = request["dropped"]
     await out.prepare(request)
     request["stream_response"] = out
     started = request.get("started") or time.monotonic()
