@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from clients import find
-from support.fake_upstream import anthropic_text_stream, anthropic_tool_stream, sse_reply
+from support.fake_upstream import anthropic_stream_events, anthropic_text_stream, anthropic_tool_stream, \
+    sse_events, sse_reply
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -180,3 +181,22 @@ def test_codex_session_with_exec_apply_patch_and_a_sub_agent(make_gateway, fake_
     history = [b for m in final["messages"] if m["role"] == "assistant" for b in m["content"] if b["type"] == "tool_use"]
     assert [b["name"] for b in history] == ["exec_command", "apply_patch", "multi_agent_v1__spawn_agent"]
     assert history[1]["input"] == {"input": PATCH}
+
+
+def test_codex_web_search_through_anthropic(make_gateway, fake_anthropic):
+    """Codex's web_search tool is Anthropic's web search: the search the model ran comes back as a
+    web_search_call item, which Codex takes as such, and the answer after it is printed."""
+    gw = make_gateway()
+    fake_anthropic.enqueue(sse_reply(sse_events(anthropic_stream_events([
+        {"type": "server_tool_use", "id": "srvtoolu_01W", "name": "web_search",
+         "partial_json": ['{"query": "rust 2024 edition"}']},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01W",
+         "content": [{"type": "web_search_result", "url": "https://example.com/rust", "title": "Rust 2024",
+                      "encrypted_content": "EqQ", "page_age": None}]},
+        {"type": "text", "text": ["Rust 2024 ", "is stable."]},
+    ]))))
+    done = run_codex(gw.url, "Search the web: is the Rust 2024 edition stable?")
+    assert done.returncode == 0, done.stdout + done.stderr + gw.output()[-4000:]
+    assert "Rust 2024 is stable." in done.stdout
+    first = fake_anthropic.requests_to("/v1/messages")[0].json
+    assert {"type": "web_search_20250305", "name": "web_search"} in first["tools"]
