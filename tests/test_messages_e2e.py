@@ -276,7 +276,7 @@ def test_upstream_http_errors(client, upstream, status, headers, exc, out_status
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "temperature": 1.5},
      "temperature"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-      "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
+      "tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "file", "file_id": "file_1"}}]}]}, "messages"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
