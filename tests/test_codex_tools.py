@@ -79,3 +79,22 @@ def test_web_search_streams_as_a_web_search_call_item(catalog):
     # output_index counts the search item: the message is the second item
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.added"] == [0, 1]
     assert events[-1]["type"] == "response.completed"
+
+
+def test_local_shell_streams_as_a_local_shell_call_item(catalog):
+    req = {**REQ, "tools": [{"type": "local_shell"}]}
+    raw = sse_events(anthropic_stream_events([
+        {"type": "tool_use", "id": "toolu_01L", "name": "local_shell",
+         "partial_json": ['{"command": ["bash", "-lc", ', '"ls"], "workdir": "/tmp"}']}], stop_reason="tool_use")).encode()
+    t = StreamTranslator(catalog.get("responses-to-messages/stream"), req=req, cfg={"default_max_tokens": 4096},
+                         model="claude-sonnet-4-5", id_base="t0", response_id="resp_t0")
+    events = [json.loads(ev["data"]) for ev in parse_sse(t.encode(t.start()) + t.feed(raw) + t.finish())]
+    for ev in events:
+        assert schemas.first_error("openai/responses.event", ev) is None, ev
+    added = next(e["item"] for e in events if e["type"] == "response.output_item.added")
+    assert added["type"] == "local_shell_call" and added["status"] == "in_progress"
+    (item,) = done_items(events)
+    assert item == {"id": item["id"], "type": "local_shell_call", "call_id": "toolu_01L", "status": "completed",
+                    "action": {"type": "exec", "command": ["bash", "-lc", "ls"], "timeout_ms": None,
+                               "working_directory": "/tmp", "env": None, "user": None}}
+    assert events[-1]["response"]["output"] == [item]
