@@ -60,8 +60,8 @@ def _run_claude(gw, tmp_path, model):
 
 
 @pytest.fixture
-def gpt_gateway(fake_anthropic, fake_openai, tmp_path):
-    """No aliases: Claude Code asks for gpt-5 by name, routed to the OpenAI upstream."""
+def plain_gateway(fake_anthropic, fake_openai, tmp_path):
+    """No aliases: Claude Code asks for a model by name (gpt* to the OpenAI upstream, claude* to Anthropic)."""
     env = gateway_env(fake_anthropic, fake_openai, tmp_path / "data")
     (tmp_path / "data").mkdir()
     gw = GatewayProcess(env)
@@ -70,9 +70,9 @@ def gpt_gateway(fake_anthropic, fake_openai, tmp_path):
     gw.close()
 
 
-def test_claude_code_on_gpt5_by_name(gpt_gateway, fake_openai, fake_anthropic, tmp_path):
+def test_claude_code_on_gpt5_by_name(plain_gateway, fake_openai, fake_anthropic, tmp_path):
     fake_openai.set_default(_answer)
-    proc = _run_claude(gpt_gateway, tmp_path, "gpt-5")
+    proc = _run_claude(plain_gateway, tmp_path, "gpt-5")
     assert f"The command printed: {MARKER}" in proc.stdout
 
     assert fake_anthropic.requests == []
@@ -130,3 +130,33 @@ def test_claude_code_bash_round_trip(cc_gateway, fake_openai, fake_anthropic, tm
     assert assistant["role"] == "assistant"
     assert [(c["id"], c["function"]["name"]) for c in assistant["tool_calls"]] == [("call_bash1", "Bash")]
     assert tool["tool_call_id"] == "call_bash1" and MARKER in tool["content"]
+
+
+def _claude_answer(rec):
+    """The fake Claude model: call Bash once, then report what the tool returned."""
+    from support.fake_upstream import anthropic_text_stream, anthropic_tool_stream
+    body = rec.json or {}
+    results = [b for m in body.get("messages") or [] if m.get("role") == "user" and isinstance(m.get("content"), list)
+               for b in m["content"] if b.get("type") == "tool_result"]
+    if results:
+        content = results[-1]["content"]
+        text = content if isinstance(content, str) else "".join(c.get("text", "") for c in content)
+        return sse_reply(anthropic_text_stream([f"The command printed: {text.strip()}"]))
+    if any(t.get("name") == "Bash" for t in body.get("tools") or []):
+        return sse_reply(anthropic_tool_stream([("toolu_bash1", "Bash", {"command": f"echo {MARKER}",
+                                                                          "description": "Print a greeting"})]))
+    return sse_reply(anthropic_text_stream(["ok"]))
+
+
+def test_claude_code_on_a_claude_model_passes_through(plain_gateway, fake_openai, fake_anthropic, tmp_path):
+    """On a Claude model the request is Anthropic's own: passed through untouched, system messages
+    and all, and the same Bash round trip works."""
+    fake_anthropic.set_default(_claude_answer)
+    proc = _run_claude(plain_gateway, tmp_path, "claude-opus-4-7")
+    assert f"The command printed: {MARKER}" in proc.stdout
+    assert fake_openai.requests == []
+    sent = [r for r in fake_anthropic.requests_to("/v1/messages") if any(
+        t.get("name") == "Bash" for t in (r.json or {}).get("tools") or [])]
+    assert sent and sent[0].json["model"] == "claude-opus-4-7"
+    assert sent[0].query.get("beta") == "true"  # Claude Code's own query string, untouched
+    assert sent[0].headers["x-api-key"] != "sk-ant-client-dummy"  # the gateway's key, not the client's
