@@ -182,6 +182,19 @@ class Functions(jf.Functions):
     def _func_is_array(self, v):
         return isinstance(v, list)
 
+    @jf.signature({"types": ["array", "null"]})
+    def _func_duplicates(self, values):
+        # the values (nulls aside) that occur more than once, in first-repeat order: ids a request
+        # must not repeat, such as two tool results for one call
+        seen, twice = set(), []
+        for v in values or ():
+            if v is None or not isinstance(v, (str, int, float)):
+                continue
+            if v in seen and v not in twice:
+                twice.append(v)
+            seen.add(v)
+        return twice
+
 
 CUSTOM_FUNCTIONS = frozenset(
     name[len("_func_"):] for name in vars(Functions)

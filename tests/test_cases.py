@@ -4,7 +4,8 @@ config it needs, and the exact expected output (or the expected rejection).
 Keys: description, input, request (the client request, for response specs), config
 (spec cfg values), model (the upstream model, whose shipped profile is the scope name `profile`),
 profile (fields that replace the shipped profile's), dropped (the params the spec's `drops:`
-report, in order; none when absent), expected | rejected {param, status}.
+report, in order; none when absent), expected | rejected {param, status}. A request case is
+rejected by the source schema (as the server validates first) or by the spec's checks.
 
 Each version of a spec runs the cases it inherits (engine/cases.py): its own folder's, and those
 of earlier versions that no case of the same name replaces."""
@@ -51,6 +52,13 @@ def test_case(pair, kind, version, path, catalog):
     model = case.get("model", "claude-sonnet-4-5")
     profile = {**shipped().get(model), **(case.get("profile") or {})}
     scope = spec.scope(src=case["input"], req=case.get("request") or {}, cfg=cfg, model=model, profile=profile)
+    if "rejected" in case and spec.kind == "RequestMapping":
+        # the server validates the body against the source schema first (a 400 naming the path)
+        issue = schemas.first_error(spec.source, case["input"])
+        if issue is not None:
+            assert issue.path == case["rejected"]["param"], issue
+            assert case["rejected"].get("status", 400) == 400
+            return
     failed = spec.check(scope)
     if "rejected" in case:
         assert failed is not None, "expected the request to be rejected"

@@ -219,6 +219,13 @@ def test_upstream_http_errors(client, upstream, status, headers, exc, out_status
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "audio": {"voice": "alloy", "format": "mp3"},
       "modalities": ["text", "audio"]}, "audio"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1e30}, "max_tokens"),
+    ({"model": MODEL, "tools": [WEATHER_TOOL], "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "15C"},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "15C again"}]}, "messages"),
 ])
 def test_bad_input_is_a_400_naming_the_field_before_any_upstream_call(client, upstream, payload, param):
     with pytest.raises(openai.BadRequestError) as info:
@@ -265,3 +272,37 @@ def test_json_schema_response_format_returns_clean_json(client, upstream):
     sent = upstream.last.json
     assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
     assert sent["tools"][0]["input_schema"] == schema
+
+
+def test_legacy_functions_stream_and_not(client, upstream):
+    """Legacy functions / function_call: the model sees the functions as tools, and the call comes
+    back as message.function_call (delta.function_call in a stream), finish_reason function_call."""
+    fn = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    upstream.enqueue(json_reply(anthropic_message([{"type": "tool_use", "id": "toolu_01L", "name": "get_weather",
+                                                    "input": {"city": "Paris"}}], stop_reason="tool_use")))
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Paris?"}],
+                                       functions=[fn], function_call="auto")
+    assert r.choices[0].finish_reason == "function_call"
+    assert r.choices[0].message.function_call.name == "get_weather"
+    assert json.loads(r.choices[0].message.function_call.arguments) == {"city": "Paris"}
+    assert not r.choices[0].message.tool_calls
+    sent = upstream.last.json
+    assert [t["name"] for t in sent["tools"]] == ["get_weather"]
+    assert sent["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+    upstream.enqueue(sse_reply(anthropic_tool_stream([("toolu_01M", "get_weather", ['{"city": ', '"Rome"}'])])))
+    chunks = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Rome?"}],
+                                                 functions=[fn], stream=True))
+    calls = [c.choices[0].delta.function_call for c in chunks if c.choices and c.choices[0].delta.function_call]
+    assert calls[0].name == "get_weather"
+    assert json.loads("".join(c.arguments or "" for c in calls)) == {"city": "Rome"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["function_call"]
+
+
+def test_fields_not_sent_are_named_in_a_header(client, upstream):
+    upstream.enqueue(json_reply(json.loads(fixture("anthropic-message-text.json"))))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], logit_bias={"1234": -100}, seed=7)
+    assert raw.headers["x-gateway-dropped"] == "logit_bias, seed"
+    assert raw.parse().choices[0].message.content
+    assert "logit_bias" not in upstream.last.json and "seed" not in upstream.last.json

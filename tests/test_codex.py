@@ -8,6 +8,7 @@ its own; nothing leaves loopback.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from clients import find
-from support.fake_upstream import anthropic_text_stream, anthropic_tool_stream, sse_reply
+from support.fake_upstream import anthropic_stream_events, anthropic_text_stream, anthropic_tool_stream, \
+    sse_events, sse_reply
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,9 +30,11 @@ pytestmark = pytest.mark.skipif(
                           "npm install --prefix .tools/codex-0.169 @openai/codex@0.169.0 (or set CODEX_BIN)")
 
 
-def run_codex(gateway_url: str, prompt: str, *config: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_codex(gateway_url: str, prompt: str, *config: str, timeout: float = 120,
+              work: str | None = None) -> subprocess.CompletedProcess:
     home = tempfile.mkdtemp(prefix="codex-home-")
-    work = tempfile.mkdtemp(prefix="codex-work-")
+    keep_work = work is not None
+    work = work or tempfile.mkdtemp(prefix="codex-work-")
     provider = f'model_providers.gw={{name="gw",base_url="{gateway_url}/v1",env_key="GW_KEY",wire_api="responses"}}'
     cmd = [CODEX, "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
            "-c", "model_provider=gw", "-c", provider, "-m", "claude-sonnet-4-5"]
@@ -43,7 +47,8 @@ def run_codex(gateway_url: str, prompt: str, *config: str, timeout: float = 120)
                               stdin=subprocess.DEVNULL)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_codex_version():
@@ -67,7 +72,10 @@ def test_codex_shell_round_trip(make_gateway, fake_anthropic):
     # what Codex sent, as Anthropic received it: developer items in system, its function tools only
     assert first["system"] and first["stream"] is True
     names = [t["name"] for t in first["tools"]]
-    assert "exec_command" in names and "web_search" not in names and "multi_agent_v1" not in names
+    assert "exec_command" in names and "multi_agent_v1" not in names
+    # the sub-agent tools under their flat names, Codex's web_search as Anthropic's web search
+    assert "multi_agent_v1__spawn_agent" in names
+    assert {"type": "web_search_20250305", "name": "web_search"} in first["tools"]
     assert first["thinking"]["type"] == "enabled"
     # turn 2: Codex replayed everything (store:false): the thinking block by its encrypted_content,
     # the tool call by its call_id, and the real output of the command it ran
@@ -94,3 +102,101 @@ def test_codex_retries_a_failed_stream_without_keeping_half_an_answer(make_gatew
     first, second = [r.json for r in fake_anthropic.requests_to("/v1/messages")]
     assert second["messages"] == first["messages"]
     assert [m["role"] for m in second["messages"]] == ["user"]
+
+
+# A model catalog entry that gives claude-sonnet-4-5 Codex's freeform apply_patch tool (Codex offers
+# it only to models whose metadata asks for it).
+CATALOG = {"models": [{
+    "slug": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "description": "via the gateway",
+    "apply_patch_tool_type": "freeform", "shell_type": "shell_command", "visibility": "list",
+    "supported_in_api": True, "priority": 1, "supports_reasoning_summaries": True, "support_verbosity": False,
+    "default_verbosity": None, "truncation_policy": {"mode": "bytes", "limit": 10000},
+    "supports_parallel_tool_calls": True, "context_window": 200000, "default_reasoning_level": "medium",
+    "supported_reasoning_levels": [{"effort": "low", "description": "low"}, {"effort": "medium", "description": "medium"}],
+    "input_modalities": ["text", "image"], "base_instructions": "You are Codex, a coding agent.",
+    "upgrade": None, "model_messages": None, "experimental_supported_tools": []}]}
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from apply_patch\n*** End Patch\n"
+SUBTASK = "SUBTASK: say hi-from-the-sub-agent"
+
+
+def _results(body) -> dict:
+    """tool_use name -> the text of its tool_result, over the whole conversation."""
+    names = {b["id"]: b["name"] for m in body["messages"] if m["role"] == "assistant"
+             for b in m["content"] if b["type"] == "tool_use"}
+    out = {}
+    for m in body["messages"]:
+        for b in m["content"] if m["role"] == "user" else ():
+            if b["type"] == "tool_result":
+                c = b["content"]
+                out[names.get(b["tool_use_id"])] = c if isinstance(c, str) else json.dumps(c)
+    return out
+
+
+def _session(rec):
+    """The fake model of a session: exec_command, then apply_patch, then a sub-agent, then the
+    answer; the sub-agent's own conversation (its first user turn is the task) just answers."""
+    body = rec.json
+    last_user = [b.get("text", "") for m in body["messages"] if m["role"] == "user"
+                 for b in m["content"] if b["type"] == "text"]
+    if last_user and SUBTASK in last_user[-1]:
+        return sse_reply(anthropic_text_stream(["hi-from-the-sub-agent"]))
+    done = _results(body)
+    if "exec_command" not in done:
+        return sse_reply(anthropic_tool_stream([("toolu_exec1", "exec_command", {"cmd": "echo exec-ran-ok"})]))
+    if "apply_patch" not in done:
+        return sse_reply(anthropic_tool_stream([("toolu_patch1", "apply_patch", {"input": PATCH})]))
+    if "multi_agent_v1__spawn_agent" not in done:
+        return sse_reply(anthropic_tool_stream([("toolu_spawn1", "multi_agent_v1__spawn_agent", {"message": SUBTASK})]))
+    return sse_reply(anthropic_text_stream(["All three tools ", "worked."]))
+
+
+def test_codex_session_with_exec_apply_patch_and_a_sub_agent(make_gateway, fake_anthropic, tmp_path):
+    gw = make_gateway()
+    fake_anthropic.set_default(_session)
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(CATALOG))
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_codex(gw.url, "Run a command, add hello.txt, and ask a helper to say hi",
+                     f'model_catalog_json="{catalog}"', work=str(work), timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr + gw.output()[-4000:]
+    assert "All three tools worked." in done.stdout
+
+    # apply_patch (a custom, freeform tool) reached Codex as a custom_tool_call and ran
+    assert (work / "hello.txt").read_text() == "hello from apply_patch\n"
+    bodies = [r.json for r in fake_anthropic.requests_to("/v1/messages")]
+    parent = [b for b in bodies if not any(SUBTASK in json.dumps(m) for m in b["messages"][:1])]
+    final = max(parent, key=lambda b: len(b["messages"]))
+    tools = {t["name"]: t for t in final["tools"]}
+    assert tools["apply_patch"]["input_schema"]["required"] == ["input"]
+    assert "grammar" in tools["apply_patch"]["description"]
+    results = _results(final)
+    assert "exec-ran-ok" in results["exec_command"]
+    assert "hello.txt" in results["apply_patch"]
+    # the sub-agent call went back to Codex as spawn_agent in namespace multi_agent_v1, which it
+    # routed to its agent manager: the output is the new agent's id (an unknown call would come
+    # back as an error text)
+    spawned = results["multi_agent_v1__spawn_agent"]
+    assert json.loads(spawned)["agent_id"], spawned
+    history = [b for m in final["messages"] if m["role"] == "assistant" for b in m["content"] if b["type"] == "tool_use"]
+    assert [b["name"] for b in history] == ["exec_command", "apply_patch", "multi_agent_v1__spawn_agent"]
+    assert history[1]["input"] == {"input": PATCH}
+
+
+def test_codex_web_search_through_anthropic(make_gateway, fake_anthropic):
+    """Codex's web_search tool is Anthropic's web search: the search the model ran comes back as a
+    web_search_call item, which Codex takes as such, and the answer after it is printed."""
+    gw = make_gateway()
+    fake_anthropic.enqueue(sse_reply(sse_events(anthropic_stream_events([
+        {"type": "server_tool_use", "id": "srvtoolu_01W", "name": "web_search",
+         "partial_json": ['{"query": "rust 2024 edition"}']},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01W",
+         "content": [{"type": "web_search_result", "url": "https://example.com/rust", "title": "Rust 2024",
+                      "encrypted_content": "EqQ", "page_age": None}]},
+        {"type": "text", "text": ["Rust 2024 ", "is stable."]},
+    ]))))
+    done = run_codex(gw.url, "Search the web: is the Rust 2024 edition stable?")
+    assert done.returncode == 0, done.stdout + done.stderr + gw.output()[-4000:]
+    assert "Rust 2024 is stable." in done.stdout
+    first = fake_anthropic.requests_to("/v1/messages")[0].json
+    assert {"type": "web_search_20250305", "name": "web_search"} in first["tools"]

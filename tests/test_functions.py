@@ -66,6 +66,13 @@ def test_type_tests():
     assert ev("is_array(a)", a=[]) is True and ev("is_array(a)", a="[]") is False
 
 
+def test_duplicates_lists_repeated_values_once_each():
+    assert ev("duplicates(a)", a=["c1", "c2", "c1", "c3", "c1", "c2"]) == ["c1", "c2"]
+    assert ev("duplicates(a)", a=["c1", None, None, "c2"]) == []
+    assert ev("duplicates(a)", a=None) == []
+    assert ev("duplicates(a[].id)", a=[{"id": "x"}, {"id": "x"}]) == ["x"]
+
+
 def test_json_or_parses_or_falls_back():
     assert ev("json_or(a, `{}`)", a='{"x": 1}') == {"x": 1}
     assert ev("json_or(a, `{}`)", a='{"x": ') == {}

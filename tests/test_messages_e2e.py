@@ -221,16 +221,20 @@ def test_thinking_becomes_reasoning_effort_and_reasoning_a_thinking_block(client
 
 def test_thinking_is_not_sent_to_a_model_without_reasoning(client, upstream):
     upstream.enqueue(json_reply(openai_chat_completion("ok")))
-    client.messages.create(model=MODEL, max_tokens=32000, thinking={"type": "enabled", "budget_tokens": 31999},
-                           messages=[{"role": "user", "content": "x"},
-                                     {"role": "assistant", "content": [
-                                         {"type": "thinking", "thinking": "hmm", "signature": "sig"},
-                                         {"type": "text", "text": "earlier"}]},
-                                     {"role": "user", "content": "y"}])
+    raw = client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=32000, thinking={"type": "enabled", "budget_tokens": 31999},
+        messages=[{"role": "user", "content": "x"},
+                  {"role": "assistant", "content": [
+                      {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                      {"type": "text", "text": "earlier"}]},
+                  {"role": "user", "content": "y"}])
     sent = upstream.last.json
     assert "reasoning_effort" not in sent
-    assert "max_completion_tokens" not in sent  # 32000 > default_max_tokens: the model's own limit applies
+    assert sent["max_completion_tokens"] == 16384  # gpt-4o's profile maximum
     assert sent["messages"][1] == {"role": "assistant", "content": "earlier"}
+    # what was not sent is named, for the user to see
+    assert raw.headers["x-gateway-dropped"] == "thinking, thinking blocks"
+    assert raw.parse().content[0].text == "ok"
 
 
 # ---------------------------------------------------------------- errors
@@ -261,11 +265,18 @@ def test_upstream_http_errors(client, upstream, status, headers, exc, out_status
 
 @pytest.mark.parametrize("payload,param", [
     ({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "max_tokens": 1e30, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
+    ({"model": MODEL, "max_tokens": 5, "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a"},
+                                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "b"}]}],
+      "tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "messages"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "temperature": 1.5},
      "temperature"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-      "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
+      "tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "file", "file_id": "file_1"}}]}]}, "messages"),
     ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [

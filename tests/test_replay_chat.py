@@ -89,3 +89,37 @@ def test_body_fixture(name, catalog, snapshot):
     out = catalog.get("chat-to-messages/response").apply(src=body, req={}, cfg={}, model="m")
     assert schemas.first_error("openai/chat.response", out) is None, schemas.first_error("openai/chat.response", out)
     assert out == snapshot
+
+
+@pytest.mark.parametrize("name", ["anthropic-tool-no-args-pings.sse", "anthropic-tool-use-only.sse",
+                                  "anthropic-text-then-tool-use.sse"])
+def test_streamed_tool_arguments_join_to_json(name, catalog):
+    """The client joins each call's argument fragments and parses them: a tool without input
+    must still give JSON ("{}"), and a call with input must not get a stray "{}" appended."""
+    out = replay(catalog.get("chat-to-messages/stream"), (FIXTURES / name).read_bytes())
+    chunks = [json.loads(b[6:]) for b in out.decode().split("\n\n") if b and b != "data: [DONE]"]
+    joined: dict[int, str] = {}
+    for c in chunks:
+        for tc in (c["choices"][0]["delta"].get("tool_calls", []) if c["choices"] else []):
+            joined[tc["index"]] = joined.get(tc["index"], "") + tc["function"].get("arguments", "")
+    assert joined
+    for text in joined.values():
+        assert isinstance(json.loads(text), dict)
+    if name == "anthropic-tool-no-args-pings.sse":
+        assert joined == {0: "{}"}
+
+
+def test_web_search_server_tool_is_not_a_client_tool_call(catalog):
+    """Anthropic's web search (web_search_options) streams its query as input_json_delta of a
+    server_tool_use block: that is not a tool call of the client's; the answer text is."""
+    from support.fake_upstream import anthropic_stream_events, sse_events
+    raw = sse_events(anthropic_stream_events([
+        {"type": "server_tool_use", "id": "srvtoolu_01W", "name": "web_search", "partial_json": ['{"query": "x"}']},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01W", "content": []},
+        {"type": "text", "text": ["Found ", "it."]}])).encode()
+    out = replay(catalog.get("chat-to-messages/stream"), raw)
+    chunks = [json.loads(b[6:]) for b in out.decode().split("\n\n") if b and b != "data: [DONE]"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert not any("tool_calls" in d for d in deltas)
+    assert "".join(d.get("content", "") for d in deltas) == "Found it."
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]] == ["stop"]

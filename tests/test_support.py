@@ -166,6 +166,34 @@ async def test_error_reply_status_and_retry_after(fake_anthropic, fake_openai):
             assert set(err) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize("body, param, code", [
+    ({"model": "gpt-5", "max_tokens": 100}, "max_tokens", "unsupported_parameter"),
+    ({"model": "o3", "temperature": 0.2}, "temperature", "unsupported_value"),
+    ({"model": "gpt-5.1", "top_p": 0.9}, "top_p", "unsupported_value"),
+    ({"model": "o4-mini", "presence_penalty": 0.5}, "presence_penalty", "unsupported_value"),
+    ({"model": "gpt-5", "logprobs": True}, "logprobs", "unsupported_parameter"),
+    ({"model": "gpt-5", "reasoning_effort": "max"}, "reasoning_effort", "unsupported_value"),
+    ({"model": "gpt-4o", "reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
+    ({"model": "gpt-5", "max_completion_tokens": 100, "temperature": 1, "reasoning_effort": "high"}, None, None),
+    ({"model": "gpt-5-chat-latest", "max_tokens": 100, "temperature": 0.3}, None, None),
+    ({"model": "gpt-4o", "max_tokens": 100, "temperature": 0.3}, None, None),
+])
+async def test_fake_openai_refuses_what_reasoning_models_refuse(fake_openai, body, param, code):
+    """The real API's 400s for reasoning models, whatever answer a test scripted."""
+    fake_openai.set_default(lambda rec: json_reply({"scripted": True}))
+    payload = {"messages": [{"role": "user", "content": "x"}], **body}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(fake_openai.url + "/v1/chat/completions", json=payload) as r:
+            answer = await r.json()
+            if param is None:
+                assert r.status == 200 and answer == {"scripted": True}
+            else:
+                assert r.status == 400
+                assert answer["error"]["param"] == param and answer["error"]["code"] == code
+                assert answer["error"]["type"] == "invalid_request_error"
+    assert fake_openai.last.json == payload  # recorded all the same
+
+
 async def test_default_replies(fake_anthropic, fake_openai):
     async with aiohttp.ClientSession() as s:
         async with s.post(fake_anthropic.url + "/v1/messages",

@@ -81,6 +81,8 @@ __all__ = [
     "openai_responses_stream_events",
     "openai_responses_stream",
     "default_reply_for",
+    "openai_refusal",
+    "is_reasoning_model",
     "FIXTURES_DIR",
 ]
 
@@ -1049,6 +1051,50 @@ def default_reply_for(rec: RecordedRequest, flavor: str | None = None) -> Reply:
     return ErrorReply(404, message=f"fake upstream: no route for {rec.method} {rec.path}")
 
 
+# What api.openai.com refuses on /chat/completions, by model family: reasoning models (o1, o3,
+# o4-mini, gpt-5 and later, not the gpt-5-chat aliases) take max_completion_tokens only and no
+# sampling values but the defaults; other models take no reasoning_effort.
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+_REASONING_EFFORTS = {"minimal", "low", "medium", "high"}
+_SAMPLING_DEFAULTS = {"temperature": 1, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
+
+
+def is_reasoning_model(model: str) -> bool:
+    m = (model or "").lower()
+    return m.startswith(_REASONING_PREFIXES) and "-chat" not in m
+
+
+def openai_refusal(body: dict) -> ErrorReply | None:
+    """The 400 api.openai.com gives a chat request its model does not accept, else None."""
+    def refuse(param, message, code):
+        return ErrorReply(400, {"error": {"message": message, "type": "invalid_request_error",
+                                          "param": param, "code": code}})
+    if not isinstance(body, dict):
+        return None
+    if not is_reasoning_model(body.get("model")):
+        if body.get("reasoning_effort") is not None:
+            return refuse("reasoning_effort", "Unrecognized request argument supplied: reasoning_effort",
+                          "unsupported_parameter")
+        return None
+    if "max_tokens" in body:
+        return refuse("max_tokens", "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                    "Use 'max_completion_tokens' instead.", "unsupported_parameter")
+    for name, default in _SAMPLING_DEFAULTS.items():
+        if body.get(name) is not None and body[name] != default:
+            return refuse(name, f"Unsupported value: '{name}' does not support {body[name]} with this model. "
+                                f"Only the default ({default}) value is supported.", "unsupported_value")
+    for name in ("logprobs", "top_logprobs", "logit_bias"):
+        if body.get(name):
+            return refuse(name, f"Unsupported parameter: '{name}' is not supported with this model.",
+                          "unsupported_parameter")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in _REASONING_EFFORTS:
+        return refuse("reasoning_effort", f"Unsupported value: 'reasoning_effort' does not support {effort!r} "
+                                          "with this model. Supported values are: 'minimal', 'low', 'medium', "
+                                          "and 'high'.", "unsupported_value")
+    return None
+
+
 def _dialect_of(rec: RecordedRequest, flavor: str | None) -> str:
     route = _route(rec.path)
     if route in ("messages", "count_tokens"):
@@ -1282,8 +1328,12 @@ class FakeUpstream:
         with self._cond:
             rec.index = len(self.requests)
             self.requests.append(rec)
-            # the real API refuses such a request before anything scripted could answer it
-            reply = ErrorReply(400, anthropic_error_body(400, rec.refused)) if rec.refused else self._take(rec)
+            # the real APIs refuse such a request before anything scripted could answer it
+            if rec.refused:
+                reply = ErrorReply(400, anthropic_error_body(400, rec.refused))
+            else:
+                refused = openai_refusal(parsed) if _route(rec.path) == "chat" and request.method == "POST" else None
+                reply = refused or self._take(rec)
             self._cond.notify_all()
         if reply is None:
             reply = default_reply_for(rec, self.flavor)
