@@ -1,11 +1,11 @@
 """`engine serve --record DIR` (config key record_dir): every translated upstream exchange
 written as fixture files, in the layout tests/fixtures uses and `engine replay` reads:
 
-    DIR/anthropic-rec-<time>-<n>.sse            a streamed Anthropic answer, as received
-    DIR/anthropic-message-rec-<time>-<n>.json   a non-streamed Anthropic answer
-    DIR/openai-rec-<time>-<n>.sse               a streamed OpenAI Chat answer
-    DIR/openai-chat-completion-rec-<time>-<n>.json
-    DIR/<provider>-error-rec-<time>-<n>.json    an upstream error body (any status but 200)
+    DIR/anthropic-rec-<time>-<pid>-<n>.sse            a streamed Anthropic answer, as received
+    DIR/anthropic-message-rec-<time>-<pid>-<n>.json   a non-streamed Anthropic answer
+    DIR/openai-rec-<time>-<pid>-<n>.sse               a streamed OpenAI Chat answer
+    DIR/openai-chat-completion-rec-<time>-<pid>-<n>.json
+    DIR/<provider>-error-rec-<time>-<pid>-<n>.json    an upstream error body (any status but 200)
     DIR/requests/<same name>.json               the exchange: pair, spec versions, the client's
                                                 request, what went upstream, status, headers
 
@@ -112,7 +112,9 @@ class Recording:
             log.info("record_dir: %s answer not recorded: it is compressed (content-encoding)", self.path)
             return
         try:
-            name = f"{_stem(self.provider, self.path, self.stream, self.status)}-{self.rec.run}-{next(self.rec.count)}"
+            # the pid keeps the names of forked workers apart
+            name = (f"{_stem(self.provider, self.path, self.stream, self.status)}-{self.rec.run}-{os.getpid()}"
+                    f"-{next(self.rec.count)}")
             data = b"".join(self.parts)
             ext = ".sse" if self.stream and self.status == 200 else ".json"
             if ext == ".json":
