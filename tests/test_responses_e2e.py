@@ -291,13 +291,18 @@ def test_shell_command_string_normalised_to_argv(client, upstream):
     assert json.loads(final.output[0].arguments) == {"command": ["bash", "-lc", "ls -la"], "workdir": "/tmp"}
 
 
-def test_hosted_tools_are_dropped_never_forwarded(client, upstream):
+def test_hosted_tools_mapped_or_named_in_the_dropped_header(client, upstream):
     upstream.enqueue(json_reply(anthropic_message("ok")))
-    client.responses.create(model=MODEL, input="hi", tools=[
+    raw = client.responses.with_raw_response.create(model=MODEL, input="hi", tools=[
         WEATHER_TOOL, {"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]},
         {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "local_shell"},
         {"type": "namespace", "name": "ns", "description": "d", "tools": [dict(WEATHER_TOOL, name="inner")]}])
-    assert [t["name"] for t in upstream.last.json["tools"]] == ["get_weather"]
+    assert raw.parse().status == "completed"
+    tools = upstream.last.json["tools"]
+    assert [t["name"] for t in tools] == ["get_weather", "web_search", "local_shell", "ns__inner"]
+    assert tools[1]["type"] == "web_search_20250305"
+    # what the model never saw is named for the user
+    assert raw.headers["x-gateway-dropped"] == "file_search, code_interpreter"
 
 
 def test_codex_request_translates_to_a_valid_anthropic_request(gateway, upstream, fixtures_dir):
@@ -309,7 +314,16 @@ def test_codex_request_translates_to_a_valid_anthropic_request(gateway, upstream
     sent = upstream.last.json
     assert schemas.first_error("anthropic/messages.request", sent) is None
     assert len(sent["system"]) == 3  # the developer items
-    assert [t["name"] for t in sent["tools"]] == [t["name"] for t in body["tools"] if t["type"] == "function"]
+    # functions as they are, the namespace's functions as NAMESPACE__NAME, web_search as Anthropic's
+    expected = []
+    for t in body["tools"]:
+        if t["type"] == "function":
+            expected.append(t["name"])
+        elif t["type"] == "namespace":
+            expected += [f"{t['name']}__{f['name']}" for f in t["tools"]]
+        elif t["type"] == "web_search":
+            expected.append("web_search")
+    assert [t["name"] for t in sent["tools"]] == expected and "multi_agent_v1__spawn_agent" in expected
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
     assert sent["messages"][1]["content"][0]["id"] == "call_c8519b7586e34a089ff979af"
 
