@@ -330,6 +330,8 @@ def main(argv=None) -> int:
     b.add_argument("--open-streams", type=int, help="streams held open at once for the RSS test (default 1000)")
     b.add_argument("--workers", type=int, help="worker count for the scaling row (default 2; 0 skips it)")
     b.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
+    b.add_argument("--no-real", action="store_true",
+                   help="skip the real-sized request rows (the recorded Codex and Claude Code requests)")
     b.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     b.set_defaults(fn=_bench)
 
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
 def _bench(args) -> int:
     from .bench import runner
 
-    over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro}
+    over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro, "real": not args.no_real}
     if args.duration:
         over["duration"] = args.duration
     if args.rounds:
