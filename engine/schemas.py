@@ -177,6 +177,17 @@ def is_valid(schema_id: str) -> Callable[[Any], bool]:
 
 
 @functools.cache
+def within_depth(limit: int) -> Callable[[Any], bool]:
+    """True when no object or array of a value is nested deeper than `limit` (the value itself is
+    level 1): a chain of `limit` schemas walked by jsonschema-rs, ~11 µs for the 19 KB Claude Code
+    request where a Python walk of the tree takes ~200 µs."""
+    defs: dict[str, Any] = {f"d{k}": {"additionalProperties": {"$ref": f"#/$defs/d{k + 1}"},
+                                      "items": {"$ref": f"#/$defs/d{k + 1}"}} for k in range(1, limit + 1)}
+    defs[f"d{limit + 1}"] = {"not": {"type": ["object", "array"]}}
+    return rs_validator({"$defs": defs, "$ref": "#/$defs/d1"}).is_valid
+
+
+@functools.cache
 def validator(schema_id: str) -> jsonschema.protocols.Validator:
     """A draft 2020-12 validator for ``schema_id`` over the shared registry, built once."""
     loaded = _load()

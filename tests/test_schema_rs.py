@@ -173,3 +173,17 @@ def test_a_cycle_of_expressions_is_written_as_calls():
     compiled, plain = _compiled(schema)
     for instance in [1, None, 10**30]:
         assert compiled(instance) is plain(instance) is True
+
+
+def test_the_depth_check_agrees_with_a_walk_of_the_tree():
+    from engine.server.translate import _depth
+    for limit in (1, 2, 5, 100):
+        check = schemas.within_depth(limit)
+        for depth in range(1, limit + 3):
+            for make in (lambda x: [x], lambda x: {"k": x}, lambda x: [1, {"a": "s", "b": x}]):
+                value = {"leaf": None}
+                for _ in range(depth - 1):
+                    value = make(value)
+                assert check(value) is (_depth(value, limit) <= limit), (limit, depth, value)
+    assert schemas.within_depth(3)({"a": [1, "x", None, {"b": 10 ** 30}]})
+    assert not schemas.within_depth(3)({"a": [1, [{"b": 2}]]})

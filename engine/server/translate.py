@@ -106,7 +106,7 @@ def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     # nesting cannot exceed the number of openers: most bodies are settled by one C-speed count
-    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(body, max_depth) > max_depth:
+    if raw.count(b"{") + raw.count(b"[") > max_depth and not _within_depth(body, max_depth):
         raise ApiError(400, f"the request body is nested deeper than {max_depth} levels")
     for key in ("messages", "input"):
         items = body.get(key)
@@ -128,6 +128,13 @@ def _load_slow(raw: bytes, max_depth: int):
         raise ApiError(400, "the request body is not valid JSON text: a string holds a lone UTF-16 surrogate "
                             "escape (\\ud800-\\udfff without its pair)")
     return body
+
+
+def _within_depth(body, limit: int) -> bool:
+    try:
+        return schemas.within_depth(limit)(body)
+    except UnicodeEncodeError:  # a lone surrogate (read by the json module): walked here
+        return _depth(body, limit) <= limit
 
 
 def _depth(value, limit: int) -> int:
