@@ -60,10 +60,19 @@ def _serve(args) -> int:
     gc.set_threshold(5000, 10, 10)
     workers = cfg.worker_count
     if workers <= 1:
+        app.on_startup.append(_reopen_logs_on_sighup)
         web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True,
                     shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
         return 0
     return _supervise(workers, lambda: _run_worker(app, cfg), log, cfg.port)
+
+
+async def _reopen_logs_on_sighup(app):
+    """SIGHUP reopens the log file by name: `postrotate kill -HUP <pid>` after logrotate moved it."""
+    import asyncio
+    import signal
+    from .logs import reopen_logs
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reopen_logs)
 
 
 def _raise_nofile():
@@ -107,6 +116,7 @@ def _run_worker(app, cfg) -> None:
 
     app.on_response_prepare.append(tag)
     app.on_startup.append(signals_once)
+    app.on_startup.append(_reopen_logs_on_sighup)
     logging.getLogger("engine").info("worker %s serving on http://%s:%s", pid, cfg.host, cfg.port)
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True, reuse_port=True,
                 shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
@@ -130,6 +140,7 @@ def _supervise(n: int, run, log, port) -> int:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it
                 run()
                 code = 0
             except SystemExit as e:
@@ -156,8 +167,18 @@ def _supervise(n: int, run, log, port) -> int:
             except ProcessLookupError:
                 pass
 
+    def reopen(signum, frame):
+        from .logs import reopen_logs
+        reopen_logs()
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reopen)
     for _ in range(n):
         spawn()
     log.info("engine: %d workers on port %s (SO_REUSEPORT), pids %s", n, port,
@@ -377,6 +398,8 @@ def main(argv=None) -> int:
     b.add_argument("--open-streams", type=int, help="streams held open at once for the RSS test (default 1000)")
     b.add_argument("--workers", type=int, help="worker count for the scaling row (default 2; 0 skips it)")
     b.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
+    b.add_argument("--no-real", action="store_true",
+                   help="skip the real-sized request rows (the recorded Codex and Claude Code requests)")
     b.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     b.set_defaults(fn=_bench)
 
@@ -405,7 +428,7 @@ def _bench(args) -> int:
     if args.cache:
         from .bench import caching
         return caching.main(turns=args.turns)
-    over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro}
+    over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro, "real": not args.no_real}
     if args.duration:
         over["duration"] = args.duration
     if args.rounds:

@@ -176,6 +176,17 @@ def parse_duration(text: str) -> float:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "g": 1024 ** 3, "gb": 1024 ** 3}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes: `0`, `1048576`, `512K`, `100M`, `1G` (binary units, case ignored)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a size in bytes, e.g. 0, 1048576, 512K, 100M or 1G")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
 def _int(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -369,6 +380,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_file_daemon": _path,
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
+    "log_max_files": _int(0),
+    "log_max_bytes": parse_size,
     "default_max_tokens": _int(1),
     "max_tokens_cap": _int(0),
     "mapping_versions": _mapping_versions,
@@ -418,6 +431,8 @@ class Config:
     log_file_daemon: str
     log_level: str  # debug | info | warning | error ("warn" is normalised)
     log_format: str  # text | json
+    log_max_files: int  # log files kept (the newest); 0 keeps all
+    log_max_bytes: int  # a day's file continues in a new part from this size; 0: no cap
     default_max_tokens: int
     max_tokens_cap: int
     mapping_versions: Mapping[str, str]

@@ -33,7 +33,7 @@ import time
 
 from jmespath import functions as jf
 
-from .jsontext import dumps
+from .jsontext import dumps, loads as _loads
 
 
 class TranslationError(Exception):
@@ -95,7 +95,7 @@ def _from_json(s):
     if not isinstance(s, str):
         return s
     try:
-        return json.loads(s)
+        return _loads(s)
     except ValueError as e:
         raise TranslationError(f"not valid JSON: {e.msg} at position {e.pos}: {s[:80]!r}") from None
 
@@ -162,7 +162,7 @@ class Functions(jf.Functions):
         if not isinstance(s, str):
             return fallback if s is None else s
         try:
-            return json.loads(s) if s.strip() else fallback
+            return _loads(s) if s.strip() else fallback
         except ValueError:
             return fallback
 

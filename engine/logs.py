@@ -1,10 +1,21 @@
-"""Logging to stdout and, with log_file_daemon, to a file rotated daily as NAME-YYYY-MM-DD.log."""
+"""Logging to stdout and, with log_file_daemon, to a file per day, NAME-YYYY-MM-DD.EXT.
+
+With `log_max_bytes`, a day's file that reaches the size continues in NAME-YYYY-MM-DD.1.EXT,
+.2, and so on; `log_max_files` keeps only the newest that many files (0: all); `reopen_logs()`
+(SIGHUP) closes the file and opens it again by name, after logrotate moved it away.
+
+The standard library's RotatingFileHandler and TimedRotatingFileHandler rotate by renaming the
+live file, which is unsafe with `--workers N`: each worker process rotates the same file, and a
+second rename removes the file the first one made (doRollover deletes an existing destination).
+Here no file is ever renamed: every process appends to the file named for the day and part, so
+workers share one file safely, and a file is only deleted once it is past the retention."""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -87,36 +98,103 @@ class StdoutHandler(Coalescing):
 
 
 class DailyFileHandler(Coalescing):
-    """Writes to BASE-YYYY-MM-DD.EXT, switching files when the local date changes."""
+    """Writes to BASE-YYYY-MM-DD[.N].EXT: a new file when the local date changes, a new part when
+    the file reaches `max_bytes` (0: no cap); keeps the newest `max_files` files (0: all)."""
 
-    def __init__(self, path: str, delay: float = 0.05):
+    def __init__(self, path: str, delay: float = 0.05, max_bytes: int = 0, max_files: int = 0):
         super().__init__(delay)
         root, ext = os.path.splitext(path)
         self.root, self.ext = root, ext or ".log"
+        self.max_bytes, self.max_files = max_bytes, max_files
         self.day = None
+        self.part = 0
         self.stream = None
+        self.pattern = re.compile(re.escape(os.path.basename(self.root)) + r"-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?"
+                                  + re.escape(self.ext) + "$")
         d = os.path.dirname(path)
         if d:
             os.makedirs(d, exist_ok=True)
 
     def current_path(self) -> str:
-        return f"{self.root}-{time.strftime('%Y-%m-%d')}{self.ext}"
+        return self._path(self.day or time.strftime("%Y-%m-%d"), self.part)
+
+    def _path(self, day: str, part: int) -> str:
+        return f"{self.root}-{day}{f'.{part}' if part else ''}{self.ext}"
+
+    def _files(self) -> list[tuple[str, int, str]]:
+        """(day, part, path) of every log file of this name, oldest first."""
+        folder = os.path.dirname(self.root) or "."
+        out = []
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return out
+        for name in names:
+            m = self.pattern.match(name)
+            if m:
+                out.append((m.group(1), int(m.group(2) or 0), os.path.join(folder, name)))
+        return sorted(out)
+
+    def _open(self, day: str):
+        if self.stream:
+            self.stream.close()
+        # another worker, or this process before a restart, may have gone on to later parts
+        self.part = max([p for d, p, _ in self._files() if d == day], default=0) if self.max_bytes else 0
+        self.stream = open(self._path(day, self.part), "a", encoding="utf-8")
+        if self.max_bytes and self.stream.tell() >= self.max_bytes:
+            self.stream.close()
+            self.part += 1
+            self.stream = open(self._path(day, self.part), "a", encoding="utf-8")
+        self.day = day
+        self._prune()
+
+    def _prune(self):
+        if self.max_files <= 0:
+            return
+        files = self._files()
+        for _day, _part, path in files[:max(0, len(files) - self.max_files)]:
+            try:
+                os.remove(path)
+            except OSError:  # another worker removed it first, or it is not ours to remove
+                pass
 
     def write(self, text: str):
         day = time.strftime("%Y-%m-%d")
-        if day != self.day:
-            if self.stream:
-                self.stream.close()
-            self.stream = open(self.current_path(), "a", encoding="utf-8")
-            self.day = day
+        if day != self.day or self.stream is None:
+            self._open(day)
         self.stream.write(text)
         self.stream.flush()
+        if self.max_bytes and self.stream.tell() >= self.max_bytes:
+            self.stream.close()
+            self.stream = None
+            self.part += 1
+            self.stream = open(self._path(day, self.part), "a", encoding="utf-8")
+            self._prune()
+
+    def reopen(self):
+        """Close the file; the next line opens it again by name (after logrotate moved it)."""
+        self.acquire()
+        try:
+            self._flush_pending()
+            if self.stream:
+                self.stream.close()
+            self.stream = None
+        finally:
+            self.release()
 
     def close(self):
         self.flush()
         if self.stream:
             self.stream.close()
+            self.stream = None
         super().close()
+
+
+def reopen_logs():
+    """Reopen every log file (SIGHUP)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, DailyFileHandler):
+            h.reopen()
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -230,7 +308,8 @@ def setup_logging(cfg):
     root.addHandler(out)
     path = getattr(cfg, "log_file_daemon", "")
     if path and path != "-":
-        fh = DailyFileHandler(path)
+        fh = DailyFileHandler(path, max_bytes=getattr(cfg, "log_max_bytes", 0) or 0,
+                              max_files=getattr(cfg, "log_max_files", 0) or 0)
         fh.setFormatter(fmt)
         root.addHandler(fh)
     root.setLevel(level)

@@ -11,6 +11,8 @@ import pytest
 
 from engine.bench import faults, runner, wrk
 from engine.bench.upstream import (
+    chat_body,
+    sse_frames,
     FAULT_KINDS,
     FakeAnthropic,
     fault_kinds,
@@ -49,7 +51,7 @@ def test_wrk_output_is_parsed():
 
 def test_scenarios_from_model_names():
     m = model_name("tools", n=5, k=3, pace_ms=20)
-    assert scenario(m) == {"kind": "tools", "n": 5, "k": 3, "pace": 0.02}
+    assert scenario(m) == {"kind": "tools", "provider": "anthropic", "n": 5, "k": 3, "pace": 0.02}
     events = stream_events(m)
     assert sum(e["type"] == "content_block_start" for e in events) == 3
     args = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"
@@ -58,6 +60,13 @@ def test_scenarios_from_model_names():
     text = stream_events(model_name("text", n=4))
     assert [e["type"] for e in text].count("content_block_delta") == 4
     assert message_body(model_name("text", n=4))["content"][0]["text"].startswith("T0K3N")
+    gpt = model_name("text", n=4, provider="openai")
+    assert gpt == "gpt-bench-text-n4" and scenario(gpt)["provider"] == "openai"
+    frames = sse_frames(gpt)
+    assert frames[-1] == b"data: [DONE]\n\n" and b"T0K3N" in frames[1]
+    chunks = [json.loads(f[6:]) for f in frames[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == \
+        chat_body(gpt)["choices"][0]["message"]["content"]
 
 
 def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
@@ -65,7 +74,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        fault_streams=20, workdir=tmp_path, log=log)
+                        fault_streams=20, real_concurrency=3, real_deltas=5, workdir=tmp_path, log=log)
     b = runner.Bench(s)
     try:
         res = b.run()
@@ -77,13 +86,18 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
                  "non-stream c=1: added p50 ms (over upstream)", "non-stream c=2: requests/s",
                  "text stream c=1: TTFT p50 ms", "text stream c=2: full stream p50 ms", "text stream c=2: events/s",
                  "tool stream c=2: events/s", "12 open streams: peak RSS MB", "12 open streams: failed",
-                 "--workers 2: non-stream c=2 requests/s", "--workers 2: text stream c=2 events/s"]:
+                 "--workers 2: non-stream c=2 requests/s", "--workers 2: text stream c=2 events/s",
+                 "Codex 0.169 Responses, non-stream c=3: requests/s", "Codex 0.169 Responses, stream c=3: requests/s",
+                 "Codex 0.94 chat, non-stream c=3: requests/s", "Codex 0.94 chat, stream c=3: requests/s",
+                 "Claude Code Messages, non-stream c=3: requests/s", "Claude Code Messages, stream c=3: requests/s"]:
         assert want in labels, want
         assert want in table
     for name in ("direct", "proxy", "engine", "engine-w2"):
         for key, r in res[name].items():
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
+    for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s"):  # every real-sized row ran
+        assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
     assert len(res["proxy"]["ns2"]["rounds"]) == 2 and len(res["engine"]["text2"]["rounds"]) == 2
     assert "2 rounds of each" in table
     assert res["engine"]["open"]["max_open"] >= 2
@@ -114,7 +128,7 @@ def test_median_run_keeps_one_whole_run_and_every_failure():
 def test_fault_plan_is_exact_and_decidable():
     m = model_name("text", n=40, pace_ms=10, fault_pct=20, sid=9)
     assert m == "claude-bench-text-n40-p10-f20-s9"
-    assert scenario(m) == {"kind": "text", "n": 40, "k": 2, "pace": 0.01}
+    assert scenario(m) == {"kind": "text", "provider": "anthropic", "n": 40, "k": 2, "pace": 0.01}
     assert fault_plan(m) == (20, FAULT_KINDS, 9)
     assert fault_plan(model_name("text", n=3)) is None
     assert fault_plan(model_name("text", fault_pct=7, fault_kinds="stall.eof", sid=3)) == (7, ("stall", "eof"), 3)

@@ -4,7 +4,7 @@
   expression found in the specs under mappings/ and on edge cases of every node type.
 - StreamTranslator.feed (the server's byte-level path) against event() + encode() one event at a
   time, byte for byte, on every recorded fixture of every stream spec, whole and in small chunks.
-- engine.nodes.dumps (the C encoder built once) against json.dumps.
+- engine.nodes.dumps (msgspec) against json.loads: the same value back, the same bytes each time.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from engine.expr import compile_expr
 from engine import functions
 from engine.functions import Functions
 from engine.nodes import dumps
+from engine.jsontext import dumpb
 from engine.source import load_file
 from engine.sse import SSEDecoder
 from engine.stream import StreamTranslator
@@ -245,13 +246,49 @@ def _reference_finish(t: StreamTranslator) -> bytes:
     return t.encode(out)
 
 
-def test_dumps_is_json_dumps():
+def test_dumps_writes_what_json_reads_back_byte_stable():
     for v in [{"a": [1, 2.5, None, True, False, "é\n\"", {"b": {}}]}, [], {}, "s\u2028", 1e300, -0.0,
-              float("nan"), [float("inf")], {"k": 10 ** 30}]:
-        assert dumps(v) == json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+              {"k": 10 ** 30, "z": 1, "a": 2}, [-(2 ** 64) - 1, 2 ** 200], 1e16, 1e-7, "a\x00\x1f\x7f"]:
+        text = dumps(v)
+        assert json.loads(text) == v and dumps(json.loads(text)) == text  # same value, same bytes
+        assert text == dumps(v) and dumpb(v) == text.encode()
+        assert " " not in text.replace("\u2028", "") or isinstance(v, str)
+    # key order kept, compact, UTF-8 as it is
+    assert dumps({"z": 1, "a": [1, {"é": "ü"}]}) == '{"z":1,"a":[1,{"é":"ü"}]}'
+    assert dumps(10 ** 40) == "1" + "0" * 40
+    # NaN and the infinities are not JSON: written as null
+    assert dumps([float("nan"), float("inf"), float("-inf")]) == "[null,null,null]"
+    # what msgspec refuses goes through the json module: a lone surrogate, a key that is not text
+    assert dumps({"s": "\ud800", True: None}) == '{"s":"\ud800","true":null}'
     with pytest.raises(TypeError):
         dumps({"a": object()})
     assert isinstance(Raw("x"), str)
+
+
+def test_loads_keeps_big_integers_and_refuses_what_is_not_json():
+    from engine.jsontext import loads
+    big = "[123456789012345678901234567890123456789, -18446744073709551617]"
+    assert loads(big) == [123456789012345678901234567890123456789, -18446744073709551617]
+    assert dumps(loads(big)) == big.replace(" ", "")
+    for text in ["[nan]", "{", "[1] x", ""]:
+        with pytest.raises(ValueError):
+            loads(text)
+    assert loads('["\\ud83d\\ude00"]') == ["\U0001f600"]
+    assert loads('["\\ud800"]') == ["\ud800"]  # the json module reads it; callers refuse it by name
+
+
+def test_client_bodies_keep_big_integers_and_refuse_what_json_lacks():
+    from engine.server.errors import ApiError
+    from engine.server.translate import load_json
+    body = load_json(b'{"n": 123456789012345678901234567890, "m": -18446744073709551617, "f": 0.5}')
+    assert body == {"n": 123456789012345678901234567890, "m": -18446744073709551617, "f": 0.5}
+    assert dumpb(body) == b'{"n":123456789012345678901234567890,"m":-18446744073709551617,"f":0.5}'
+    for raw, words in [(b'{"t": NaN}', "NaN"), (b'{"t": Infinity}', "Infinity"), (b'{"t": 1e400}', "1e400"),
+                       (b'{"s": "\\ud800"}', "lone UTF-16 surrogate"), (b'{"a": 1', "not valid JSON")]:
+        with pytest.raises(ApiError) as e:
+            load_json(raw)
+        assert e.value.status == 400 and words in e.value.message, (raw, e.value.message)
+    assert load_json('{"a": "é"}'.encode("utf-16")) == {"a": "é"}  # other Unicode encodings still read
 
 
 def test_enc_is_dumps():

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
 
 from engine.logs import AccessLog, JsonFormatter, StdoutHandler, TextFormatter
 
@@ -132,3 +137,95 @@ def test_access_line_respects_the_level():
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     assert stream.getvalue() == ""
+
+
+def _file_handler(tmp_path, **kw):
+    from engine.logs import DailyFileHandler
+    h = DailyFileHandler(str(tmp_path / "gw.log"), **kw)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    return h
+
+
+def test_log_files_past_the_retention_are_removed(tmp_path):
+    for day in ("2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"):
+        (tmp_path / f"gw-{day}.log").write_text("old\n")
+    (tmp_path / "gw-2026-01-02.1.log").write_text("old part\n")
+    (tmp_path / "other-2026-01-01.log").write_text("not ours\n")
+    h = _file_handler(tmp_path, max_files=3)
+    h.handle(_record("today"))
+    h.close()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    today = h.current_path().rsplit("/", 1)[1]
+    assert left == sorted(["gw-2026-01-03.log", "gw-2026-01-04.log", today, "other-2026-01-01.log"])
+    assert (tmp_path / today).read_text() == "today\n"
+
+
+def test_no_retention_keeps_every_file(tmp_path):
+    (tmp_path / "gw-2020-01-01.log").write_text("old\n")
+    h = _file_handler(tmp_path, max_files=0)
+    h.handle(_record("x"))
+    h.close()
+    assert (tmp_path / "gw-2020-01-01.log").exists()
+
+
+def test_a_full_file_continues_in_the_next_part(tmp_path):
+    h = _file_handler(tmp_path, max_bytes=100, max_files=3)
+    for i in range(30):
+        h.handle(_record(f"line {i:02d} " + "x" * 20))  # 29 bytes a line: four to a file
+    h.close()
+    day = time.strftime("%Y-%m-%d")
+    parts = sorted(tmp_path.iterdir(), key=lambda p: int(p.name.split(".")[1]) if p.name.count(".") == 2 else 0)
+    assert [p.name for p in parts] == [f"gw-{day}.{n}.log" for n in (5, 6, 7)]  # the newest three
+    assert all(p.stat().st_size <= 100 + 29 for p in parts)
+    lines = [ln for p in parts for ln in p.read_text().splitlines()]
+    assert lines[-1].startswith("line 29") and lines == sorted(lines)
+    # a restart goes on in the last part, not the first
+    h2 = _file_handler(tmp_path, max_bytes=100)
+    h2.handle(_record("after restart"))
+    h2.close()
+    assert parts[-1].read_text().endswith("after restart\n")
+
+
+def test_reopen_writes_to_a_new_file_after_the_old_one_was_moved(tmp_path):
+    h = _file_handler(tmp_path)
+    h.handle(_record("before"))
+    path = h.current_path()
+    os.rename(path, path + ".rotated")
+    h.handle(_record("still the moved file"))  # the open file follows the move, as logrotate expects
+    h.reopen()
+    h.handle(_record("after"))
+    h.close()
+    assert open(path + ".rotated").read() == "before\nstill the moved file\n"
+    assert open(path).read() == "after\n"
+
+
+def test_sighup_reopens_the_log_file_of_engine_serve(tmp_path):
+    from tests.support.gateway import GatewayProcess
+    log = tmp_path / "logs" / "engine.log"
+    gw = GatewayProcess(env_overrides={"TOKLIGENCE_LOG_FILE": str(log), "TOKLIGENCE_LOG_MAX_FILES": "2"})
+    gw.start()
+    try:
+        day = time.strftime("%Y-%m-%d")
+        live = tmp_path / "logs" / f"engine-{day}.log"
+        _wait(lambda: live.exists() and "listening" in live.read_text())
+        os.rename(live, str(live) + ".1")
+        os.kill(gw.pid, signal.SIGHUP)
+        for _ in range(2):
+            try:
+                urllib.request.urlopen(gw.url + "/after-hup", timeout=10).read()
+            except urllib.error.HTTPError:
+                pass
+        _wait(lambda: live.exists() and "/after-hup" in live.read_text())
+        assert gw.is_running()
+        assert "/after-hup" not in open(str(live) + ".1").read()
+    finally:
+        gw.stop()
+
+
+def _wait(cond, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

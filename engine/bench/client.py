@@ -7,7 +7,8 @@ at the fake upstream, to show it is not).
 Per request it records the time to the response head, the time to first token (until the
 ``T0K3N`` marker the fake upstream puts in its first delta arrives in the body, whatever the
 framing), and the time to the end of the body. A stream counts as complete when it ends with
-``[DONE]`` (OpenAI) or ``message_stop`` (Anthropic) and no error payload; a non-stream request
+``[DONE]`` (OpenAI Chat), ``message_stop`` (Anthropic) or ``response.completed`` (OpenAI
+Responses) and no error payload; a non-stream request
 when its status is 200.
 
 Modes (``python -m engine.bench.client --help``):
@@ -82,6 +83,7 @@ class Conn(asyncio.Protocol):
         self.found = False
         self.win = b""
         self.tail = b""
+        self.completed = False
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self.waiter
@@ -162,6 +164,10 @@ class Conn(asyncio.Protocol):
             else:
                 self.win = w[-(_ML - 1):]
         t = self.tail + piece
+        if not self.completed and b"response.completed" in t:
+            # the Responses stream's last event starts with its name and then carries the whole
+            # response (tools included): the name may be far from the tail
+            self.completed = True
         self.tail = t[-256:] if len(t) > 512 else t
 
     def _finish(self):
@@ -170,7 +176,8 @@ class Conn(asyncio.Protocol):
         tail = self.tail
         if res.status == 200:
             if self.chunked or self.length < 0:
-                res.ok = (b"[DONE]" in tail or b"message_stop" in tail) and b'"error":' not in tail
+                res.ok = (b"[DONE]" in tail or b"message_stop" in tail or self.completed) \
+                    and b'"error":' not in tail
                 if not res.ok:
                     res.error = "stream did not complete: ..." + tail[-120:].decode("utf-8", "replace")
             else:

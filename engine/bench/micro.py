@@ -4,8 +4,8 @@ Stream specs: every StreamMapping in the catalog, fed the recorded fixtures unde
 whose source API matches the spec's `source` (anthropic-*.sse for anthropic/stream-event,
 openai-chat-*.sse for openai/chat.chunk, responses-*.sse for openai/responses.event), whole
 streams (start + feed + finish, bytes in, bytes out). Beside it, the floor any translator pays for
-the same input events: SSE decode + json.loads + json encode. The difference is what the spec
-costs.
+the same input events: SSE decode + JSON decode + JSON encode (msgspec, as the engine). The
+difference is what the spec costs.
 
 Request specs: every RequestMapping, fed the client captures in tests/fixtures/clients/*.json whose
 body is valid for the spec's source schema; the µs of the translation (scope + vars + checks +
@@ -33,7 +33,8 @@ STREAM_FIXTURES = {
     "openai/responses.event": "responses-*.sse",
 }
 
-from ..nodes import dumps as _dumps  # the fastest exact encoder: the floor must not flatter the engine
+# the engine's own decoder and encoder (msgspec): the floor must not flatter the engine
+from ..jsontext import decode as _decode, dumpb as _dumpb
 CFG = {"default_max_tokens": 4096, "stream_id": "bench"}
 STREAM_REQ = {"stream": True, "stream_options": {"include_usage": True}}
 
@@ -58,10 +59,10 @@ def _floor(raw: bytes) -> int:
     n = 0
     for _name, data in SSEDecoder().feed(raw) + SSEDecoder().flush():
         try:
-            obj = json.loads(data)
+            obj = _decode(data)
         except ValueError:
             continue
-        _dumps(obj).encode()
+        _dumpb(obj)
         n += 1
     return n
 
@@ -164,7 +165,7 @@ def request_rows(catalog: Catalog, budget: float = 0.2, fixtures: Path = FIXTURE
                          "us": _best(run, budget) * 1e6,
                          "validate_us": _best(lambda body=body: schemas.first_error(spec.source, body),
                                               budget) * 1e6,
-                         "json_us": _best(lambda body=body: json.loads(_dumps(body)), budget) * 1e6})
+                         "json_us": _best(lambda body=body: _decode(_dumpb(body)), budget) * 1e6})
     return rows
 
 
@@ -240,7 +241,7 @@ def render(result: dict) -> str:
         lines.append("(no response spec with a matching fixture)")
     lines.append("")
     lines.append("µs/event: whole recorded streams through the spec (SSE decode, json, rules, json encode, "
-                 "SSE framing); SSE+json only: decode + json.loads + json encode of the same input events; "
+                 "SSE framing); SSE+json only: SSE decode + JSON decode + JSON encode (msgspec) of the same input events; "
                  "spec beyond: the difference (the target); start µs/stream: what a stream costs before its "
                  "first upstream event (the Responses spec writes response.created and response.in_progress "
                  "there); beyond, w/o start: spec beyond without that fixed cost, spread over the recorded "

@@ -13,6 +13,13 @@ Phases, in order, all on loopback:
      1 s idle timeout; 200 concurrent streams, 20 % of them faulted; every outcome checked exactly
      (also alone: ``main(faults_only=True)``);
   7. the micro-benchmark of the engine alone (engine.bench.micro).
+
+Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses request, the
+Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
+non-stream and streamed at concurrency `real_concurrency`, on the path the client used. The two
+Codex requests name a Claude model (translated to Anthropic Messages), the Claude Code request an
+OpenAI one (translated to Chat Completions): the fake upstream answers either
+(engine.bench.upstream). The byte proxy forwards the same bodies untouched.
 """
 from __future__ import annotations
 
@@ -35,6 +42,11 @@ from .procs import Pinning, Proc, free_port, python, status_kb
 from .upstream import model_name, stream_events
 
 PATH = "/v1/chat/completions"
+CLIENTS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clients"
+# (row name, capture, upstream provider the gateway translates to)
+REAL = (("Codex 0.169 Responses", "codex-0.169-responses-req1.json", "anthropic"),
+        ("Codex 0.94 chat", "codex-0.94-chat-req1.json", "anthropic"),
+        ("Claude Code Messages", "claude-code-2.1.197-messages-req1.json", "openai"))
 
 
 @dataclass
@@ -56,6 +68,9 @@ class Settings:
     fault_percent: int = 20          # ...this share of them faulted, ...
     fault_kinds: str = "mix"         # ...with these kinds (upstream.FAULT_KINDS, '.'-separated, or mix)
     fault_retries: int = 2           # the gateway's upstream_max_retries in that run
+    real: bool = True                # the real-sized request rows (REAL)
+    real_concurrency: int = 16
+    real_deltas: int = 40            # text deltas of their answers
     micro: bool = True
     micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
     loadgen: str = "auto"            # auto (wrk if installed) | wrk | python
@@ -86,6 +101,22 @@ def _body(model: str, stream: bool, tools: bool = False) -> bytes:
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
+
+
+def real_body(capture: str, model: str, stream: bool) -> tuple[str, bytes]:
+    """(path, body) of a recorded client request, with the bench model and the stream flag."""
+    doc = json.loads((CLIENTS / capture).read_text())
+    body = dict(doc["body"], model=model)
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return doc["path"], json.dumps(body, ensure_ascii=False).encode()
+
+
+def real_key(i: int, stream: bool) -> str:
+    return f"real{i}{'s' if stream else 'n'}"
 
 
 # ---------------------------------------------------------------- the run
@@ -121,6 +152,16 @@ class Bench:
             path = self.dir / f"body-{key}.json"
             path.write_bytes(data)
             self.bodies[key] = path
+        self.paths: dict = {}  # body key -> request path, when not PATH
+        if s.real:
+            for i, (_, capture, provider) in enumerate(REAL):
+                for stream in (False, True):
+                    key = real_key(i, stream)
+                    self.paths[key], data = real_body(capture, model_name("text", n=s.real_deltas,
+                                                                          provider=provider), stream)
+                    path = self.dir / f"body-{key}.json"
+                    path.write_bytes(data)
+                    self.bodies[key] = path
 
     def say(self, msg: str):
         print(f"[bench] {msg}", file=self.s.log, flush=True)
@@ -158,7 +199,9 @@ class Bench:
         for k in [k for k in os.environ if k.startswith("TOKLIGENCE_")]:
             env[k] = ""  # the bench measures the defaults, not the caller's config
         env.update({"TOKLIGENCE_ANTHROPIC_BASE_URL": up_url or self.up_url,
-                    "TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-bench", "TOKLIGENCE_DATA_DIR": str(data)})
+                    "TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-bench", "TOKLIGENCE_DATA_DIR": str(data),
+                    "TOKLIGENCE_OPENAI_BASE_URL": (up_url or self.up_url) + "/v1",
+                    "TOKLIGENCE_OPENAI_API_KEY": "sk-bench"})
         env.update(extra_env or {})
         env.pop("TOKLIGENCE_CONFIG", None)
         cmd = [python(), "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -213,7 +256,8 @@ class Bench:
                warmup: float = 0.0) -> dict:
         d = self.s.duration if duration is None else duration
         cmd = self.pin.prefix(self.pin.load_cpus) + [
-            python(), "-m", "engine.bench.client", "--url", base + PATH, "--body", str(self.bodies[body]),
+            python(), "-m", "engine.bench.client", "--url", base + self.paths.get(body, PATH),
+            "--body", str(self.bodies[body]),
             "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -250,6 +294,14 @@ class Bench:
         c = max(self.s.stream_concurrency)
         loads.append((f"tools{c}", f"tool-call streams ({self.events[self.tools_model]} events each), "
                                    f"concurrency {c}", lambda b: self.stream(b, "tools", c)))
+        if self.s.real:
+            c = self.s.real_concurrency
+            for i, (name, _, provider) in enumerate(REAL):
+                for stream in (False, True):
+                    key = real_key(i, stream)
+                    loads.append((key, f"{name} request ({self.bodies[key].stat().st_size:,} bytes, to "
+                                       f"{provider}), {'streamed' if stream else 'non-stream'}, concurrency {c}",
+                                  lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
         rounds = max(1, self.s.rounds)
         for key, what, load in loads:
             runs: dict = {name: [] for name in targets}
@@ -401,6 +453,12 @@ def rows(res: dict, s: Settings) -> list[dict]:
     c = max(s.stream_concurrency)
     row(f"tool stream c={c}: TTFT p50 ms", f"tools{c}", "ttft_p50", "ms", None, "low", False)
     row(f"tool stream c={c}: events/s", f"tools{c}", "events_s", "int", None, "high", False)
+    if s.real:
+        for i, (name, _, _) in enumerate(REAL):
+            for stream in (False, True):
+                key = real_key(i, stream)
+                what = "stream" if stream else "non-stream"
+                row(f"{name}, {what} c={s.real_concurrency}: requests/s", key, "rps", "int", 0.7, "high", False)
     if "open" in E or "open" in P:
         n = s.open_streams
         row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)

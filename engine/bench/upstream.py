@@ -1,4 +1,5 @@
-"""A fast fake Anthropic Messages upstream for the benchmark.
+"""A fast fake upstream for the benchmark: Anthropic Messages, or OpenAI Chat Completions for
+`gpt-bench-*` models.
 
 A raw asyncio HTTP/1.1 server (keep-alive, Content-Length request bodies) rather than an aiohttp
 app, so that the upstream costs little next to what it serves and is not what limits a run.
@@ -10,6 +11,10 @@ byte proxy (which forwards it untouched) and through the gateway (which forwards
     claude-bench-text[-n<N>][-p<ms>]          text stream: N text deltas (default 200)
     claude-bench-tools[-k<K>][-n<M>][-p<ms>]  K tool calls (default 2) of M argument fragments
                                               each (default 50)
+
+    gpt-bench-text[-n<N>]                     the same text as an OpenAI Chat Completions answer
+                                              (chunks then ``data: [DONE]``), for the gateway's
+                                              OpenAI upstream
 
 ``-p<ms>`` paces the events: that many milliseconds between two events (default 0: the events
 are written back to back, one HTTP chunk per event, without yielding). A non-stream request
@@ -78,6 +83,7 @@ def scenario(model: str) -> dict:
     opts = {m.group("key"): int(m.group("val")) for m in _SCENARIO.finditer(model or "")}
     return {
         "kind": kind,
+        "provider": "openai" if (model or "").startswith("gpt-") else "anthropic",
         "n": opts.get("n", DEFAULT_TEXT_DELTAS if kind == "text" else DEFAULT_TOOL_FRAGMENTS),
         "k": opts.get("k", DEFAULT_TOOL_CALLS),
         "pace": opts.get("p", 0) / 1000.0,
@@ -85,8 +91,9 @@ def scenario(model: str) -> dict:
 
 
 def model_name(kind: str = "text", n: int | None = None, k: int | None = None, pace_ms: int = 0,
-               fault_pct: int | None = None, fault_kinds: str = "mix", sid: int | None = None) -> str:
-    name = f"claude-bench-{kind}"
+               fault_pct: int | None = None, fault_kinds: str = "mix", sid: int | None = None,
+               provider: str = "anthropic") -> str:
+    name = f"{'gpt' if provider == 'openai' else 'claude'}-bench-{kind}"
     if k is not None and kind == "tools":
         name += f"-k{k}"
     if n is not None:
@@ -194,8 +201,39 @@ def message_body(model: str) -> dict:
 
 
 def sse_frames(model: str) -> list[bytes]:
-    """Each event as SSE bytes (``event: X\\ndata: {...}\\n\\n``), as Anthropic sends them."""
+    """Each event as SSE bytes (``event: X\\ndata: {...}\\n\\n``), as Anthropic sends them; an
+    OpenAI model's chunks as ``data: {...}\\n\\n`` then ``data: [DONE]``."""
+    if scenario(model)["provider"] == "openai":
+        return [f"data: {_dumps(ch)}\n\n".encode() for ch in chat_chunks(model)] + [b"data: [DONE]\n\n"]
     return [f"event: {ev['type']}\ndata: {_dumps(ev)}\n\n".encode() for ev in stream_events(model)]
+
+
+_CHAT_ID = "chatcmpl-bench0000000000000000000001"
+
+
+def chat_body(model: str) -> dict:
+    """The non-stream Chat Completions body of a text scenario."""
+    n = scenario(model)["n"]
+    return {"id": _CHAT_ID, "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(_text_pieces(n))},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": n, "total_tokens": 42 + n}}
+
+
+def chat_chunks(model: str) -> list[dict]:
+    """The Chat Completions chunks of a text scenario: the role, one per text piece, the finish
+    reason, then the usage (as with stream_options.include_usage)."""
+    n = scenario(model)["n"]
+
+    def chunk(delta, finish=None):
+        return {"id": _CHAT_ID, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    out = [chunk({"role": "assistant", "content": ""})]
+    out += [chunk({"content": piece}) for piece in _text_pieces(n)]
+    out.append(chunk({}, "stop"))
+    out.append({"id": _CHAT_ID, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                "choices": [], "usage": {"prompt_tokens": 42, "completion_tokens": n, "total_tokens": 42 + n}})
+    return out
 
 
 _STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
@@ -226,7 +264,8 @@ class Reply:
             self.body = b""
         else:
             self.events = 0
-            self.body = _dumps(message_body(model)).encode()
+            openai = sc["provider"] == "openai"
+            self.body = _dumps(chat_body(model) if openai else message_body(model)).encode()
             self.head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                          % len(self.body))
             self.chunks = []

@@ -19,8 +19,8 @@ import logging
 
 from aiohttp import web
 
-from ..functions import new_id
-from ..nodes import dumps
+from ..functions import TranslationError, new_id
+from ..jsontext import dumpb
 from . import passthrough, translate
 from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
@@ -88,7 +88,7 @@ async def create_response(request: web.Request):
 
 async def get_response(request: web.Request):
     record = await _load(request.app, request.match_info["id"])
-    return web.Response(body=dumps(record["response"]).encode(), content_type="application/json")
+    return web.Response(body=dumpb(record["response"]), content_type="application/json")
 
 
 async def delete_response(request: web.Request):

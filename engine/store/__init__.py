@@ -17,6 +17,7 @@ raised as :class:`StoreError`.
 from __future__ import annotations
 
 import json
+from .. import jsontext
 
 __all__ = ["ResponseStore", "StoreError", "open_store"]
 
@@ -93,17 +94,15 @@ def dump_record(record: dict) -> str:
     """
     if not isinstance(record, dict):
         raise TypeError(f"record must be a dict, got {type(record).__name__}")
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-    return text
+        return jsontext.encode(record).decode()  # msgspec refuses a lone surrogate
+    except (TypeError, UnicodeEncodeError, ValueError):
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
 
 
 def load_record(text: str | bytes, response_id: str) -> dict:
     try:
-        record = json.loads(text)
+        record = jsontext.loads(text)
     except ValueError as e:
         raise StoreError(f"stored response {response_id!r} is not valid JSON: {e}") from None
     if not isinstance(record, dict):

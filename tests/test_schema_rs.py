@@ -1,19 +1,21 @@
-"""The compiled schema predicates (engine/schema_compile.py) agree with jsonschema exactly.
+"""The runtime validators (jsonschema-rs, engine/schemas.is_valid) agree with jsonschema exactly.
 
-A predicate that said "valid" where jsonschema finds an error would let a bad body reach the
+A validator that said "valid" where jsonschema finds an error would let a bad body reach the
 upstream; one that said "invalid" on a valid body would cost jsonschema's time and then answer
 nothing (first_error would find no error to report). Both are checked on every recorded and
-hand-written instance, on generated valid bodies of every schema, and on mutations of them."""
+hand-written instance, on generated valid bodies of every schema, on mutations of them, and on
+each keyword's edge cases (integers beyond 64 bits included)."""
 from __future__ import annotations
 
 import jsonschema
+import jsonschema_rs
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from engine import schema_compile, schemas
+from engine import schemas
 from tests.support.schema_gen import from_schema, iter_nodes, tree_mutation
 from tests.test_schemas import _all_instances, _plain
 
@@ -60,18 +62,21 @@ def test_generated_instances_agree(schema_id):
 
 
 @pytest.mark.parametrize("schema_id", REQUESTS)
-def test_first_error_still_reports_through_jsonschema(schema_id):
+def test_first_error_reports_through_jsonschema(schema_id):
     issue = schemas.first_error(schema_id, [])
     assert issue is not None and issue.message
 
 
-def _compiled(schema: dict, extra: dict | None = None):
+def _compiled(schema, extra: dict | None = None):
+    """(jsonschema-rs is_valid, jsonschema is_valid) for `schema`, other documents by id beside it."""
     resources = [("main", Resource.from_contents(schema, default_specification=DRAFT202012))]
     resources += [(k, Resource.from_contents(v, default_specification=DRAFT202012))
                   for k, v in (extra or {}).items()]
     registry = Registry().with_resources(resources).crawl()
     v = jsonschema.Draft202012Validator(registry.contents("main"), registry=registry)
-    return schema_compile.predicate(v), v.is_valid
+    base = "file:///test/"
+    rs_registry = jsonschema_rs.Registry([(base + k, d) for k, d in (extra or {}).items()]) if extra else None
+    return schemas.rs_validator(schema, rs_registry, base + "main").is_valid, v.is_valid
 
 
 CASES = [
@@ -150,21 +155,13 @@ def test_refs_across_documents_and_recursion():
     assert compiled({"children": [{"leaf": "ok"}]}) and not compiled({"children": [{"leaf": "long"}]})
 
 
-def test_simple_subschemas_are_written_where_they_are_used():
-    # one function for the object; its properties' type, bound, enum and $ref are expressions in it
-    schema = {"type": "object", "required": ["a"],
-              "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"$ref": "#/$defs/n"},
-                             "c": {"anyOf": [{"enum": ["x", "y"]}, {"type": "null"}]}},
-              "$defs": {"n": {"type": "integer", "minimum": 0}}}
-    resources = [("main", Resource.from_contents(schema, default_specification=DRAFT202012))]
-    registry = Registry().with_resources(resources).crawl()
-    v = jsonschema.Draft202012Validator(registry.contents("main"), registry=registry)
-    compiler = schema_compile.compiler_for(v)
-    compiled = compiler.compile(v.schema, v._resolver)
-    assert [n for n in compiler.env if n.startswith("_s")] == [compiled.__name__]
-    for instance in [{"a": "abc", "b": 0, "c": "x"}, {"a": "abcd"}, {"a": "a", "b": -1}, {"a": "a", "c": "z"},
-                     {"a": "a", "c": None}, {"b": 1}, "a"]:
-        assert compiled(instance) is v.is_valid(instance), instance
+def test_integers_beyond_64_bits_are_compared_exactly():
+    compiled, plain = _compiled({"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": -(10**30), "maximum": 10**30}, "c": {"const": 2**64 + 1}}})
+    for instance in [{"n": 10**30}, {"n": 10**30 + 1}, {"n": -(10**30) - 1}, {"n": 2**70}, {"c": 2**64 + 1},
+                     {"c": 2**64}, {"c": float(2**64)}]:
+        assert compiled(instance) is plain(instance), instance
+    assert compiled({"n": 10**30}) and not compiled({"n": 10**30 + 1}) and not compiled({"c": 2**64})
 
 
 def test_a_cycle_of_expressions_is_written_as_calls():
@@ -176,3 +173,17 @@ def test_a_cycle_of_expressions_is_written_as_calls():
     compiled, plain = _compiled(schema)
     for instance in [1, None, 10**30]:
         assert compiled(instance) is plain(instance) is True
+
+
+def test_the_depth_check_agrees_with_a_walk_of_the_tree():
+    from engine.server.translate import _depth
+    for limit in (1, 2, 5, 100):
+        check = schemas.within_depth(limit)
+        for depth in range(1, limit + 3):
+            for make in (lambda x: [x], lambda x: {"k": x}, lambda x: [1, {"a": "s", "b": x}]):
+                value = {"leaf": None}
+                for _ in range(depth - 1):
+                    value = make(value)
+                assert check(value) is (_depth(value, limit) <= limit), (limit, depth, value)
+    assert schemas.within_depth(3)({"a": [1, "x", None, {"b": 10 ** 30}]})
+    assert not schemas.within_depth(3)({"a": [1, [{"b": 2}]]})
