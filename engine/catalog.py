@@ -128,7 +128,7 @@ def _meta(source: Source) -> tuple[str | None, str | None, str | None]:
 
 def _error(source: Source, path: tuple, message: str) -> SpecError:
     file, line, col, text = source.locate(path)
-    return SpecError(file, line, col, ".".join(path), message, text)
+    return SpecError(file, line, col, ".".join(p for p in path if p != "<key>"), message, text)
 
 
 def load_dir(root) -> tuple[list[Source], list[SpecError]]:
@@ -154,11 +154,52 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
     return sources, errors
 
 
+PAIR_OVERLAY = "PairOverlay"
+_PAIR_KEYS = ("apiVersion", "kind", "metadata")
+
+
+def split_pair_overlay(source: Source, kinds: set, errors: list) -> list[Source]:
+    """A PairOverlay file (mappings/<pair>/<version>.yaml) changes several specs of one pair in
+    one version: each section named after a spec kind is an overlay of that spec, sharing the
+    file's metadata. Returned as one overlay Source per kind, positions kept."""
+    doc = source.value
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    pair = meta.get("name")
+    if not isinstance(pair, str) or "/" in pair or not isinstance(meta.get("extends"), str):
+        errors.append(_error(source, ("metadata",), "a PairOverlay's metadata names the pair (name: chat-to-messages) "
+                                                   "and the version it extends (extends: \"2025-06-01\")"))
+        return []
+    known = sorted(k for (p, k) in kinds if p == pair)
+    out = []
+    for kind, body in doc.items():
+        if kind in _PAIR_KEYS:
+            continue
+        if kind not in known:
+            errors.append(_error(source, (kind, "<key>"), f"{pair} has no spec kind {kind!r}; kinds: {', '.join(known)}"))
+            continue
+        if not isinstance(body, dict) or any(k in body for k in _PAIR_KEYS):
+            errors.append(_error(source, (kind,), f"{kind}: holds what an overlay of {pair}/{kind} holds "
+                                                  "(remove, vars, template, on, patch, ...), without metadata"))
+            continue
+        marks = {path: pos for path, pos in source.marks.items() if path[:1] == ("metadata",)}
+        marks.update({path[1:]: pos for path, pos in source.marks.items() if path[:1] == (kind,)})
+        value = {"metadata": {**meta, "name": f"{pair}/{kind}"}, **body}
+        out.append(Source(path=source.path, text=source.text, value=value, marks=marks))
+    return out
+
+
 def resolve_sources(sources: list[Source], errors: list) -> list[Source]:
     """Each file as the whole spec it stands for: overlays applied onto what they extend."""
     files: dict[tuple, Source] = {}
     out: list[Source] = []
+    kinds = {tuple(n.rsplit("/", 1)) for n, _, _ in map(_meta, sources) if n and "/" in n}
+    expanded = []
     for source in sources:
+        if isinstance(source.value, dict) and source.value.get("kind") == PAIR_OVERLAY:
+            expanded.extend(split_pair_overlay(source, kinds, errors))
+        else:
+            expanded.append(source)
+    for source in expanded:
         name, version, _ = _meta(source)
         if name is None or version is None:
             out.append(source)  # the meta-schema says what is wrong with it

@@ -190,9 +190,33 @@ def _check(args) -> int:
     if errors:
         print(f"{len(errors)} error(s) in the mapping specs", file=sys.stderr)
         return 1
+    if _check_pins(args, specs):
+        return 1
     for (name, version), spec in sorted(specs.items()):
         print(f"ok  {name}@{version}  ({spec.kind}, {spec.file})")
     return 0
+
+
+def _check_pins(args, specs) -> int:
+    """The config's version pins (routes `@version`, mapping_versions) against the specs checked:
+    the config of `--config`, TOKLIGENCE_CONFIG and TOKLIGENCE_* as `engine serve` reads it."""
+    from . import config as config_mod
+
+    try:
+        cfg = config_mod.load({"config": args.config, "set": args.set})
+    except config_mod.ConfigError as e:
+        print(f"engine: config error: {e}", file=sys.stderr)
+        return 1
+    if cfg.mappings_dir and not args.mappings and cfg.mappings_dir != str(MAPPINGS_DIR):
+        specs, errors = compile_dir(cfg.mappings_dir)
+        for e in errors:
+            print(e, file=sys.stderr)
+        if errors:
+            return len(errors)
+    problems = Catalog(specs).pin_errors(cfg.routes, cfg.mapping_versions)
+    for p in problems:
+        print(f"{cfg.config_file or 'config'}: {p}", file=sys.stderr)
+    return len(problems)
 
 
 def _spec(catalog: Catalog, ref: str):
@@ -223,14 +247,31 @@ def _translate(args) -> int:
     return 0
 
 
+def _recorded_exchange(fixture) -> dict | None:
+    """requests/<name>.json beside a fixture `engine serve --record` wrote, if there is one."""
+    from pathlib import Path
+
+    side = Path(fixture).parent / "requests" / (Path(fixture).stem + ".json")
+    return _load_json(side) if side.is_file() else None
+
+
 def _replay(args) -> int:
     from .sse import SSEDecoder
     from .stream import StreamTranslator
 
     catalog = Catalog.load(args.mappings or MAPPINGS_DIR)
-    spec = _spec(catalog, args.spec)
+    exchange = _recorded_exchange(args.fixture) or {}
+    pair = exchange.get("pair") or "chat-to-messages"
     raw = open(args.fixture, "rb").read()
-    req = _load_json(args.req) if args.req else {"stream": True, "stream_options": {"include_usage": True}}
+    # the client request of a translated exchange (a passed-through one is in the upstream's API)
+    recorded = exchange.get("client", {}).get("body") if exchange.get("pair") else None
+    req = _load_json(args.req) if args.req else recorded or {"stream": True, "stream_options": {"include_usage": True}}
+    if str(args.fixture).endswith(".json"):  # a recorded non-streamed answer: the response spec
+        spec = _spec(catalog, args.spec or f"{pair}/response")
+        out = spec.apply(src=json.loads(raw), req=req, cfg={"default_max_tokens": 4096}, model=args.model)
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    spec = _spec(catalog, args.spec or f"{pair}/stream")
     cfg = {"default_max_tokens": 4096, "stream_id": "replay"}
 
     def run_once():
@@ -274,10 +315,14 @@ def main(argv=None) -> int:
     s.add_argument("--port", type=int)
     s.add_argument("--workers", help="processes sharing the port (N or auto)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    s.add_argument("--record", dest="record_dir", metavar="DIR",
+                   help="write every upstream exchange as fixture files into DIR (config key record_dir)")
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate and compile every mapping spec; exit 1 on any error")
-    c.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    c.add_argument("--mappings", help="folder of specs (default: mappings_dir, else the project's mappings/)")
+    c.add_argument("--config", help="INI config whose version pins are checked too (else TOKLIGENCE_CONFIG)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(fn=_check)
 
     t = sub.add_parser("translate", help="apply a request or response spec to a JSON file")
@@ -291,14 +336,27 @@ def main(argv=None) -> int:
 
     r = sub.add_parser("replay", help="run a recorded SSE stream through a stream spec")
     r.add_argument("fixture")
-    r.add_argument("--spec", default="chat-to-messages/stream")
-    r.add_argument("--req", help="client request JSON (default: stream with include_usage)")
+    r.add_argument("--spec", help="NAME[@VERSION] (default: the recorded exchange's pair beside the fixture, "
+                                  "else chat-to-messages; its stream spec, or its response spec for a .json)")
+    r.add_argument("--req", help="client request JSON (default: the recorded client request, else stream "
+                                 "with include_usage)")
     r.add_argument("--model", default="replay-model")
     r.add_argument("--time", action="store_true", help="print µs per event beside json decode/encode alone")
     r.add_argument("--repeat", type=int, default=2000)
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--mappings")
     r.set_defaults(fn=_replay)
+
+    d = sub.add_parser("diff", help="run every case file and recorded fixture through two versions of an "
+                                    "API pair and print what changes, per case")
+    d.add_argument("pair", help="e.g. chat-to-messages")
+    d.add_argument("version_a")
+    d.add_argument("version_b")
+    d.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    d.add_argument("--cases", help="folder of case files (default: tests/cases)")
+    d.add_argument("--fixtures", action="append", default=[], metavar="DIR",
+                   help="a folder of recorded fixtures (repeatable; tests/fixtures is always read)")
+    d.set_defaults(fn=_diff)
 
     b = sub.add_parser("bench", help="benchmark: the gateway beside a plain byte proxy, one table of ratios")
     b.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
@@ -324,6 +382,21 @@ def main(argv=None) -> int:
 
     args = p.parse_args(argv)
     return args.fn(args)
+
+
+def _diff(args) -> int:
+    from . import diff
+    from .cases import CASES_DIR
+
+    catalog = Catalog.load(args.mappings or MAPPINGS_DIR)
+    for version in (args.version_a, args.version_b):
+        problem = catalog.pin_problem(args.pair, version)
+        if problem:
+            print(f"engine diff: {problem}", file=sys.stderr)
+            return 2
+    diff.run(catalog, args.pair, args.version_a, args.version_b, cases_dir=args.cases or CASES_DIR,
+             fixtures=[diff.FIXTURES_DIR, *args.fixtures])
+    return 0
 
 
 def _bench(args) -> int:

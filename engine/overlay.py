@@ -85,6 +85,10 @@ def parse_path(text: str) -> list | None:
     return out or None
 
 
+def _segments(text: str) -> list:
+    return parse_path(text) or [text]
+
+
 def _check_id(a: A):
     if type(a.v) is dict:
         for k in ("name", "param"):
@@ -129,7 +133,12 @@ def merge_template(base: A, over: A) -> A:
         if set(base.v) & TEMPLATE_HEADS == {"fields"} and set(over.v) & TEMPLATE_HEADS == {"fields"}:
             out = dict(base.v)
             for k, x in over.v.items():
-                out[k] = merge_template(base.v[k], x) if k == "fields" and k in base.v else x
+                inner = base.v.get(k)
+                if k == "fields" and inner is not None and type(inner.v) is dict and type(x.v) is dict:
+                    # the keys of `fields:` are field names, keywords included: merged as names
+                    x = A({**inner.v, **{n: merge_template(inner.v[n], y) if n in inner.v else y
+                                         for n, y in x.v.items()}}, inner.src, inner.pos, inner.key)
+                out[k] = x
             return A(out, over.src, over.pos, base.key)
         return over
     out = dict(base.v)
@@ -211,7 +220,7 @@ class Overlay:
             return None, None
         parent = _walk(root, segs[:-1])
         if parent is None or type(parent.v) not in (dict, list):
-            self.error(where, f"{text}: {self._ref()} has nothing at {'.'.join(map(str, segs[:-1])) or 'the top'}")
+            self.error(where, f"{self._ref()} has nothing at {spec_path(segs[:-1])}")
             return None, None
         return parent, segs[-1]
 
@@ -225,7 +234,7 @@ class Overlay:
             return
         key = _step(parent, last)
         if key is None or (type(parent.v) is dict and key not in parent.v):
-            self.error(where, f"{item.v}: {self._ref()} has no {last!r} there to remove")
+            self.error(where, f"{self._ref()} has no {spec_path(_segments(item.v))} to remove")
             return
         if type(parent.v) is dict:
             parent.v = {k: x for k, x in parent.v.items() if k != key}
@@ -239,7 +248,7 @@ class Overlay:
             return
         key = _step(parent, last)
         if key is None:
-            self.error(where, f"{text}: {self._ref()} has no item {last!r} in that list")
+            self.error(where, f"{self._ref()} has no item {last!r} in the list at {spec_path(parse_path(text)[:-1])}")
             return
         if type(parent.v) is dict:
             parent.v = {**parent.v, key: value}

@@ -22,7 +22,7 @@ def write(root: Path, rel: str, text: str) -> Path:
 
 
 def with_overlay(tmp_path: Path) -> Path:
-    """A copy of the shipped mappings plus the compaction overlay (two files of ~10 lines)."""
+    """A copy of the shipped mappings plus the compaction overlay (one PairOverlay file)."""
     root = tmp_path / "mappings"
     shutil.copytree(MAPPINGS_DIR, root)
     shutil.copytree(OVERLAY / "mappings", root, dirs_exist_ok=True)
@@ -41,9 +41,9 @@ def overlay_head(kind="RequestMapping", name="request", version="2025-02-01", ex
             f"extends: \"{extends}\", changes: [overlay]}}\n")
 
 
-def test_a_new_stop_reason_is_one_small_file_per_spec_and_both_versions_stay(tmp_path):
-    for f in (OVERLAY / "mappings").rglob("*.yaml"):
-        assert len(f.read_text().splitlines()) < 15
+def test_a_new_stop_reason_is_one_small_file_and_both_versions_stay(tmp_path):
+    files = list((OVERLAY / "mappings").rglob("*.yaml"))
+    assert len(files) == 1 and len(files[0].read_text().splitlines()) < 20
     cat = Catalog.load(with_overlay(tmp_path))
     body = {"id": "m1", "model": "claude", "content": [{"type": "text", "text": "x"}], "stop_reason": "compaction",
             "usage": {"input_tokens": 1, "output_tokens": 1}}
@@ -141,9 +141,9 @@ def test_errors_in_what_an_overlay_writes_point_into_the_overlay_file(tmp_path):
         """))
     specs, errors = compile_dir(tmp_path)
     text = "\n".join(map(str, errors))
-    assert "t/request/2025-02-01.yaml:4:20: remove[1]: template.nope: t/request@2025-01-01 has no 'nope'" in text, text
+    assert "t/request/2025-02-01.yaml:4:20: remove[1]: t/request@2025-01-01 has no template.nope to remove" in text, text
     assert "t/request/2025-02-01.yaml:7:3: patch.template.missing.deeper:" in text, text
-    assert "has nothing at template.missing" in text, text
+    assert "t/request@2025-01-01 has nothing at template.missing" in text, text
     # a patch error is only reported once the paths are right; then the expression error points at the overlay
     (tmp_path / "t/request/2025-02-01.yaml").write_text(overlay_head() + "remove: [defs.blk]\npatch:\n  template.a: \"src.[[\"\n")
     specs, errors = compile_dir(tmp_path)
@@ -218,3 +218,42 @@ def test_an_unknown_version_is_refused_with_the_versions_there_are(tmp_path, ver
         cat.pair("chat-to-messages", {"chat-to-messages": version})
     with pytest.raises(KeyError, match="versions: 2025-06-01, 2026-01-15"):
         cat.get("chat-to-messages/response", version)
+
+
+def test_a_pair_overlay_changes_several_specs_in_one_file(tmp_path):
+    for kind in ("request", "response"):
+        write(tmp_path, f"t/{kind}/2025-01-01.yaml", BASE.format(kind="RequestMapping", name=kind)
+              + "template: {a: src.a}\n")
+    pair = textwrap.dedent("""\
+        apiVersion: engine.mapping/v1
+        kind: PairOverlay
+        metadata: {name: t, version: "2025-02-01", extends: "2025-01-01", changes: [both]}
+        request:
+          template: {b: src.b}
+        response:
+          patch: {template.a: src.c}
+        """)
+    write(tmp_path, "t/2025-02-01.yaml", pair)
+    specs, errors = compile_dir(tmp_path)
+    assert not errors, "\n".join(map(str, errors))
+    cat = Catalog(specs)
+    assert cat.get("t/request", "2025-02-01").apply(src={"a": 1, "b": 2, "c": 3}) == {"a": 1, "b": 2}
+    assert cat.get("t/response", "2025-02-01").apply(src={"a": 1, "b": 2, "c": 3}) == {"a": 3}
+    assert cat.get("t/response", "2025-02-01").changes == ["both"]
+    # a section that names no spec of the pair, and an error inside a section, point into the file
+    write(tmp_path, "t/2025-02-01.yaml", pair.replace("response:", "respons:").replace("src.b", "'src.[['"))
+    _, errors = compile_dir(tmp_path)
+    text = "\n".join(map(str, errors))
+    assert "t/2025-02-01.yaml:6:1: respons: t has no spec kind 'respons'; kinds: request, response" in text, text
+    assert "t/2025-02-01.yaml:5:" in text and "template.b: invalid JMESPath" in text, text
+
+
+def test_fields_nodes_merge_by_field_name_keywords_included(tmp_path):
+    write(tmp_path, "t/request/2025-01-01.yaml", BASE.format(kind="RequestMapping", name="request")
+          + "template: {fields: {merge: src.m, keep: src.k}, keep_null: [merge]}\n")
+    write(tmp_path, "t/request/2025-02-01.yaml", overlay_head() + "template: {fields: {use: src.u, merge: src.k}}\n")
+    specs, errors = compile_dir(tmp_path)
+    assert not errors, "\n".join(map(str, errors))
+    out = Catalog(specs).get("t/request", "2025-02-01").apply(src={"m": 1, "k": 2, "u": 3})
+    assert out == {"merge": 2, "keep": 2, "use": 3}
+    assert Catalog(specs).get("t/request", "2025-02-01").apply(src={"u": 3}) == {"merge": None, "use": 3}

@@ -294,6 +294,14 @@ ACCEPTED = [
                                 "content_block": {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}}),
     ("anthropic/stream-event", {"type": "content_block_delta", "index": 0,
                                 "delta": {"type": "citations_delta", "citation": {"type": "char_location"}}}),
+    # upstream APIs grow: a stop reason, finish reason, event or delta type added later passes
+    ("anthropic/stream-event", {"type": "message_begin"}),
+    ("anthropic/stream-event", {"type": "content_block_delta", "index": 0, "delta": {"type": "audio_delta", "data": "x"}}),
+    ("anthropic/stream-event", {"type": "message_delta", "delta": {"stop_reason": "compaction"}, "usage": {"output_tokens": 1}}),
+    ("anthropic/messages.response", {**json.loads((FIXTURES / "anthropic-message-text.json").read_text()),
+                                     "stop_reason": "compaction"}),
+    ("openai/chat.chunk", {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "compaction"}]}),
     ("anthropic/error", {"type": "error", "error": {"type": "not_found_error", "message": "model: claude-x"},
                          "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}),
 ]
@@ -439,17 +447,14 @@ REJECTED = [
      "reasoning.effort",
      "reasoning.effort: 'max' is not one of ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', None]"),
 
-    ("anthropic/stream-event", {"type": "message_begin"},
-     "type", "type: 'message_begin' is not one of ['message_start', 'content_block_start', "
-     "'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop', 'ping', 'error']"),
+    ("anthropic/stream-event", {"type": 7},
+     "type", "type: 7 is not of type 'string'"),
     ("anthropic/stream-event", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}},
      "delta.text", "delta: 'text' is a required property"),
     ("anthropic/stream-event", {"type": "content_block_stop"},
      "index", "'index' is a required property"),
-    ("anthropic/stream-event", {"type": "message_delta", "delta": {"stop_reason": "done"}, "usage": {"output_tokens": 1}},
-     "delta.stop_reason",
-     "delta.stop_reason: 'done' is not one of ['end_turn', 'max_tokens', 'stop_sequence', 'tool_use', "
-     "'pause_turn', 'refusal', 'model_context_window_exceeded', None]"),
+    ("anthropic/stream-event", {"type": "message_delta", "delta": {"stop_reason": 1}, "usage": {"output_tokens": 1}},
+     "delta.stop_reason", "delta.stop_reason: 1 is not of type 'string', 'null'"),
     ("anthropic/stream-event", {"type": "error", "error": {"type": "overloaded", "message": "m"}},
      "error.type",
      "error.type: 'overloaded' is not one of ['invalid_request_error', 'authentication_error', "
@@ -461,8 +466,8 @@ REJECTED = [
     ("openai/chat.chunk", {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"},
      "choices", "'choices' is a required property"),
     ("openai/chat.chunk", {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                           "choices": [{"index": 0, "delta": {}, "finish_reason": "done"}]},
-     "choices[0].finish_reason", "choices[0].finish_reason: 'done' is not valid under any of the given schemas"),
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": 3}]},
+     "choices[0].finish_reason", "choices[0].finish_reason: 3 is not valid under any of the given schemas"),
     ("openai/chat.chunk", {"error": {"message": "m", "type": "t", "code": None}},
      "error.param", "error: 'param' is a required property"),
     ("openai/responses.event", {"type": "response.output_text.delta", "item_id": "m", "output_index": 0,

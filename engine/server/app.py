@@ -243,6 +243,9 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
+    if getattr(cfg, "record_dir", ""):
+        from .record import RECORDER, Recorder
+        app[RECORDER] = Recorder(cfg.record_dir)
     app[PAIRS] = {}
     app[RESOLVED] = {}
     app[PROFILES] = Profiles.load(cfg.model_profiles_file)

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from . import ops
 from .errors import ApiError
+from .record import RECORDER
 from .upstream import UpstreamUnreachable, open_with_retries
 
 # Headers that describe one hop, not the message: never copied across the gateway.
@@ -67,6 +68,8 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         headers["x-request-id"] = request["request_id"]
     target = _upstream_path(path, request)
     metrics = request.app[ops.METRICS]
+    recorder = request.app.get(RECORDER)
+    rec = None if recorder is None else recorder.start_passthrough(upstream, target, request, raw, headers)
     try:
         # retried like translated requests: nothing has reached the client before the first byte
         ctx, resp = await open_with_retries(
@@ -81,6 +84,8 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
     ops.note(request, upstream_status=resp.status)
     if resp.status >= 400:
         metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
+    if rec is not None:
+        rec.answer(resp.status, resp.headers)
     try:
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
         for k, v in resp.headers.items():
@@ -89,6 +94,8 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         await out.prepare(request)
         try:
             async for chunk in resp.content.iter_any():
+                if rec is not None:
+                    rec.add(chunk)
                 await out.write(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError):
             # the upstream broke mid-body: end ours abruptly too, so the client sees the failure
@@ -100,6 +107,8 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         resp.close()
         raise
     finally:
+        if rec is not None:
+            rec.finish()
         await ctx.__aexit__(None, None, None)
 
 

@@ -22,6 +22,7 @@ from ..functions import TranslationError
 from ..stream import StreamTranslator
 from . import ops
 from .errors import ApiError
+from .record import RECORDER
 from .upstream import UpstreamUnreachable, open_with_retries
 
 log = logging.getLogger("engine")
@@ -191,8 +192,9 @@ def answer_headers(request: web.Request) -> dict | None:
 DROPPED_HEADER = "x-gateway-dropped"
 
 
-async def upstream_error(pair: Pair, resp, provider: str) -> ApiError:
-    text = await resp.text(errors="replace")
+async def upstream_error(pair: Pair, resp, provider: str, text: str | None = None) -> ApiError:
+    if text is None:
+        text = await resp.text(errors="replace")
     try:
         body = json.loads(text)
     except ValueError:
@@ -227,6 +229,8 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     if request.get("request_id"):
         headers["x-request-id"] = request["request_id"]
     payload = dumps(out_body).encode()
+    recorder = request.app.get(RECORDER)
+    rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
@@ -239,17 +243,29 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                        code="upstream_timeout" if timed_out else "upstream_unreachable",
                        type="timeout_error" if timed_out else "server_error") from None
     ops.note(request, upstream_status=resp.status)
+    if rec is not None:
+        rec.answer(resp.status, resp.headers)
     try:
         if resp.status != 200:
             metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
-            raise await upstream_error(pair, resp, upstream.name)
+            text = None
+            if rec is not None:
+                raw = await resp.read()
+                rec.add(raw)
+                rec.finish()
+                text = raw.decode("utf-8", "replace")
+            raise await upstream_error(pair, resp, upstream.name, text)
         if not body.get("stream"):
             try:
                 if resp.content.is_eof():  # the whole body came with the head: nothing to wait for
-                    data = _loads_utf8(await resp.read())
+                    raw = await resp.read()
                 else:
                     async with asyncio.timeout(upstream.idle_timeout):  # no task, unlike wait_for
-                        data = _loads_utf8(await resp.read())
+                        raw = await resp.read()
+                if rec is not None:
+                    rec.add(raw)
+                    rec.finish()
+                data = _loads_utf8(raw)
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
@@ -269,12 +285,13 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                 await on_result(result, sc)
             return web.Response(body=dumps(result).encode(), content_type="application/json",
                                 headers=answer_headers(request))
-        return await _stream(request, pair, resp, body, scope, upstream, on_write)
+        return await _stream(request, pair, resp, body, scope, upstream, on_write, rec)
     finally:
         await ctx.__aexit__(None, None, None)
 
 
-async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None) -> web.StreamResponse:
+async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None,
+                  rec=None) -> web.StreamResponse:
     translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
     out = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -305,6 +322,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             early = 8
             async for chunk in resp.content.iter_any():
                 clock["read"] = time.monotonic()
+                if rec is not None:
+                    rec.add(chunk)
                 if early:
                     # one read may hold most of a fast upstream's stream: the first few events go
                     # out on their own, so the first token does not wait for the whole burst
@@ -344,6 +363,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     finally:
         watchdog.cancel()
         metrics.open_streams.dec()
+        if rec is not None:
+            rec.finish()
         state = translator.state
         ops.note(request, ttfb=clock["ttfb"],
                  tokens_in=(state.get("input_tokens") or 0) + (state.get("cache_read") or 0)
