@@ -26,28 +26,34 @@ def generation(model: str) -> str:
 
 def _breakpoints(body: dict) -> int:
     count = 0
-    for tool in body.get("tools") or ():
+    for tool in _list(body.get("tools")):
         count += isinstance(tool, dict) and "cache_control" in tool
     system = body.get("system")
     for block in system if isinstance(system, list) else ():
         count += isinstance(block, dict) and "cache_control" in block
-    for message in body.get("messages") or ():
+    for message in _list(body.get("messages")):
         content = message.get("content") if isinstance(message, dict) else None
         for block in content if isinstance(content, list) else ():
             count += isinstance(block, dict) and "cache_control" in block
     return count
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def refusal(body) -> str | None:
-    """The message of the 400 the API answers to this Messages request, or None."""
-    if not isinstance(body, dict):
+    """The message of the 400 the API answers to this Messages request, or None. A body of the
+    wrong shape is left to whatever the fake was scripted to answer (the tests of malformed input
+    are about the gateway, not about these rules)."""
+    if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
         return None
     gen = generation(body.get("model") or "")
     thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
     kind = thinking.get("type")
     output_config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
     effort = output_config.get("effort")
-    messages = body.get("messages") or []
+    messages = _list(body.get("messages"))
     if _breakpoints(body) > MAX_BREAKPOINTS:
         return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {_breakpoints(body)}."
     if gen == "adaptive_only":
@@ -67,19 +73,19 @@ def refusal(body) -> str | None:
             return "output_config.effort: Extra inputs are not permitted"
         if "temperature" in body and "top_p" in body:
             return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
-    if effort is not None and effort not in EFFORTS[gen]:
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORTS[gen]):
         return f"output_config.effort: Input should be {', '.join(sorted(EFFORTS[gen]))}"
     if kind == "enabled":
         budget = thinking.get("budget_tokens")
         if not isinstance(budget, int) or budget < 1024:
             return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-        if budget >= (body.get("max_tokens") or 0):
+        if not isinstance(body.get("max_tokens"), int) or budget >= body["max_tokens"]:
             return "`max_tokens` must be greater than `thinking.budget_tokens`."
         if "temperature" in body and body["temperature"] != 1:
             return "`temperature` may only be set to 1 when thinking is enabled."
         if "top_k" in body:
             return "`top_k` is not supported when thinking is enabled."
-        if "top_p" in body and not 0.95 <= body["top_p"] <= 1:
+        if "top_p" in body and not (isinstance(body["top_p"], (int, float)) and 0.95 <= body["top_p"] <= 1):
             return "`top_p` must be between 0.95 and 1 when thinking is enabled."
     if kind in ("enabled", "adaptive"):
         if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
