@@ -13,7 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from .. import schemas
 from ..catalog import Catalog
 from ..functions import new_id
-from . import ops, translate
+from . import ops, shutdown, translate
 from .errors import ApiError, api_of, render
 from .upstream import RetryPolicy, Upstream
 
@@ -100,9 +100,13 @@ async def _unmatched(request: web.Request):
 
 
 # a route decision depends only on the frozen config and the model name: made once per name.
-# Clients choose the names, so the memo is bounded: past the cap it starts over.
+# Clients choose the names, so the memo keeps only names that matched a route and is bounded in
+# entries and in bytes of names: past either cap it starts over.
 RESOLVED = web.AppKey("resolved", dict)
 _RESOLVED_MAX = 4096
+_RESOLVED_MAX_BYTES = 1024 * 1024
+# the longest model name accepted: real ones are under 100 characters
+MAX_MODEL_NAME = 256
 
 
 def resolve(app, model: str, client_api: str, request: web.Request | None = None):
@@ -110,7 +114,12 @@ def resolve(app, model: str, client_api: str, request: web.Request | None = None
     memo = app[RESOLVED]
     hit = memo.get((model, client_api))
     if hit is None:
-        hit = _remember(memo, (model, client_api), _resolve(app[CONFIG], model, client_api))
+        if len(model) > MAX_MODEL_NAME:
+            raise ApiError(400, f"model: a model name is at most {MAX_MODEL_NAME} characters; this one has "
+                                f"{len(model)}", param="model", code="invalid_model")
+        hit = _resolve(app[CONFIG], model, client_api)
+        if hit[2] is None:  # refusals are not kept: a flood of unknown names costs no memory
+            _remember(memo, (model, client_api), hit, len(model))
     answer, facts, refusal = hit
     if request is not None:
         ops.note_all(request, facts)
@@ -184,7 +193,19 @@ def spec_scope(app, model: str, request: web.Request) -> dict:
 
 # ---------------------------------------------------------------- handlers
 
+HEALTH_CHECKS = web.AppKey("health_checks", list)
+
+
 async def health(request):
+    """{"status": "ok"}, or a 503 {"status": "degraded", <part>: <why>} when a part the gateway
+    needs (the response store) is failing."""
+    problems = {}
+    for name, check in request.app[HEALTH_CHECKS]:
+        why = await check(request.app)
+        if why:
+            problems[name] = why
+    if problems:
+        return web.json_response({"status": "degraded", **problems}, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -222,14 +243,25 @@ def pair_for(app, name: str, model: str) -> translate.Pair:
     if pair is None:
         route = app[CONFIG].route_for(model)
         pair = app[PAIRS].get((name, route.version)) if route is not None and route.version else None
-        pair = _remember(memo, (name, model, "pair"), pair or app[PAIRS][name])
+        pair = _remember(memo, (name, model, "pair"), pair or app[PAIRS][name], len(model))
     return pair
 
 
-def _remember(memo: dict, key, value):
-    if len(memo) >= _RESOLVED_MAX:
+class RouteMemo(dict):
+    """The route memo, with the bytes of the names it keeps."""
+    __slots__ = ("size",)
+
+    def __init__(self):
+        super().__init__()
+        self.size = 0
+
+
+def _remember(memo: RouteMemo, key, value, size: int):
+    if len(memo) >= _RESOLVED_MAX or memo.size + size > _RESOLVED_MAX_BYTES:
         memo.clear()
+        memo.size = 0
     memo[key] = value
+    memo.size += size
     return value
 
 
@@ -239,19 +271,28 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app[CONFIG] = cfg
     app[CATALOG] = catalog
     app[PAIRS] = {}
-    app[RESOLVED] = {}
+    app[HEALTH_CHECKS] = []
+    app[RESOLVED] = RouteMemo()
     app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens}
     app[UPSTREAMS] = {
         "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
-                              cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+                              cfg.upstream_connect_timeout, cfg.upstream_idle_timeout,
+                              cfg.upstream_max_decompressed_bytes),
         "openai": Upstream("openai", cfg.openai_base_url, {"content-type": "application/json"},
-                           cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+                           cfg.upstream_connect_timeout, cfg.upstream_idle_timeout,
+                           cfg.upstream_max_decompressed_bytes),
     }
 
     policy = RetryPolicy(max_retries=cfg.upstream_max_retries,
-                         first_byte_timeout=cfg.upstream_first_byte_timeout)
+                         first_byte_timeout=cfg.upstream_first_byte_timeout,
+                         read_timeout=cfg.upstream_idle_timeout or cfg.upstream_first_byte_timeout,
+                         max_error_bytes=cfg.upstream_max_error_bytes)
+    secrets = tuple(k for k in (cfg.anthropic_api_key, cfg.openai_api_key) if k)
     for up in app[UPSTREAMS].values():
         up.policy = policy
+        up.secrets = secrets
+        up.max_body = cfg.upstream_max_body_bytes
+        up.max_event = cfg.upstream_max_event_bytes
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():
@@ -261,6 +302,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
             await up.close()
 
     app.cleanup_ctx.append(sessions)
+    shutdown.setup(app, cfg.shutdown_grace_seconds)
     # every schema compiled now, not by the first request that needs it (and frozen with the rest)
     for schema_id in schemas.schema_ids():
         schemas.is_valid(schema_id)

@@ -27,6 +27,7 @@ from .httpresponse import Body, Headers, Response
 
 KEEPALIVE_SECONDS = 15.0  # idle connections older than this are not reused (aiohttp's default too)
 _MAX_HEAD = 64 * 1024
+_INFLATE_STEP = 256 * 1024  # decompressed bytes made per step, so a bomb is caught while inflating
 _MAX_CHUNK_LINE = 4096
 # a chunk size line: hex digits, then optional whitespace and extensions (ignored)
 _SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n").match
@@ -54,6 +55,8 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self.decompress = True
         self.decomp = None
+        self.inflated = 0
+        self.max_inflated = client.max_inflated
         self.paused = False
         self.got_bytes = False
         self.idle_since = 0.0
@@ -92,6 +95,8 @@ class _Conn(asyncio.Protocol):
                 return
             self.buf = self.buf + data if self.buf else data
             self._parse()
+        except _TooLarge as e:
+            self._fail(str(e), too_large=True)
         except _BadResponse as e:
             self._fail(str(e))
 
@@ -146,14 +151,14 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _fail(self, why: str):
+    def _fail(self, why: str, too_large: bool = False):
         if self.state == _HEAD:
             w = self.waiter
             self.abort(None)
             if w is not None and not w.done():
                 w.set_exception(InvalidResponse(why))
         else:
-            self.abort(aiohttp.ClientPayloadError(why))
+            self.abort(TooLarge(why) if too_large else aiohttp.ClientPayloadError(why))
 
     # -- parsing
     def _parse(self):
@@ -167,6 +172,8 @@ class _Conn(asyncio.Protocol):
                     if len(buf) - i > _MAX_HEAD:
                         raise _BadResponse("response head over 64 KiB")
                     break
+                if j - i > _MAX_HEAD:
+                    raise _BadResponse("response head over 64 KiB")
                 head = buf[i:j]
                 i = j + 4
                 if self._head(head):
@@ -213,7 +220,10 @@ class _Conn(asyncio.Protocol):
             raise _BadResponse(f"malformed status line from the upstream: {lines[0][:100]!r}")
         status = int(parts[1])
         if 100 <= status < 200 and status != 101:
-            return True
+            return True  # interim (100 Continue, 103 Early Hints): the final head follows
+        if status == 101:
+            # a switch to another protocol: the bytes after it are not HTTP, so nothing can be relayed
+            raise _BadResponse("the upstream answered 101 Switching Protocols")
         items = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -245,6 +255,7 @@ class _Conn(asyncio.Protocol):
             self.decomp = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
         else:
             self.decomp = None
+        self.inflated = 0
         self.body = body = Body(self)
         resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
         self.state = mode
@@ -329,13 +340,26 @@ class _Conn(asyncio.Protocol):
     def _deliver(self, data: bytes):
         d = self.decomp
         if d is not None:
+            self._inflate(d, data)
+            return
+        self.body.feed(data)
+
+    def _inflate(self, d, data: bytes):
+        """Decompresses in steps, counting: a small compressed answer that inflates without
+        bound (a gzip bomb) fails at the limit instead of filling memory."""
+        limit = self.max_inflated
+        while data:
             try:
-                data = d.decompress(data)
+                out = d.decompress(data, _INFLATE_STEP)
             except zlib.error as e:
                 raise _BadResponse(f"the upstream's compressed body is corrupt: {e}") from None
-            if not data:
-                return
-        self.body.feed(data)
+            data = d.unconsumed_tail
+            if out:
+                self.inflated += len(out)
+                if limit and self.inflated > limit:
+                    raise _TooLarge(f"the upstream's answer decompresses to more than {limit} bytes "
+                                    "(upstream_max_decompressed_bytes)")
+                self.body.feed(out)
 
     def _flush_decoder(self) -> bool:
         d = self.decomp
@@ -455,6 +479,22 @@ class _BadResponse(Exception):
     pass
 
 
+class _TooLarge(_BadResponse):
+    pass
+
+
+class TooLarge(aiohttp.ClientPayloadError):
+    """The upstream's answer is over one of the gateway's size limits."""
+
+
+class ConnectFailed(aiohttp.ClientOSError):
+    """No connection could be made: nothing reached the upstream, so the request may be sent again."""
+
+
+class ConnectTimeout(aiohttp.ServerTimeoutError):
+    """Connecting took longer than the connect timeout: nothing reached the upstream."""
+
+
 class InvalidResponse(aiohttp.ClientError):
     """The upstream's response head is not HTTP/1.x."""
 
@@ -485,7 +525,7 @@ class HttpClient:
     """Pooled keep-alive HTTP/1.1 connections to the origin of `base_url` (http or https)."""
 
     def __init__(self, base_url: str, connect_timeout: float | None = 10.0,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024):
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream base URL must be http:// or https://HOST, got {base_url!r}")
@@ -497,6 +537,7 @@ class HttpClient:
         self.host_header = host if default_port else f"{host}:{self.port}"
         self.prefix = u.path.rstrip("/")
         self.connect_timeout = connect_timeout
+        self.max_inflated = max_inflated  # 0: no limit
         self.ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.deadlines: HeadDeadlines | None = None
@@ -572,11 +613,10 @@ class HttpClient:
                     lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
                     server_hostname=self.host if self.tls else None)
         except TimeoutError:
-            raise aiohttp.ServerTimeoutError(
-                f"Connection timeout to host {self.host}:{self.port}") from None
+            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}") from None
         except OSError as e:
-            raise aiohttp.ClientOSError(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
-                                                 f"{e.strerror or e}") from None
+            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
+                                         f"{e.strerror or e}") from None
         return conn, False
 
     def _release(self, conn: _Conn):

@@ -79,6 +79,14 @@ class Body:
             if not w.done():
                 w.set_result(None)
 
+    def unread(self, data: bytes):
+        """Puts bytes already read back in front of the body (a peek at an error body)."""
+        if data:
+            self._chunks.insert(0, data)
+            self._size += len(data)
+            if self._conn is not None and self._size > HIGH_WATER:
+                self._conn.pause()
+
     def is_eof(self) -> bool:
         return self._eof
 
@@ -119,12 +127,22 @@ class Body:
             raise StopAsyncIteration
         return data
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; with `limit`, TooLarge as soon as more than `limit` bytes arrived
+        (the connection is dropped: the rest is never read)."""
         parts = []
+        total = 0
         while True:
             if self._chunks:
                 parts.append(self._take())  # resumes a paused connection
+                if limit is not None:
+                    total += len(parts[-1])
+                    if total > limit:
+                        conn = self._conn
+                        if conn is not None:
+                            conn.abort(None)
+                        from .httpclient import TooLarge
+                        raise TooLarge(f"the upstream's answer is over {limit} bytes")
             if self._eof:
                 break
             if self._exc is not None:
@@ -146,11 +164,11 @@ class Response:
         self.content_length = content_length
         self._conn = conn
 
-    async def read(self) -> bytes:
-        return await self.content.read()
+    async def read(self, limit: int | None = None) -> bytes:
+        return await self.content.read(limit)
 
-    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        data = await self.read()
+    async def text(self, encoding: str | None = None, errors: str = "strict", limit: int | None = None) -> str:
+        data = await self.read(limit)
         if encoding is None:
             m = re.search(r"charset=([\w.:-]+)", self.headers.get("content-type") or "", re.I)
             encoding = m.group(1) if m else "utf-8"
