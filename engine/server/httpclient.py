@@ -27,7 +27,6 @@ from .httpresponse import Body, Headers, Response
 
 KEEPALIVE_SECONDS = 15.0  # idle connections older than this are not reused (aiohttp's default too)
 _MAX_HEAD = 64 * 1024
-_INFLATE_STEP = 256 * 1024  # decompressed bytes made per step, so a bomb is caught while inflating
 _MAX_CHUNK_LINE = 4096
 # a chunk size line: hex digits, then optional whitespace and extensions (ignored)
 _SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n").match
@@ -55,7 +54,6 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self.decompress = True
         self.decomp = None
-        self.inflated = 0
         self.max_inflated = client.max_inflated
         self.paused = False
         self.got_bytes = False
@@ -95,8 +93,6 @@ class _Conn(asyncio.Protocol):
                 return
             self.buf = self.buf + data if self.buf else data
             self._parse()
-        except _TooLarge as e:
-            self._fail(str(e), too_large=True)
         except _BadResponse as e:
             self._fail(str(e))
 
@@ -151,14 +147,14 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _fail(self, why: str, too_large: bool = False):
+    def _fail(self, why: str):
         if self.state == _HEAD:
             w = self.waiter
             self.abort(None)
             if w is not None and not w.done():
                 w.set_exception(InvalidResponse(why))
         else:
-            self.abort(TooLarge(why) if too_large else aiohttp.ClientPayloadError(why))
+            self.abort(aiohttp.ClientPayloadError(why))
 
     # -- parsing
     def _parse(self):
@@ -251,12 +247,11 @@ class _Conn(asyncio.Protocol):
             mode = _UNTIL_CLOSE
             self.keep_alive = False
         enc = (headers.get("content-encoding") or "").strip().lower() if self.decompress else ""
-        if enc in ("gzip", "x-gzip", "deflate"):
-            self.decomp = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
-        else:
-            self.decomp = None
-        self.inflated = 0
-        self.body = body = Body(self)
+        # a compressed body is inflated by its reader, a step at a time (httpresponse.Body), so
+        # backpressure holds on the compressed bytes and a bomb costs no more than one step
+        inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
+        self.decomp = None
+        self.body = body = Body(self, inflater, self.max_inflated)
         resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
         self.state = mode
         if mode == _IDLE:
@@ -338,28 +333,7 @@ class _Conn(asyncio.Protocol):
         return i
 
     def _deliver(self, data: bytes):
-        d = self.decomp
-        if d is not None:
-            self._inflate(d, data)
-            return
         self.body.feed(data)
-
-    def _inflate(self, d, data: bytes):
-        """Decompresses in steps, counting: a small compressed answer that inflates without
-        bound (a gzip bomb) fails at the limit instead of filling memory."""
-        limit = self.max_inflated
-        while data:
-            try:
-                out = d.decompress(data, _INFLATE_STEP)
-            except zlib.error as e:
-                raise _BadResponse(f"the upstream's compressed body is corrupt: {e}") from None
-            data = d.unconsumed_tail
-            if out:
-                self.inflated += len(out)
-                if limit and self.inflated > limit:
-                    raise _TooLarge(f"the upstream's answer decompresses to more than {limit} bytes "
-                                    "(upstream_max_decompressed_bytes)")
-                self.body.feed(out)
 
     def _flush_decoder(self) -> bool:
         d = self.decomp
@@ -479,12 +453,7 @@ class _BadResponse(Exception):
     pass
 
 
-class _TooLarge(_BadResponse):
-    pass
-
-
-class TooLarge(aiohttp.ClientPayloadError):
-    """The upstream's answer is over one of the gateway's size limits."""
+from .httpresponse import TooLarge  # noqa: E402  (re-exported: callers catch it from here)
 
 
 class ConnectFailed(aiohttp.ClientOSError):

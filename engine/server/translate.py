@@ -351,6 +351,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                 data = translator.feed(chunk)
                 if data:
                     await write(data)
+                # time spent translating a large read is not upstream silence
+                clock["read"] = time.monotonic()
                 if translator.ended:
                     break
             tail = translator.finish() if not clock["idle"] else translator.fail_bytes(
