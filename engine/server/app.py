@@ -314,5 +314,6 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     from . import chat, messages, responses
     for module in (chat, messages, responses):
         module.setup(app)
-    app.router.add_route("*", "/{tail:.*}", guarded(_unmatched))
+    # [\s\S]: a path may hold a decoded line break, which "." would not match
+    app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(_unmatched))
     return app
