@@ -272,3 +272,38 @@ def test_a_compressed_passthrough_error_echoing_the_key_is_redacted(gw, raw):
     status, headers, data, _ = call(gw, "/v1/chat/completions", chat("gpt-x"), headers={"accept-encoding": "gzip"})
     assert status == 401 and "content-encoding" not in {k.lower() for k in headers}
     assert OPENAI_KEY.encode() not in data and b"[redacted]" in data
+
+
+def _anthropic_stream_with(delta_line: bytes) -> bytes:
+    start = anthropic_text_stream().split("event: content_block_delta")[0].encode()
+    return chunked_head() + chunk(start) + chunk(delta_line) + b"0\r\n\r\n"
+
+
+def test_a_stream_delta_of_the_wrong_type_ends_the_stream_with_an_error_event(gw, raw):
+    raw.script = reply(_anthropic_stream_with(
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":{"not":"text"}}}\n\n'))
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat(stream=True))
+    text = data.decode()
+    assert status == 200 and "malformed" in text and '"not"' not in text
+
+
+def test_an_openai_chunk_of_the_wrong_type_ends_the_stream_with_an_error_event(gw, raw):
+    good = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":' \
+           b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    bad = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":' \
+          b'[{"index":0,"delta":{"content":12345},"finish_reason":null}]}\n\n'
+    raw.script = reply(chunked_head() + chunk(good) + chunk(bad) + b"0\r\n\r\n")
+    status, _, data, _ = call(gw, "/v1/messages", messages("gpt-x", stream=True))
+    text = data.decode()
+    assert status == 200 and "event: error" in text and "malformed" in text and "12345" not in text
+
+
+def test_an_unknown_delta_kind_passes(gw, raw):
+    raw.script = reply(_anthropic_stream_with(
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"hologram_delta","hologram":[1,2]}}\n\n'
+        + anthropic_text_stream().split("event: content_block_stop")[1].join(["event: content_block_stop", ""]).encode()))
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat(stream=True))
+    text = data.decode()
+    assert status == 200 and "malformed" not in text and text.rstrip().endswith("data: [DONE]")
