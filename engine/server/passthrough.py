@@ -128,9 +128,10 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None):
         state["why"] = "shutdown"
         resp.close()
 
-    if idle:
+    whole = resp.content.is_eof()  # the body came with the head: no read left to wait for
+    if idle and not whole:
         state["timer"] = loop.call_later(max(0.05, idle / 4), check)
-    open_set = request.app.get(OPEN)
+    open_set = request.app.get(OPEN) if sse else None
     if open_set is not None:
         open_set.add(cut)
     total = 0
