@@ -307,3 +307,27 @@ def test_an_unknown_delta_kind_passes(gw, raw):
     status, _, data, _ = call(gw, "/v1/chat/completions", chat(stream=True))
     text = data.decode()
     assert status == 200 and "malformed" not in text and text.rstrip().endswith("data: [DONE]")
+
+
+def test_a_success_body_echoing_the_upstream_key_is_masked_in_every_mode(gw, raw):
+    # translated, non-stream
+    raw.script = reply(response("200 OK", json.dumps(anthropic_message(f"your key is {ANTHROPIC_KEY}")).encode()))
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat())
+    assert status == 200 and ANTHROPIC_KEY.encode() not in data
+    assert json.loads(data)["choices"][0]["message"]["content"] == "your key is " + "*" * len(ANTHROPIC_KEY)
+    # translated stream
+    delta = json.dumps({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": f"key {ANTHROPIC_KEY}"}}).encode()
+    raw.script = reply(_anthropic_stream_with(b"event: content_block_delta\ndata: " + delta + b"\n\n"))
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat(stream=True))
+    assert status == 200 and ANTHROPIC_KEY.encode() not in data and b"*" * len(ANTHROPIC_KEY) in data
+    # passed through, stream and not: same length, so the upstream's framing still holds
+    body = json.dumps(openai_chat_completion(f"key {OPENAI_KEY}")).encode()
+    raw.script = reply(response("200 OK", body))
+    status, headers, data, _ = call(gw, "/v1/chat/completions", chat("gpt-x"))
+    assert status == 200 and OPENAI_KEY.encode() not in data and len(data) == len(body)
+    event = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"' \
+        + OPENAI_KEY.encode() + b'"}}]}\n\n'
+    raw.script = reply(chunked_head() + chunk(event) + b"0\r\n\r\n")
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat("gpt-x", stream=True))
+    assert status == 200 and OPENAI_KEY.encode() not in data and b"*" * len(OPENAI_KEY) in data

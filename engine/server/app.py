@@ -15,7 +15,7 @@ from ..catalog import Catalog
 from ..functions import new_id
 from . import ops, shutdown, translate
 from .errors import ApiError, api_of, render
-from .upstream import RetryPolicy, Upstream
+from .upstream import RetryPolicy, Upstream, secret_bytes
 
 log = logging.getLogger("engine")
 
@@ -291,6 +291,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     for up in app[UPSTREAMS].values():
         up.policy = policy
         up.secrets = secrets
+        up.secret_keys = secret_bytes(secrets)
         up.max_body = cfg.upstream_max_body_bytes
         up.max_event = cfg.upstream_max_event_bytes
 

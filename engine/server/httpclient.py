@@ -53,7 +53,6 @@ class _Conn(asyncio.Protocol):
         self.remaining = 0
         self.keep_alive = True
         self.decompress = True
-        self.decomp = None
         self.max_inflated = client.max_inflated
         self.paused = False
         self.got_bytes = False
@@ -74,8 +73,7 @@ class _Conn(asyncio.Protocol):
                 w.set_exception(aiohttp.ServerDisconnectedError(
                     "the upstream closed the connection before answering"))
         elif state == _UNTIL_CLOSE:
-            if self._flush_decoder():
-                self.body.feed_eof()
+            self.body.feed_eof()
         elif state != _IDLE and state != _CLOSED and self.body is not None:
             self.body.set_exception(aiohttp.ClientPayloadError(
                 "Response payload is not completed: the upstream closed the connection"))
@@ -250,7 +248,6 @@ class _Conn(asyncio.Protocol):
         # a compressed body is inflated by its reader, a step at a time (httpresponse.Body), so
         # backpressure holds on the compressed bytes and a bomb costs no more than one step
         inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
-        self.decomp = None
         self.body = body = Body(self, inflater, self.max_inflated)
         resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
         self.state = mode
@@ -335,28 +332,9 @@ class _Conn(asyncio.Protocol):
     def _deliver(self, data: bytes):
         self.body.feed(data)
 
-    def _flush_decoder(self) -> bool:
-        d = self.decomp
-        if d is None:
-            return True
-        try:
-            tail = d.flush()
-        except zlib.error as e:
-            self.body.set_exception(aiohttp.ClientPayloadError(f"the upstream's compressed body is corrupt: {e}"))
-            return False
-        if not d.eof:
-            self.body.set_exception(aiohttp.ClientPayloadError("the upstream's compressed body is truncated"))
-            return False
-        if tail:
-            self.body.feed(tail)
-        return True
-
     def _done(self):
         """The whole response has arrived: the body ends and the connection is free again."""
         body = self.body
-        if not self._flush_decoder():
-            self.abort(None)
-            return
         body._conn = None
         if self.paused:
             self.resume()

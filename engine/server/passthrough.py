@@ -26,7 +26,8 @@ from multidict import CIMultiDict
 from . import ops
 from .errors import ApiError, api_of
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import BadUpstreamStatus, UpstreamUnreachable, open_with_retries, read_error_body, redact
+from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
+                       redact)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -102,7 +103,9 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
             if k.lower() not in _RESP_DROP:
                 out.headers.add(k, v)
         await out.prepare(request)
-        return await _relay(request, upstream, resp, out, sse, limit)
+        # a body passed on as it came can still be scanned for the keys (not a compressed one)
+        keys = () if resp.headers.get("content-encoding") else keys_for(upstream, _sent_keys(auth_headers))
+        return await _relay(request, upstream, resp, out, sse, limit, keys)
     except (ConnectionResetError, asyncio.CancelledError):
         resp.close()
         raise
@@ -110,7 +113,7 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         await ctx.__aexit__(None, None, None)
 
 
-async def _relay(request, upstream, resp, out, sse: bool, limit: int | None):
+async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, keys: tuple = ()):
     """The body as it arrives, each read within the idle timeout (a loop timer checks, no timer
     per read); at shutdown an SSE stream ends with an error event of its API."""
     loop = asyncio.get_running_loop()
@@ -142,7 +145,7 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None):
                 total += len(chunk)
                 if total > limit:
                     raise aiohttp.ClientPayloadError(f"the upstream's answer is over {limit} bytes")
-            await out.write(chunk)
+            await out.write(mask(chunk, keys) if keys else chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError):
         why = state["why"]
         if sse and why is not None:
@@ -164,6 +167,11 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None):
     return out
 
 
+def _sent_keys(auth_headers: dict | None) -> list:
+    return [v[7:] if k.lower() == "authorization" and v[:7].lower() == "bearer " else v
+            for k, v in (auth_headers or {}).items() if k.lower() in ("authorization", "x-api-key")]
+
+
 def _sse_error(api: str, message: str, kind: str) -> bytes:
     """An error event in the stream grammar of the client's API (what its SDK raises)."""
     if api == "anthropic":
@@ -181,10 +189,8 @@ async def _relay_error(request, upstream, resp, auth_headers: dict) -> web.Respo
     if why is not None:
         raise ApiError(502, f"the upstream answered {resp.status}, but {why}", code="upstream_error_unreadable",
                        type="server_error")
-    secrets = [v[7:] if k.lower() == "authorization" and v[:7].lower() == "bearer " else v
-               for k, v in (auth_headers or {}).items() if k.lower() in ("authorization", "x-api-key")]
     text = data.decode("utf-8", "surrogateescape")
-    clean = redact(text, (*secrets, *upstream.secrets))
+    clean = redact(text, (*_sent_keys(auth_headers), *upstream.secrets))
     if clean is not text:
         data = clean.encode("utf-8", "surrogateescape")
     out = web.Response(status=resp.status, reason=resp.reason, body=data)

@@ -27,7 +27,8 @@ from .httpclient import TooLarge
 from . import shapes
 from .shapes import event_guard
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import BadUpstreamStatus, UpstreamUnreachable, open_with_retries, read_error_body, redact
+from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
+                       redact)
 
 log = logging.getLogger("engine")
 
@@ -169,8 +170,8 @@ def translate_request(pair: Pair, body: dict, scope: dict) -> dict:
         raise ApiError(e.status, e.message, param=e.param, code=e.code) from None
 
 
-def secrets_of(upstream, headers: dict | None) -> tuple:
-    """The keys an upstream might echo: the gateway's configured ones and the one sent now."""
+def sent_keys(headers: dict | None) -> list:
+    """The upstream key sent with a request (x-api-key, or a bearer token)."""
     sent = []
     for k, v in (headers or {}).items():
         lk = k.lower()
@@ -178,7 +179,7 @@ def secrets_of(upstream, headers: dict | None) -> tuple:
             sent.append(v)
         elif lk == "authorization":
             sent.append(v[7:] if v[:7].lower() == "bearer " else v)
-    return (*sent, *upstream.secrets)
+    return sent
 
 
 async def upstream_error(pair: Pair, resp, provider: str, upstream=None, secrets=()) -> ApiError:
@@ -244,19 +245,21 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
         raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
     ops.note(request, upstream_status=resp.status)
     try:
+        sent = sent_keys(headers)
         if resp.status != 200:
             metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
-            raise await upstream_error(pair, resp, upstream.name, upstream, secrets_of(upstream, headers))
+            raise await upstream_error(pair, resp, upstream.name, upstream, (*sent, *upstream.secrets))
+        keys = keys_for(upstream, sent)
         if not body.get("stream"):
             limit = upstream.max_body or None
             try:
                 if resp.content_length is not None and limit is not None and resp.content_length > limit:
                     raise TooLarge(f"the upstream's answer is {resp.content_length} bytes")
                 if resp.content.is_eof():  # the whole body came with the head: nothing to wait for
-                    data = _loads_utf8(await resp.read(limit))
+                    data = _loads_utf8(mask(await resp.read(limit), keys))
                 else:
                     async with asyncio.timeout(upstream.idle_timeout):  # no task, unlike wait_for
-                        data = _loads_utf8(await resp.read(limit))
+                        data = _loads_utf8(mask(await resp.read(limit), keys))
             except TooLarge as e:
                 raise ApiError(502, f"{e}; this gateway accepts at most {upstream.max_body} bytes "
                                     "(upstream_max_body_bytes)", code="upstream_too_large",
@@ -279,7 +282,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             if on_result is not None:
                 await on_result(result, sc)
             return web.Response(body=dumps(result).encode(), content_type="application/json")
-        return await _stream(request, pair, resp, body, scope, upstream, on_write)
+        return await _stream(request, pair, resp, body, scope, upstream, on_write, keys)
     finally:
         await ctx.__aexit__(None, None, None)
 
@@ -299,7 +302,8 @@ class StoreFailed(Exception):
     """A response the client asked to store could not be stored (raised from on_write)."""
 
 
-async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None) -> web.StreamResponse:
+async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None,
+                  keys: tuple = ()) -> web.StreamResponse:
     translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
     if upstream.max_event:
         translator.decoder = SSEDecoder(upstream.max_event)
@@ -331,7 +335,7 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             if clock["ttfb"] is None:
                 clock["ttfb"] = time.monotonic() - started
             clock["write"] = time.monotonic()
-            await out.write(data)
+            await out.write(mask(data, keys) if keys else data)
 
     try:
         await write(translator.start_bytes())
@@ -392,7 +396,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                 tail = translator.fail_bytes(str(e), "api_error")
         if tail and clock["ttfb"] is None:
             clock["ttfb"] = time.monotonic() - started
-        await out.write_eof(tail)  # the last events and the end of the chunked body in one write
+        # the last events and the end of the chunked body in one write
+        await out.write_eof(mask(tail, keys) if keys and tail else tail)
     except (ConnectionResetError, asyncio.CancelledError):
         # the client went away: close the upstream request at once
         resp.close()

@@ -25,6 +25,7 @@ class Upstream:
         self.max_body = 32 * 1024 * 1024     # a non-stream answer (upstream_max_body_bytes)
         self.max_event = 8 * 1024 * 1024     # one SSE event (upstream_max_event_bytes)
         self.secrets: tuple = ()             # configured upstream keys, redacted from relayed bodies
+        self.secret_keys: tuple = ()         # the same as bytes
         self.policy = RetryPolicy()
         self.http: HttpClient | None = None
 
@@ -205,3 +206,25 @@ def redact(text: str, secrets) -> str:
         if key and len(key) >= 8 and key in text:
             text = text.replace(key, "[redacted]")
     return text
+
+
+def secret_bytes(secrets) -> tuple:
+    """The keys as bytes, for mask()."""
+    return tuple({k.encode("utf-8", "surrogateescape") for k in secrets if k and len(k) >= 8})
+
+
+def keys_for(upstream, sent) -> tuple:
+    """mask()'s keys for one request: the configured ones (computed once), plus a key the
+    client forwarded."""
+    if all(k in upstream.secrets for k in sent):
+        return upstream.secret_keys
+    return secret_bytes((*sent, *upstream.secrets))
+
+
+def mask(data: bytes, keys: tuple) -> bytes:
+    """`data` with every key in it overwritten by asterisks of the same length, so a relayed
+    body keeps its framing (Content-Length). One memchr-speed search per key."""
+    for k in keys:
+        if k in data:
+            data = data.replace(k, b"*" * len(k))
+    return data
