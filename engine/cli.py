@@ -44,12 +44,23 @@ def _serve(args) -> int:
     if cfg.auth_disabled:
         log.warning("auth disabled (auth_disabled=true, the dev default): every client is let through "
                     "without a gateway key")
+        if cfg.loopback_only:
+            log.warning("listening on 127.0.0.1 only, because auth is disabled and no listen address is set; "
+                        "set http_address (or --host) to listen elsewhere, and api_keys to require keys")
+        elif cfg.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("listening on %s with auth disabled: anyone who can reach this address spends the "
+                        "upstream keys; set api_keys and auth_disabled=false", cfg.host)
     else:
         log.info("auth enabled: %d gateway key(s); clients send them as Bearer or x-api-key",
                  len(cfg.all_api_keys()))
     if not cfg.anthropic_api_key:
         log.warning("no Anthropic API key set (anthropic_api_key / TOKLIGENCE_ANTHROPIC_API_KEY): "
                     "requests routed to anthropic will fail until one is set")
+    problem = _probe_store(cfg)
+    if problem:
+        log.error("the response store is unusable, so the gateway does not start: %s", problem)
+        logging.shutdown()
+        return 1
     _raise_nofile()
     # everything built so far (compiled specs, schemas, modules) lives as long as the process:
     # out of every later GC pass, and shared copy-on-write with forked workers
@@ -73,6 +84,26 @@ async def _reopen_logs_on_sighup(app):
     import signal
     from .logs import reopen_logs
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reopen_logs)
+
+
+def _probe_store(cfg) -> str | None:
+    """Why the configured response store cannot be used (read and written), or None."""
+    import asyncio
+    from .store import open_store
+
+    async def probe():
+        store = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds, timeout=cfg.store_timeout)
+        try:
+            async with asyncio.timeout(cfg.store_timeout + 1):
+                await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as e:
+        return f"{cfg.session_store} ({cfg.data_dir}): {e or type(e).__name__}"
+    return None
 
 
 def _raise_nofile():

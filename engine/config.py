@@ -400,6 +400,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "upstream_first_byte_timeout": _DURATION,
     "upstream_idle_timeout": _DURATION,
     "upstream_max_retries": _int(0),
+    "upstream_max_body_bytes": _int(1),
+    "upstream_max_decompressed_bytes": _int(1),
+    "upstream_max_error_bytes": _int(1),
+    "upstream_max_event_bytes": _int(1),
+    "store_timeout": _DURATION,
     "max_body_bytes": _int(1),
     "max_json_depth": _int(2),
     "max_messages": _int(1),
@@ -452,6 +457,11 @@ class Config:
     upstream_first_byte_timeout: float
     upstream_idle_timeout: float
     upstream_max_retries: int
+    upstream_max_body_bytes: int
+    upstream_max_decompressed_bytes: int
+    upstream_max_error_bytes: int
+    upstream_max_event_bytes: int
+    store_timeout: float
     max_body_bytes: int
     max_json_depth: int
     max_messages: int
@@ -462,6 +472,9 @@ class Config:
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     config_file: str | None = None  # the INI file read, if any
+    # True when the gateway listens on loopback only because auth is off and no address was set
+    # (not a key: set by load())
+    loopback_only = False
 
     _host: str = field(init=False, repr=False, compare=False)
     _port: int = field(init=False, repr=False, compare=False)
@@ -742,6 +755,14 @@ def load(args: Mapping[str, Any] | Any | None = None, env: Mapping[str, str] | N
         else:
             sources["http_address"] = f"flag {used[0]} (rest from {sources['http_address']})"
 
+    # Redis's protected mode as the model: with no gateway keys and no listen host chosen by the
+    # user, listen on loopback only, so the gateway is not an open relay for its upstream keys
+    loopback_only = False
+    if values["auth_disabled"] and sources["http_address"] in (DEFAULT_SOURCE, f"flag --port (rest from {DEFAULT_SOURCE})"):
+        _, port = parse_address(values["http_address"])
+        values["http_address"] = format_address("127.0.0.1", port)
+        loopback_only = True
+
     # api_keys_file must exist when given
     if values["api_keys_file"] and not os.path.isfile(values["api_keys_file"]):
         raise ConfigError.invalid("api_keys_file", values["api_keys_file"], sources["api_keys_file"], "no such file")
@@ -777,9 +798,11 @@ def load(args: Mapping[str, Any] | Any | None = None, env: Mapping[str, str] | N
         log.debug("config: unknown key %r from %s kept in extra%s", key, source,
                   f" (did you mean {close[0]!r}?)" if close else "")
 
-    return Config(
+    cfg = Config(
         **values,
         extra=MappingProxyType(extra),
         sources=MappingProxyType(sources),
         config_file=config_file,
     )
+    object.__setattr__(cfg, "loopback_only", loopback_only)
+    return cfg

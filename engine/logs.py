@@ -200,6 +200,23 @@ def reopen_logs():
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+def field(value: str) -> str:
+    """A value for a `key=value` log field: as it is when it is plain printable text without
+    spaces or quotes, else as a JSON string (ASCII, every control character escaped), so that
+    nothing a client sends can end a line, start a forged one or forge a field."""
+    if value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value)
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped (a message that holds client data)."""
+    if "\n" in text or "\r" in text or "\u2028" in text or "\u2029" in text or "\x85" in text:
+        return text.replace("\r", "\\r").replace("\n", "\\n").replace("\u2028", "\\u2028") \
+            .replace("\u2029", "\\u2029").replace("\x85", "\\x85")
+    return text
+
+
 class TextFormatter(logging.Formatter):
     """logging's default asctime (`2026-11-26 10:06:09,123`), its strftime done once a second
     rather than once a line."""
@@ -221,6 +238,24 @@ class TextFormatter(logging.Formatter):
             self._second = second
         # the millisecond part as LogRecord computes it
         return self.default_msec_format % (self._stamp, int((created - second) * 1000))
+
+    def format(self, record) -> str:
+        """logging's format with the message kept on one line; a traceback's lines follow
+        indented by a tab, so no line of it reads as a log line of its own."""
+        record.message = one_line(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        s = self.formatMessage(record)
+        extra = ""
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            extra = record.exc_text
+        if record.stack_info:
+            extra = (extra + "\n" if extra else "") + self.formatStack(record.stack_info)
+        if extra:
+            s += "\n" + "\n".join("\t" + line for line in extra.splitlines())
+        return s
 
     def can_write_access(self) -> bool:
         return type(self) is TextFormatter and self._fmt == TEXT_FORMAT

@@ -103,6 +103,9 @@ class SSEDecoder:
             # Only the new bytes (plus the last old byte) can hold a new
             # boundary: avoids rescanning a large pending event.
             start = len(buf) - 1
+            if self._max and len(buf) + len(chunk) > self._max and b"\n\n" not in chunk \
+                    and not (buf[-1] == 10 and chunk[:1] == b"\n"):
+                self._overflow()  # refused before the bytes are buffered
             buf += chunk
             end = buf.rfind(b"\n\n", start)
             if end < 0:
@@ -121,6 +124,8 @@ class SSEDecoder:
         else:
             end = chunk.rfind(b"\n\n")
             if end < 0:
+                if self._max and len(chunk) > self._max:
+                    self._overflow()  # refused before the bytes are buffered
                 buf += chunk
                 if self._max and len(buf) > self._max:
                     self._overflow()

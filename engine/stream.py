@@ -16,9 +16,16 @@ from .jsontext import decode as _decode, loads as _loads
 from .nodes import dumps as _dumps
 
 
+class MalformedEvent(ValueError):
+    """An upstream event whose shape its schema does not allow (wrong types)."""
+
+    def __init__(self, event: dict):
+        super().__init__(f"the upstream sent a malformed {str(event.get('type') or 'stream')[:60]!r} event")
+
+
 class StreamTranslator:
     __slots__ = ("spec", "scope", "state", "decoder", "ended", "seq", "handlers", "disc", "event_field",
-                 "seq_field", "events_in")
+                 "seq_field", "events_in", "guard")
 
     def __init__(self, spec: CompiledSpec, req=None, cfg=None, **extra):
         self.spec = spec
@@ -32,6 +39,8 @@ class StreamTranslator:
         self.event_field = spec.event_field
         self.seq_field = spec.sequence_field
         self.events_in = 0
+        # event -> bool: False for an upstream event of the wrong shape (engine/server/shapes.py)
+        self.guard = None
 
     # -- event level (dicts in, emitted items out): used by replay tools and tests
     def start(self) -> list:
@@ -152,6 +161,7 @@ class StreamTranslator:
         handlers = self.spec.text_handlers
         key = self.spec.disc_key
         disc = self.disc
+        guard = self.guard
         n = 0
         try:
             for _name, data in events:
@@ -169,6 +179,8 @@ class StreamTranslator:
                     event = None
                 out.memo = None  # a new event in scope
                 if type(event) is dict:
+                    if guard is not None and not guard(event):
+                        raise MalformedEvent(event)
                     n += 1
                     scope["event"] = event
                     try:

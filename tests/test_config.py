@@ -35,8 +35,9 @@ def ini(tmp_path):
 # ------------------------------------------------------------------ defaults
 def test_defaults():
     cfg = load(env={})
-    assert cfg.http_address == ":8081"
-    assert (cfg.host, cfg.port) == ("0.0.0.0", 8081)
+    # auth off and no address chosen: loopback only (an explicit address is honoured, see below)
+    assert cfg.http_address == "127.0.0.1:8081" and cfg.loopback_only
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8081)
     assert cfg.anthropic_api_key == ""
     assert cfg.anthropic_base_url == "https://api.anthropic.com"
     assert cfg.anthropic_version == "2023-06-01"

@@ -14,9 +14,9 @@ from .. import schemas
 from ..catalog import MAPPINGS_DIR, Catalog, PinError
 from ..functions import new_id
 from ..profiles import Profiles
-from . import ops, translate
+from . import ops, shutdown, translate
 from .errors import ApiError, api_of, render
-from .upstream import RetryPolicy, Upstream
+from .upstream import RetryPolicy, Upstream, secret_bytes
 
 log = logging.getLogger("engine")
 
@@ -102,9 +102,13 @@ async def _unmatched(request: web.Request):
 
 
 # a route decision depends only on the frozen config and the model name: made once per name.
-# Clients choose the names, so the memo is bounded: past the cap it starts over.
+# Clients choose the names, so the memo keeps only names that matched a route and is bounded in
+# entries and in bytes of names: past either cap it starts over.
 RESOLVED = web.AppKey("resolved", dict)
 _RESOLVED_MAX = 4096
+_RESOLVED_MAX_BYTES = 1024 * 1024
+# the longest model name accepted: real ones are under 100 characters
+MAX_MODEL_NAME = 256
 
 
 def resolve(app, model: str, client_api: str, request: web.Request | None = None):
@@ -112,7 +116,12 @@ def resolve(app, model: str, client_api: str, request: web.Request | None = None
     memo = app[RESOLVED]
     hit = memo.get((model, client_api))
     if hit is None:
-        hit = _remember(memo, (model, client_api), _resolve(app[CONFIG], model, client_api))
+        if len(model) > MAX_MODEL_NAME:
+            raise ApiError(400, f"model: a model name is at most {MAX_MODEL_NAME} characters; this one has "
+                                f"{len(model)}", param="model", code="invalid_model")
+        hit = _resolve(app[CONFIG], model, client_api)
+        if hit[2] is None:  # refusals are not kept: a flood of unknown names costs no memory
+            _remember(memo, (model, client_api), hit, len(model))
     answer, facts, refusal = hit
     if request is not None:
         ops.note_all(request, facts)
@@ -187,7 +196,19 @@ def spec_scope(app, model: str, request: web.Request) -> dict:
 
 # ---------------------------------------------------------------- handlers
 
+HEALTH_CHECKS = web.AppKey("health_checks", list)
+
+
 async def health(request):
+    """{"status": "ok"}, or a 503 {"status": "degraded", <part>: <why>} when a part the gateway
+    needs (the response store) is failing."""
+    problems = {}
+    for name, check in request.app[HEALTH_CHECKS]:
+        why = await check(request.app)
+        if why:
+            problems[name] = why
+    if problems:
+        return web.json_response({"status": "degraded", **problems}, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -223,14 +244,25 @@ def pair_for(app, name: str, model: str) -> translate.Pair:
     if pair is None:
         route = app[CONFIG].route_for(model)
         pair = app[PAIRS].get((name, route.version)) if route is not None and route.version else None
-        pair = _remember(memo, (name, model, "pair"), pair or app[PAIRS][name])
+        pair = _remember(memo, (name, model, "pair"), pair or app[PAIRS][name], len(model))
     return pair
 
 
-def _remember(memo: dict, key, value):
-    if len(memo) >= _RESOLVED_MAX:
+class RouteMemo(dict):
+    """The route memo, with the bytes of the names it keeps."""
+    __slots__ = ("size",)
+
+    def __init__(self):
+        super().__init__()
+        self.size = 0
+
+
+def _remember(memo: RouteMemo, key, value, size: int):
+    if len(memo) >= _RESOLVED_MAX or memo.size + size > _RESOLVED_MAX_BYTES:
         memo.clear()
+        memo.size = 0
     memo[key] = value
+    memo.size += size
     return value
 
 
@@ -247,21 +279,31 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
         from .record import RECORDER, Recorder
         app[RECORDER] = Recorder(cfg.record_dir)
     app[PAIRS] = {}
-    app[RESOLVED] = {}
+    app[HEALTH_CHECKS] = []
+    app[RESOLVED] = RouteMemo()
     app[PROFILES] = Profiles.load(cfg.model_profiles_file)
     app["spec_cfg"] = {"default_max_tokens": cfg.default_max_tokens, "prompt_cache": cfg.prompt_cache,
                        "prompt_cache_ttl": cfg.prompt_cache_ttl}
     app[UPSTREAMS] = {
         "anthropic": Upstream("anthropic", cfg.anthropic_base_url, {"content-type": "application/json"},
-                              cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+                              cfg.upstream_connect_timeout, cfg.upstream_idle_timeout,
+                              cfg.upstream_max_decompressed_bytes),
         "openai": Upstream("openai", cfg.openai_base_url, {"content-type": "application/json"},
-                           cfg.upstream_connect_timeout, cfg.upstream_idle_timeout),
+                           cfg.upstream_connect_timeout, cfg.upstream_idle_timeout,
+                           cfg.upstream_max_decompressed_bytes),
     }
 
     policy = RetryPolicy(max_retries=cfg.upstream_max_retries,
-                         first_byte_timeout=cfg.upstream_first_byte_timeout)
+                         first_byte_timeout=cfg.upstream_first_byte_timeout,
+                         read_timeout=cfg.upstream_idle_timeout or cfg.upstream_first_byte_timeout,
+                         max_error_bytes=cfg.upstream_max_error_bytes)
+    secrets = tuple(k for k in (cfg.anthropic_api_key, cfg.openai_api_key) if k)
     for up in app[UPSTREAMS].values():
         up.policy = policy
+        up.secrets = secrets
+        up.secret_keys = secret_bytes(secrets)
+        up.max_body = cfg.upstream_max_body_bytes
+        up.max_event = cfg.upstream_max_event_bytes
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():
@@ -271,6 +313,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
             await up.close()
 
     app.cleanup_ctx.append(sessions)
+    shutdown.setup(app, cfg.shutdown_grace_seconds)
     # every schema compiled now, not by the first request that needs it (and frozen with the rest)
     for schema_id in schemas.schema_ids():
         schemas.is_valid(schema_id)
@@ -282,5 +325,6 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     from . import chat, messages, responses
     for module in (chat, messages, responses):
         module.setup(app)
-    app.router.add_route("*", "/{tail:.*}", guarded(_unmatched))
+    # [\s\S]: a path may hold a decoded line break, which "." would not match
+    app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(_unmatched))
     return app

@@ -53,7 +53,7 @@ class _Conn(asyncio.Protocol):
         self.remaining = 0
         self.keep_alive = True
         self.decompress = True
-        self.decomp = None
+        self.max_inflated = client.max_inflated
         self.paused = False
         self.got_bytes = False
         self.idle_since = 0.0
@@ -73,8 +73,7 @@ class _Conn(asyncio.Protocol):
                 w.set_exception(aiohttp.ServerDisconnectedError(
                     "the upstream closed the connection before answering"))
         elif state == _UNTIL_CLOSE:
-            if self._flush_decoder():
-                self.body.feed_eof()
+            self.body.feed_eof()
         elif state != _IDLE and state != _CLOSED and self.body is not None:
             self.body.set_exception(aiohttp.ClientPayloadError(
                 "Response payload is not completed: the upstream closed the connection"))
@@ -167,6 +166,8 @@ class _Conn(asyncio.Protocol):
                     if len(buf) - i > _MAX_HEAD:
                         raise _BadResponse("response head over 64 KiB")
                     break
+                if j - i > _MAX_HEAD:
+                    raise _BadResponse("response head over 64 KiB")
                 head = buf[i:j]
                 i = j + 4
                 if self._head(head):
@@ -213,7 +214,10 @@ class _Conn(asyncio.Protocol):
             raise _BadResponse(f"malformed status line from the upstream: {lines[0][:100]!r}")
         status = int(parts[1])
         if 100 <= status < 200 and status != 101:
-            return True
+            return True  # interim (100 Continue, 103 Early Hints): the final head follows
+        if status == 101:
+            # a switch to another protocol: the bytes after it are not HTTP, so nothing can be relayed
+            raise _BadResponse("the upstream answered 101 Switching Protocols")
         items = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -241,11 +245,10 @@ class _Conn(asyncio.Protocol):
             mode = _UNTIL_CLOSE
             self.keep_alive = False
         enc = (headers.get("content-encoding") or "").strip().lower() if self.decompress else ""
-        if enc in ("gzip", "x-gzip", "deflate"):
-            self.decomp = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
-        else:
-            self.decomp = None
-        self.body = body = Body(self)
+        # a compressed body is inflated by its reader, a step at a time (httpresponse.Body), so
+        # backpressure holds on the compressed bytes and a bomb costs no more than one step
+        inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
+        self.body = body = Body(self, inflater, self.max_inflated)
         resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
         self.state = mode
         if mode == _IDLE:
@@ -327,38 +330,11 @@ class _Conn(asyncio.Protocol):
         return i
 
     def _deliver(self, data: bytes):
-        d = self.decomp
-        if d is not None:
-            try:
-                data = d.decompress(data)
-            except zlib.error as e:
-                raise _BadResponse(f"the upstream's compressed body is corrupt: {e}") from None
-            if not data:
-                return
         self.body.feed(data)
-
-    def _flush_decoder(self) -> bool:
-        d = self.decomp
-        if d is None:
-            return True
-        try:
-            tail = d.flush()
-        except zlib.error as e:
-            self.body.set_exception(aiohttp.ClientPayloadError(f"the upstream's compressed body is corrupt: {e}"))
-            return False
-        if not d.eof:
-            self.body.set_exception(aiohttp.ClientPayloadError("the upstream's compressed body is truncated"))
-            return False
-        if tail:
-            self.body.feed(tail)
-        return True
 
     def _done(self):
         """The whole response has arrived: the body ends and the connection is free again."""
         body = self.body
-        if not self._flush_decoder():
-            self.abort(None)
-            return
         body._conn = None
         if self.paused:
             self.resume()
@@ -455,6 +431,17 @@ class _BadResponse(Exception):
     pass
 
 
+from .httpresponse import TooLarge  # noqa: E402  (re-exported: callers catch it from here)
+
+
+class ConnectFailed(aiohttp.ClientOSError):
+    """No connection could be made: nothing reached the upstream, so the request may be sent again."""
+
+
+class ConnectTimeout(aiohttp.ServerTimeoutError):
+    """Connecting took longer than the connect timeout: nothing reached the upstream."""
+
+
 class InvalidResponse(aiohttp.ClientError):
     """The upstream's response head is not HTTP/1.x."""
 
@@ -485,7 +472,7 @@ class HttpClient:
     """Pooled keep-alive HTTP/1.1 connections to the origin of `base_url` (http or https)."""
 
     def __init__(self, base_url: str, connect_timeout: float | None = 10.0,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024):
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream base URL must be http:// or https://HOST, got {base_url!r}")
@@ -497,6 +484,7 @@ class HttpClient:
         self.host_header = host if default_port else f"{host}:{self.port}"
         self.prefix = u.path.rstrip("/")
         self.connect_timeout = connect_timeout
+        self.max_inflated = max_inflated  # 0: no limit
         self.ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.deadlines: HeadDeadlines | None = None
@@ -572,11 +560,10 @@ class HttpClient:
                     lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
                     server_hostname=self.host if self.tls else None)
         except TimeoutError:
-            raise aiohttp.ServerTimeoutError(
-                f"Connection timeout to host {self.host}:{self.port}") from None
+            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}") from None
         except OSError as e:
-            raise aiohttp.ClientOSError(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
-                                                 f"{e.strerror or e}") from None
+            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
+                                         f"{e.strerror or e}") from None
         return conn, False
 
     def _release(self, conn: _Conn):

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 
 import aiohttp
 
 HIGH_WATER = 256 * 1024  # body bytes buffered before the connection stops reading
+INFLATE_STEP = 256 * 1024  # most decompressed bytes made per read of a compressed body
+
+
+class TooLarge(aiohttp.ClientPayloadError):
+    """The upstream's answer is over one of the gateway's size limits."""
 
 
 class Headers:
@@ -42,15 +48,22 @@ class Headers:
 class Body:
     """The response body as it arrives. readany/iter_any/read/is_eof as on aiohttp's
     StreamReader; data already received is handed out before a failure is raised."""
-    __slots__ = ("_chunks", "_size", "_eof", "_exc", "_waiter", "_conn")
+    __slots__ = ("_chunks", "_size", "_eof", "_exc", "_waiter", "_conn", "_inflater", "_ctail", "_inflated",
+                 "_max_inflated", "_back")
 
-    def __init__(self, conn):
+    def __init__(self, conn, inflater=None, max_inflated: int = 0):
         self._chunks: list[bytes] = []
         self._size = 0
         self._eof = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future | None = None
         self._conn = conn
+        # a compressed body: the chunks hold compressed bytes, inflated as they are read
+        self._inflater = inflater
+        self._ctail = b""
+        self._inflated = 0
+        self._max_inflated = max_inflated
+        self._back = b""
 
     def feed(self, data: bytes):
         self._chunks.append(data)
@@ -79,6 +92,10 @@ class Body:
             if not w.done():
                 w.set_result(None)
 
+    def unread(self, data: bytes):
+        """Puts bytes already read back in front of the body (a peek at an error body)."""
+        self._back = data + self._back
+
     def is_eof(self) -> bool:
         return self._eof
 
@@ -99,6 +116,11 @@ class Body:
 
     async def readany(self) -> bytes:
         """Whatever has arrived (waiting for something), b"" at the end."""
+        if self._back:
+            data, self._back = self._back, b""
+            return data
+        if self._inflater is not None:
+            return await self._read_inflated()
         if not self._chunks:
             await self._wait()
             if not self._chunks:
@@ -119,12 +141,70 @@ class Body:
             raise StopAsyncIteration
         return data
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def _read_inflated(self) -> bytes:
+        """The next step of a compressed body, inflated: at most INFLATE_STEP bytes, and
+        TooLarge past the decompressed limit."""
+        d = self._inflater
+        while True:
+            if self._ctail or self._chunks:
+                src = self._ctail + self._take() if self._chunks else self._ctail
+                try:
+                    out = d.decompress(src, INFLATE_STEP)
+                except zlib.error as e:
+                    self._drop()
+                    raise aiohttp.ClientPayloadError(f"the upstream's compressed body is corrupt: {e}") from None
+                self._ctail = d.unconsumed_tail
+                if out:
+                    self._inflated += len(out)
+                    limit = self._max_inflated
+                    if limit and self._inflated > limit:
+                        self._drop()
+                        raise TooLarge(f"the upstream's answer decompresses to more than {limit} bytes "
+                                       "(upstream_max_decompressed_bytes)")
+                    return out
+                if d.eof:
+                    self._ctail = b""
+                continue
+            if self._eof:
+                if not d.eof:
+                    raise aiohttp.ClientPayloadError("the upstream's compressed body is truncated")
+                return b""
+            if self._exc is not None:
+                raise self._exc
+            await self._wait()
+
+    def _drop(self):
+        conn = self._conn
+        if conn is not None:
+            conn.abort(None)
+        self._chunks.clear()
+        self._ctail = b""
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; with `limit`, TooLarge as soon as more than `limit` bytes arrived
+        (the connection is dropped: the rest is never read)."""
+        if self._inflater is not None or self._back:
+            parts = []
+            total = 0
+            while True:
+                data = await self.readany()
+                if not data:
+                    return b"".join(parts)
+                total += len(data)
+                if limit is not None and total > limit:
+                    self._drop()
+                    raise TooLarge(f"the upstream's answer is over {limit} bytes")
+                parts.append(data)
         parts = []
+        total = 0
         while True:
             if self._chunks:
                 parts.append(self._take())  # resumes a paused connection
+                if limit is not None:
+                    total += len(parts[-1])
+                    if total > limit:
+                        self._drop()
+                        raise TooLarge(f"the upstream's answer is over {limit} bytes")
             if self._eof:
                 break
             if self._exc is not None:
@@ -146,11 +226,11 @@ class Response:
         self.content_length = content_length
         self._conn = conn
 
-    async def read(self) -> bytes:
-        return await self.content.read()
+    async def read(self, limit: int | None = None) -> bytes:
+        return await self.content.read(limit)
 
-    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        data = await self.read()
+    async def text(self, encoding: str | None = None, errors: str = "strict", limit: int | None = None) -> str:
+        data = await self.read(limit)
         if encoding is None:
             m = re.search(r"charset=([\w.:-]+)", self.headers.get("content-type") or "", re.I)
             encoding = m.group(1) if m else "utf-8"

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..logs import AccessLog
+from ..logs import AccessLog, field
 from .counters import Collector, LabelledCounter, LabelledHistogram
 from .errors import ApiError
 
@@ -139,6 +139,10 @@ def record(request: web.Request, status: int, elapsed: float):
     method, rid, provider, mode, ups = (request.method, request.get("request_id"), info.get("provider"),
                                         info.get("mode"), info.get("upstream_status"))
     model = info.get("model")
+    # what the client chose, escaped for the text line (the JSON line escapes on its own)
+    tpath = field(path)
+    tmodel = None if model is None else field(model) if type(model) is str else field(str(model))
+    trid = None if rid is None else field(rid)
     latency = round(elapsed * 1000, 1)
     ttfb_ms = round(ttfb * 1000, 1) if ttfb is not None else None
     fields = {
@@ -148,9 +152,9 @@ def record(request: web.Request, status: int, elapsed: float):
         "tokens_in": tin, "tokens_out": tout, "request_id": rid,
     }
     # the fields in order as key=value, those without a value left out: one string build, no call
-    access_log(f"method={method} path={path} route={route}{'' if model is None else f' model={model}'}"
+    access_log(f"method={method} path={tpath} route={route}{'' if tmodel is None else f' model={tmodel}'}"
                f"{'' if provider is None else f' provider={provider}'}{'' if mode is None else f' mode={mode}'}"
                f" status={status}{'' if ups is None else f' upstream_status={ups}'} latency_ms={latency}"
                f"{'' if ttfb_ms is None else f' ttfb_ms={ttfb_ms}'}{'' if tin is None else f' tokens_in={tin}'}"
-               f"{'' if tout is None else f' tokens_out={tout}'}{'' if rid is None else f' request_id={rid}'}",
+               f"{'' if tout is None else f' tokens_out={tout}'}{'' if trid is None else f' request_id={trid}'}",
                fields)

@@ -24,9 +24,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import ops
-from .errors import ApiError
+from .errors import ApiError, api_of
 from .record import RECORDER
-from .upstream import UpstreamUnreachable, open_with_retries
+from .shutdown import OPEN, SHUTDOWN_MESSAGE
+from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
+                       redact)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -35,6 +37,8 @@ _CREDENTIALS = {"authorization", "x-api-key", "x-upstream-api-key"}
 # aiohttp hands the handler a decoded body, so its content-encoding no longer applies
 _REQ_DROP = _HOP | _CREDENTIALS | {"content-encoding"}
 _RESP_DROP = _HOP | {"set-cookie"}
+# an error body is relayed decoded (it was read to redact keys), so its encoding no longer applies
+_ERROR_DROP = _RESP_DROP | {"content-encoding"}
 # Sent by the gateway only when the client did not send its own.
 _CLIENT_WINS = {"anthropic-version", "anthropic-beta"}
 
@@ -79,30 +83,34 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
             upstream.policy, on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
     except UpstreamUnreachable as e:
         metrics.upstream_errors.labels(upstream.name, "unreachable").inc()
-        raise ApiError(502, f"could not reach the upstream provider ({upstream.name}): {e}",
-                       code="upstream_unreachable", type="server_error") from None
+        raise ApiError(504 if e.timed_out else 502, f"could not reach the upstream provider ({upstream.name}): {e}",
+                       code="upstream_timeout" if e.timed_out else "upstream_unreachable",
+                       type="timeout_error" if e.timed_out else "server_error") from None
+    except BadUpstreamStatus as e:
+        metrics.upstream_errors.labels(upstream.name, str(e.status)).inc()
+        ops.note(request, upstream_status=e.status)
+        raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
     ops.note(request, upstream_status=resp.status)
-    if resp.status >= 400:
-        metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
     if rec is not None:
         rec.answer(resp.status, resp.headers)
     try:
+        if resp.status >= 400:
+            metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
+            return await _relay_error(request, upstream, resp, auth_headers, rec)
+        sse = "text/event-stream" in (resp.headers.get("content-type") or "")
+        limit = None if sse else (upstream.max_body or None)
+        if limit is not None and resp.content_length is not None and resp.content_length > limit:
+            raise ApiError(502, f"the upstream's answer is {resp.content_length} bytes; this gateway accepts "
+                                f"at most {limit} (upstream_max_body_bytes)", code="upstream_too_large",
+                           type="server_error")
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
         for k, v in resp.headers.items():
             if k.lower() not in _RESP_DROP:
                 out.headers.add(k, v)
         await out.prepare(request)
-        try:
-            async for chunk in resp.content.iter_any():
-                if rec is not None:
-                    rec.add(chunk)
-                await out.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError):
-            # the upstream broke mid-body: end ours abruptly too, so the client sees the failure
-            request.transport.close() if request.transport else None
-            return out
-        await out.write_eof()
-        return out
+        # a body passed on as it came can still be scanned for the keys (not a compressed one)
+        keys = () if resp.headers.get("content-encoding") else keys_for(upstream, _sent_keys(auth_headers))
+        return await _relay(request, upstream, resp, out, sse, limit, keys, rec)
     except (ConnectionResetError, asyncio.CancelledError):
         resp.close()
         raise
@@ -110,6 +118,101 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         if rec is not None:
             rec.finish()
         await ctx.__aexit__(None, None, None)
+
+
+async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, keys: tuple = (), rec=None):
+    """The body as it arrives, each read within the idle timeout (a loop timer checks, no timer
+    per read); at shutdown an SSE stream ends with an error event of its API."""
+    loop = asyncio.get_running_loop()
+    state = {"read": loop.time(), "why": None}
+    idle = upstream.idle_timeout
+
+    def check():
+        if loop.time() - state["read"] >= idle:
+            state["why"] = "idle"
+            resp.close()
+        else:
+            state["timer"] = loop.call_later(max(0.05, idle / 4), check)
+
+    def cut():
+        state["why"] = "shutdown"
+        resp.close()
+
+    whole = resp.content.is_eof()  # the body came with the head: no read left to wait for
+    if idle and not whole:
+        state["timer"] = loop.call_later(max(0.05, idle / 4), check)
+    open_set = request.app.get(OPEN) if sse else None
+    if open_set is not None:
+        open_set.add(cut)
+    total = 0
+    try:
+        async for chunk in resp.content.iter_any():
+            state["read"] = loop.time()
+            if limit is not None:
+                total += len(chunk)
+                if total > limit:
+                    raise aiohttp.ClientPayloadError(f"the upstream's answer is over {limit} bytes")
+            if keys:
+                chunk = mask(chunk, keys)
+            if rec is not None:
+                rec.add(chunk)
+            await out.write(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError):
+        why = state["why"]
+        if sse and why is not None:
+            message = SHUTDOWN_MESSAGE if why == "shutdown" else \
+                f"the upstream sent nothing for {idle:g}s (idle timeout)"
+            await out.write_eof(_sse_error(api_of(request.path), message,
+                                           "overloaded_error" if why == "shutdown" else "timeout_error"))
+            return out
+        # the upstream broke mid-body: end ours abruptly too, so the client sees the failure
+        request.transport.close() if request.transport else None
+        return out
+    finally:
+        timer = state.get("timer")
+        if timer is not None:
+            timer.cancel()
+        if open_set is not None:
+            open_set.discard(cut)
+    await out.write_eof()
+    return out
+
+
+def _sent_keys(auth_headers: dict | None) -> list:
+    return [v[7:] if k.lower() == "authorization" and v[:7].lower() == "bearer " else v
+            for k, v in (auth_headers or {}).items() if k.lower() in ("authorization", "x-api-key")]
+
+
+def _sse_error(api: str, message: str, kind: str) -> bytes:
+    """An error event in the stream grammar of the client's API (what its SDK raises)."""
+    if api == "anthropic":
+        data = json.dumps({"type": "error", "error": {"type": kind, "message": message}})
+        return f"event: error\ndata: {data}\n\n".encode()
+    data = json.dumps({"type": "error", "error": {"type": kind, "message": message, "code": kind, "param": None},
+                       "message": message, "code": kind, "param": None})
+    return f"event: error\ndata: {data}\n\n".encode()
+
+
+async def _relay_error(request, upstream, resp, auth_headers: dict, rec=None) -> web.Response:
+    """An upstream error answer, read whole within the error-size limit and the read timeout,
+    with any upstream key in it redacted."""
+    data, why = await read_error_body(resp, upstream.policy, decode=True)
+    if why is not None:
+        raise ApiError(502, f"the upstream answered {resp.status}, but {why}", code="upstream_error_unreadable",
+                       type="server_error")
+    text = data.decode("utf-8", "surrogateescape")
+    clean = redact(text, (*_sent_keys(auth_headers), *upstream.secrets))
+    if clean is not text:
+        data = clean.encode("utf-8", "surrogateescape")
+    if rec is not None:
+        rec.add(data)
+    out = web.Response(status=resp.status, reason=resp.reason, body=data)
+    for k, v in resp.headers.items():
+        if k.lower() not in _ERROR_DROP and k.lower() != "content-type":
+            out.headers.add(k, v)
+    if resp.headers.get("content-type"):
+        out.headers["Content-Type"] = resp.headers["content-type"]
+    return out
 
 
 async def anthropic_passthrough(request: web.Request, path: str, raw: bytes, body: dict | None = None,

@@ -15,14 +15,17 @@ submit); this module only moves data between them, the upstream and the response
 """
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 
 from aiohttp import web
 
 from ..functions import TranslationError, new_id
 from ..jsontext import dumpb
-from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from . import ops, passthrough, translate
+from .app import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
+                  upstream_auth)
 from .errors import ApiError
 
 log = logging.getLogger("engine.responses")
@@ -37,19 +40,57 @@ _NOT_STORED = ("input", "previous_response_id", "stream")
 async def _store_ctx(app: web.Application):
     from ..store import open_store
     cfg = app[CONFIG]
-    app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds)
+    app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds,
+                            timeout=cfg.store_timeout)
     yield
     await app[STORE].close()
 
 
-async def _load(app, response_id: str, param: str | None = None) -> dict:
-    """The stored record, or the 404 OpenAI answers for an unknown (or expired) id."""
+async def _store_health(app) -> str | None:
+    """For /health: None when the store answers within store_timeout, else why not."""
     try:
-        record = await app[STORE].get(response_id)
+        await _bounded(app, app[STORE].ping())
+    except Exception as e:
+        return f"unavailable: {e}"
+    return None
+
+
+async def _bounded(app, op):
+    """A store operation within store_timeout: a hung backend (a paused Redis, a stuck disk)
+    costs a request that long at most."""
+    from ..store import StoreError
+    t = app[CONFIG].store_timeout
+    try:
+        async with asyncio.timeout(t):
+            return await op
+    except TimeoutError:
+        raise StoreError(f"no answer within {t:g}s (store_timeout)") from None
+
+
+ANONYMOUS = "anonymous"
+
+
+def tenant(request: web.Request) -> str:
+    """Who owns what this request stores: the SHA-256 of its gateway key, or the one anonymous
+    tenant when the gateway takes no keys."""
+    if request.app[ops.KEYRING] is None:
+        return ANONYMOUS
+    key = ops.presented_key(request) or ""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def _load(app, response_id: str, param: str | None = None, owner: str | None = None) -> dict:
+    """The stored record, or the 404 OpenAI answers for an unknown (or expired) id, or for one
+    another tenant stored (its existence is not revealed). Records stored without an owner are
+    everyone's."""
+    try:
+        record = await _bounded(app, app[STORE].get(response_id))
     except Exception as e:  # StoreError, or the backend's own
         log.error("response store: get %s failed: %s", response_id, e)
         raise ApiError(503, f"the response store is unavailable: {e}", type="server_error",
                        code="store_unavailable") from None
+    if record is not None and owner is not None and record.get("owner", owner) != owner:
+        record = None
     if record is None:
         if param == "previous_response_id":
             raise ApiError(404, f"Previous response with id '{response_id}' not found.", param=param,
@@ -59,18 +100,21 @@ async def _load(app, response_id: str, param: str | None = None) -> dict:
 
 
 async def _save(app, record: dict) -> None:
+    """Stores the record, or raises StoreFailed: a response asked to be stored that was not is
+    an error for the client, not an id that later 404s."""
     try:
-        await app[STORE].put(record["id"], record)
+        await _bounded(app, app[STORE].put(record["id"], record))
     except Exception as e:
-        # the client still gets its answer; only chaining on it will fail
         log.error("response store: put %s failed: %s", record["id"], e)
+        raise translate.StoreFailed(f"the response could not be stored ({e}); send store: false to get "
+                                    "answers without storing them") from None
 
 
-def _record(response_id: str, body: dict, req_vars: dict, response: dict, items: list) -> dict:
+def _record(response_id: str, body: dict, req_vars: dict, response: dict, items: list, owner: str) -> dict:
     request = {k: v for k, v in body.items() if k not in _NOT_STORED}
     if req_vars.get("tools_in"):
         request["tools"] = req_vars["tools_in"]
-    return {"id": response_id, "response": response, "input": req_vars.get("items") or [],
+    return {"id": response_id, "owner": owner, "response": response, "input": req_vars.get("items") or [],
             "output": items or [], "instructions": req_vars.get("instructions"), "request": request}
 
 
@@ -87,14 +131,15 @@ async def create_response(request: web.Request):
 
 
 async def get_response(request: web.Request):
-    record = await _load(request.app, request.match_info["id"])
+    record = await _load(request.app, request.match_info["id"], owner=tenant(request))
     return web.Response(body=dumpb(record["response"]), content_type="application/json")
 
 
 async def delete_response(request: web.Request):
     rid = request.match_info["id"]
+    await _load(request.app, rid, owner=tenant(request))  # another tenant's id: 404, nothing deleted
     try:
-        deleted = await request.app[STORE].delete(rid)
+        deleted = await _bounded(request.app, request.app[STORE].delete(rid))
     except Exception as e:
         raise ApiError(503, f"the response store is unavailable: {e}", type="server_error",
                        code="store_unavailable") from None
@@ -109,7 +154,7 @@ async def submit_tool_outputs(request: web.Request):
     app = request.app
     rid = request.match_info["id"]
     sub = translate.parse_body(await request.read() or b"{}", "openai/responses.submit_tool_outputs", *limits(app))
-    record = await _load(app, rid)
+    record = await _load(app, rid, owner=tenant(request))
     model = (record.get("request") or {}).get("model") or ""
     provider, target, mode = resolve(app, model, "openai", request)
     if mode == "passthrough":
@@ -123,6 +168,7 @@ async def submit_tool_outputs(request: web.Request):
 def setup(app: web.Application):
     add_pair(app, PAIR, upstream_path="/v1/messages")
     app.cleanup_ctx.append(_store_ctx)
+    app[HEALTH_CHECKS].append(("store", _store_health))
     for prefix in ("/v1", ""):
         add_route(app, "POST", prefix + "/responses", create_response)
         add_route(app, "GET", prefix + "/responses/{id}", get_response)
@@ -145,8 +191,9 @@ def _apply_vars(spec, request=None, **scope):
 async def _translated(request: web.Request, body: dict, provider: str, target: str, prev: dict | None = None):
     app = request.app
     pair = pair_for(app, PAIR, target)
+    owner = tenant(request)
     if prev is None and body.get("previous_response_id"):
-        prev = await _load(app, body["previous_response_id"], "previous_response_id")
+        prev = await _load(app, body["previous_response_id"], "previous_response_id", owner)
     auth = upstream_auth(app, provider, request)
     id_base = new_id("")
     response_id = "resp_" + id_base
@@ -156,7 +203,10 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
 
     async def on_result(result, sc):
         if store:
-            await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items")))
+            try:
+                await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items"), owner))
+            except translate.StoreFailed as e:
+                raise ApiError(503, str(e), type="server_error", code="store_unavailable") from None
 
     saved = []
 
@@ -166,7 +216,7 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
         final = translator.state.get("final")
         if store and not saved and final is not None:
             saved.append(True)
-            await _save(app, _record(response_id, body, req_vars, final, translator.state.get("items")))
+            await _save(app, _record(response_id, body, req_vars, final, translator.state.get("items"), owner))
 
     return await translate.call(request, pair, app[UPSTREAMS][provider], body, out_body, scope, auth,
                                 on_result=on_result, on_write=on_write)

@@ -18,12 +18,18 @@ from aiohttp import web
 from .. import schemas
 from .. import jsontext
 from ..jsontext import dumpb
+from ..sse import SSEDecodeError, SSEDecoder
 from ..functions import TranslationError
-from ..stream import StreamTranslator
+from ..stream import MalformedEvent, StreamTranslator
 from . import ops
 from .errors import ApiError
+from .httpclient import TooLarge
+from . import shapes
 from .record import RECORDER
-from .upstream import UpstreamUnreachable, open_with_retries
+from .shapes import event_guard
+from .shutdown import OPEN, SHUTDOWN_MESSAGE
+from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
+                       redact)
 
 log = logging.getLogger("engine")
 
@@ -213,11 +219,35 @@ def answer_headers(request: web.Request) -> dict | None:
 DROPPED_HEADER = "x-gateway-dropped"
 
 
-async def upstream_error(pair: Pair, resp, provider: str, text: str | None = None) -> ApiError:
-    if text is None:
-        text = await resp.text(errors="replace")
+def sent_keys(headers: dict | None) -> list:
+    """The upstream key sent with a request (x-api-key, or a bearer token)."""
+    sent = []
+    for k, v in (headers or {}).items():
+        lk = k.lower()
+        if lk == "x-api-key":
+            sent.append(v)
+        elif lk == "authorization":
+            sent.append(v[7:] if v[:7].lower() == "bearer " else v)
+    return sent
+
+
+async def upstream_error(pair: Pair, resp, provider: str, upstream=None, secrets=(), rec=None) -> ApiError:
+    """The upstream's error answer in the caller's shape (the pair's error spec); its body read
+    within the error-size limit and the read timeout, upstream keys redacted."""
+    policy = upstream.policy if upstream is not None else None
+    if policy is not None:
+        data, why = await read_error_body(resp, policy)
+    else:
+        data, why = await resp.read(), None
+    if rec is not None:
+        rec.add(data)
+        rec.finish()
+    text = data.decode("utf-8", "replace")
+    if why is not None:
+        text = f"the upstream answered {resp.status}, but {why}"
+    text = redact(text, secrets)
     try:
-        body = json.loads(text)
+        body = json.loads(text) if why is None else None
     except ValueError:
         body = None
     src = {"status": resp.status, "body": body, "text": text[:2000], "provider": provider,
@@ -263,33 +293,42 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                        f"could not reach the upstream provider ({upstream.name}): {e}",
                        code="upstream_timeout" if timed_out else "upstream_unreachable",
                        type="timeout_error" if timed_out else "server_error") from None
+    except BadUpstreamStatus as e:
+        metrics.upstream_errors.labels(upstream.name, str(e.status)).inc()
+        ops.note(request, upstream_status=e.status)
+        raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
     ops.note(request, upstream_status=resp.status)
     if rec is not None:
         rec.answer(resp.status, resp.headers)
     try:
+        sent = sent_keys(headers)
         if resp.status != 200:
             metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
-            text = None
-            if rec is not None:
-                raw = await resp.read()
-                rec.add(raw)
-                rec.finish()
-                text = raw.decode("utf-8", "replace")
-            raise await upstream_error(pair, resp, upstream.name, text)
+            raise await upstream_error(pair, resp, upstream.name, upstream, (*sent, *upstream.secrets), rec)
+        keys = keys_for(upstream, sent)
         if not body.get("stream"):
+            limit = upstream.max_body or None
             try:
+                if resp.content_length is not None and limit is not None and resp.content_length > limit:
+                    raise TooLarge(f"the upstream's answer is {resp.content_length} bytes")
                 if resp.content.is_eof():  # the whole body came with the head: nothing to wait for
-                    raw = await resp.read()
+                    raw = await resp.read(limit)
                 else:
                     async with asyncio.timeout(upstream.idle_timeout):  # no task, unlike wait_for
-                        raw = await resp.read()
+                        raw = await resp.read(limit)
+                raw = mask(raw, keys)
                 if rec is not None:
                     rec.add(raw)
                     rec.finish()
                 data = _loads_utf8(raw)
+            except TooLarge as e:
+                raise ApiError(502, f"{e}; this gateway accepts at most {upstream.max_body} bytes "
+                                    "(upstream_max_body_bytes)", code="upstream_too_large",
+                               type="server_error") from None
             except (ValueError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
+            _check_shape(pair, data)
             usage = data.get("usage") if isinstance(data, dict) else None
             if isinstance(usage, dict):
                 ops.note(request, tokens_in=usage.get("input_tokens", usage.get("prompt_tokens")),
@@ -306,14 +345,32 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                 await on_result(result, sc)
             return web.Response(body=dumpb(result), content_type="application/json",
                                 headers=answer_headers(request))
-        return await _stream(request, pair, resp, body, scope, upstream, on_write, rec)
+        return await _stream(request, pair, resp, body, scope, upstream, on_write, keys, rec)
     finally:
         await ctx.__aexit__(None, None, None)
 
 
+def _check_shape(pair: Pair, data) -> None:
+    """A 200 whose body is not what the upstream's API answers (`{}`, `[]`, wrong types) is a
+    502 before the response spec sees it: nothing half-translated is sent or stored. One
+    compiled-schema check per answer, on types and shape (new enum values pass)."""
+    source = pair.specs["response"].source
+    if source and not shapes.is_valid(source)(data):
+        raise ApiError(502, f"the upstream answered 200 with a body that is not a valid {source}: "
+                            f"{shapes.first_error(source, data)}",
+                       code="upstream_malformed", type="server_error")
+
+
+class StoreFailed(Exception):
+    """A response the client asked to store could not be stored (raised from on_write)."""
+
+
 async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, on_write=None,
-                  rec=None) -> web.StreamResponse:
+                  keys: tuple = (), rec=None) -> web.StreamResponse:
     translator = StreamTranslator(pair.specs["stream"], req=body, **scope)
+    if upstream.max_event:
+        translator.decoder = SSEDecoder(upstream.max_event)
+    translator.guard = event_guard(pair.specs["stream"].source)
     out = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
@@ -328,6 +385,14 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     watchdog = _Watchdog(out, resp, pair.keepalive, scope.get("keepalive_seconds") or 15.0,
                          upstream.idle_timeout, clock)
 
+    def cut():
+        clock["shutdown"] = True
+        resp.close()
+
+    open_set = request.app.get(OPEN)
+    if open_set is not None:
+        open_set.add(cut)
+
     async def write(data: bytes):
         if on_write is not None:
             await on_write(translator)
@@ -335,7 +400,7 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             if clock["ttfb"] is None:
                 clock["ttfb"] = time.monotonic() - started
             clock["write"] = time.monotonic()
-            await out.write(data)
+            await out.write(mask(data, keys) if keys else data)
 
     try:
         await write(translator.start_bytes())
@@ -358,14 +423,32 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                 data = translator.feed(chunk)
                 if data:
                     await write(data)
+                # time spent translating a large read is not upstream silence
+                clock["read"] = time.monotonic()
                 if translator.ended:
                     break
             tail = translator.finish() if not clock["idle"] else translator.fail_bytes(
                 f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)", "timeout_error")
+        except TooLarge as e:
+            tail = translator.fail_bytes(str(e), "api_error")
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
-            why = (f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)" if clock["idle"]
-                   else f"the upstream connection failed mid-stream: {type(e).__name__}")
-            tail = translator.fail_bytes(why, "timeout_error" if clock["idle"] else "api_error")
+            if clock.get("shutdown"):
+                tail = translator.fail_bytes(SHUTDOWN_MESSAGE, "overloaded_error")
+            else:
+                why = (f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)" if clock["idle"]
+                       else f"the upstream connection failed mid-stream: {type(e).__name__}")
+                tail = translator.fail_bytes(why, "timeout_error" if clock["idle"] else "api_error")
+        except MalformedEvent as e:
+            resp.close()
+            tail = translator.fail_bytes(f"{e}; the stream was ended", "api_error")
+        except SSEDecodeError:
+            resp.close()
+            tail = translator.fail_bytes(f"an upstream event is over {upstream.max_event} bytes "
+                                         "(upstream_max_event_bytes)", "api_error")
+        except StoreFailed as e:
+            resp.close()
+            translator.ended = False  # the final event must not go out: an error replaces it
+            tail = translator.fail_bytes(str(e), "api_error")
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:
@@ -373,16 +456,23 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
             log.exception("stream translation failed (%s)", pair.specs["stream"].ref)
             tail = translator.fail_bytes("internal gateway error while translating the stream", "api_error")
         if on_write is not None:
-            await on_write(translator)
+            try:
+                await on_write(translator)
+            except StoreFailed as e:
+                translator.ended = False  # the final event must not go out: an error replaces it
+                tail = translator.fail_bytes(str(e), "api_error")
         if tail and clock["ttfb"] is None:
             clock["ttfb"] = time.monotonic() - started
-        await out.write_eof(tail)  # the last events and the end of the chunked body in one write
+        # the last events and the end of the chunked body in one write
+        await out.write_eof(mask(tail, keys) if keys and tail else tail)
     except (ConnectionResetError, asyncio.CancelledError):
         # the client went away: close the upstream request at once
         resp.close()
         raise
     finally:
         watchdog.cancel()
+        if open_set is not None:
+            open_set.discard(cut)
         metrics.open_streams.dec()
         if rec is not None:
             rec.finish()

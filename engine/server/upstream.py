@@ -3,28 +3,36 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+import zlib
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from .httpclient import HttpClient
+from .httpclient import ConnectFailed, ConnectTimeout, HttpClient, TooLarge
 
 
 class Upstream:
     def __init__(self, name: str, base_url: str, headers: dict, connect_timeout: float = 10.0,
-                 read_timeout: float | None = None):
+                 read_timeout: float | None = None, max_inflated: int = 64 * 1024 * 1024):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.headers = headers
         self.connect_timeout = connect_timeout
         self.idle_timeout = read_timeout
+        self.max_inflated = max_inflated
+        self.max_body = 32 * 1024 * 1024     # a non-stream answer (upstream_max_body_bytes)
+        self.max_event = 8 * 1024 * 1024     # one SSE event (upstream_max_event_bytes)
+        self.secrets: tuple = ()             # configured upstream keys, redacted from relayed bodies
+        self.secret_keys: tuple = ()         # the same as bytes
         self.policy = RetryPolicy()
         self.http: HttpClient | None = None
 
     async def open(self):
         # no total timeout (it would cut healthy long streams); the first-byte and idle timeouts
         # are enforced per request by open_with_retries and the stream watchdog
-        self.http = HttpClient(self.base_url, connect_timeout=self.connect_timeout)
+        self.http = HttpClient(self.base_url, connect_timeout=self.connect_timeout, max_inflated=self.max_inflated)
 
     async def close(self):
         if self.http is not None:
@@ -56,6 +64,8 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 20.0
     first_byte_timeout: float = 120.0
+    read_timeout: float = 120.0         # per read of a body (upstream_idle_timeout)
+    max_error_bytes: int = 1024 * 1024  # an error body read beyond this is cut (upstream_max_error_bytes)
 
 
 class UpstreamUnreachable(Exception):
@@ -66,37 +76,155 @@ class UpstreamUnreachable(Exception):
         self.timed_out = timed_out
 
 
-def retry_delay(attempt: int, policy: RetryPolicy, retry_after: str | None) -> float:
-    """retry-after when the upstream gives one (seconds), else exponential backoff with full jitter."""
+class BadUpstreamStatus(Exception):
+    """A status the gateway cannot relay: a redirect (3xx) or an interim/protocol switch (1xx)."""
+
+    def __init__(self, status: int, location: str | None):
+        where = f" to {location[:200]!r}" if location else ""
+        super().__init__(f"the upstream answered {status}{where}; the gateway follows no redirects "
+                         "(check the upstream base URL)")
+        self.status = status
+
+
+def retry_delay(attempt: int, policy: RetryPolicy, retry_after: str | None,
+                retry_after_ms: str | None = None) -> float:
+    """retry-after-ms or retry-after (seconds or an HTTP date) when the upstream gives one,
+    capped at max_delay; else exponential backoff with full jitter."""
+    if retry_after_ms:
+        try:
+            return min(max(float(retry_after_ms) / 1000.0, 0.0), policy.max_delay)
+        except ValueError:
+            pass
     if retry_after:
         try:
             return min(max(float(retry_after), 0.0), policy.max_delay)
         except ValueError:
-            pass
+            try:
+                return min(max(parsedate_to_datetime(retry_after).timestamp() - time.time(), 0.0),
+                           policy.max_delay)
+            except (TypeError, ValueError, OverflowError):
+                pass
     return random.uniform(0, min(policy.max_delay, policy.base_delay * (2 ** attempt)))
 
 
+def _should_retry(resp) -> bool:
+    """The upstream's own word first (`x-should-retry`, as the providers' SDKs read it), then
+    the status."""
+    said = (resp.headers.get("x-should-retry") or "").strip().lower()
+    if said == "true":
+        return True
+    if said == "false":
+        return False
+    return resp.status in RETRY_STATUSES
+
+
+_QUOTA_MARKS = (b"insufficient_quota", b"billing_hard_limit", b"quota exceeded", b"exceeded your current quota")
+
+
+async def _is_quota_exhausted(resp, policy: RetryPolicy) -> bool:
+    """A 429 that says the account's quota or credit is spent: retrying cannot help. The body is
+    read (bounded in size and time) and put back for the caller."""
+    try:
+        async with asyncio.timeout(policy.read_timeout):
+            data = await resp.content.read(policy.max_error_bytes)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
+    resp.content.unread(data)
+    low = data.lower()
+    return any(m in low for m in _QUOTA_MARKS)
+
+
 async def open_with_retries(send, policy: RetryPolicy, on_retry=None):
-    """Calls `send()` (returning an HttpClient request) until the upstream answers
-    with a status worth keeping. Retries 429/529/5xx and connection errors; nothing has reached
-    the client yet, so a retry is invisible to it. Returns (ctx, response); the caller exits ctx."""
+    """Calls `send()` (returning an HttpClient request) until the upstream answers with a status
+    worth keeping. Retried: a connection that could not be made, and a retryable status (429
+    unless the quota is spent, 500, 502, 503, 504, 529, or whatever `x-should-retry` says),
+    all before any byte reached the client. Never retried: a request that was delivered and
+    then met silence (first-byte timeout) or a dropped connection, since the upstream may be
+    generating already. Returns (ctx, response); the caller exits ctx. A 1xx or 3xx final
+    status raises BadUpstreamStatus."""
     attempt = 0
     while True:
         ctx = send()
         try:
             resp = await ctx.open(policy.first_byte_timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (ConnectFailed, ConnectTimeout) as e:
             if attempt >= policy.max_retries:
-                kind = "timed out waiting for the first byte" if isinstance(e, asyncio.TimeoutError) \
-                    else f"{type(e).__name__}: {e}"
-                raise UpstreamUnreachable(kind, isinstance(e, asyncio.TimeoutError)) from None
+                raise UpstreamUnreachable(f"{type(e).__name__}: {e}") from None
             delay = retry_delay(attempt, policy, None)
+        except asyncio.TimeoutError:
+            raise UpstreamUnreachable("timed out waiting for the first byte (not retried: the request "
+                                      "was delivered)", True) from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise UpstreamUnreachable(f"{type(e).__name__}: {e}") from None
         else:
-            if resp.status not in RETRY_STATUSES or attempt >= policy.max_retries:
+            status = resp.status
+            if status < 200 or 300 <= status < 400:
+                await ctx.__aexit__(None, None, None)
+                raise BadUpstreamStatus(status, resp.headers.get("location"))
+            if status < 400 or attempt >= policy.max_retries or not _should_retry(resp):
                 return ctx, resp
-            delay = retry_delay(attempt, policy, resp.headers.get("retry-after"))
+            if status == 429 and await _is_quota_exhausted(resp, policy):
+                return ctx, resp
+            delay = retry_delay(attempt, policy, resp.headers.get("retry-after"),
+                                resp.headers.get("retry-after-ms"))
             await ctx.__aexit__(None, None, None)
         attempt += 1
         if on_retry is not None:
             on_retry(attempt)
         await asyncio.sleep(delay)
+
+
+async def read_error_body(resp, policy: RetryPolicy, decode: bool = False) -> tuple[bytes, str | None]:
+    """An error answer's body within the error-size limit and the read timeout: (bytes, None),
+    or (what arrived, why it stopped). With `decode`, a gzip/deflate body is inflated (bounded
+    too), for a body the gateway relays after redacting it."""
+    why = None
+    try:
+        async with asyncio.timeout(policy.read_timeout):
+            data = await resp.content.read(policy.max_error_bytes)
+    except TooLarge:
+        data, why = b"", f"its error body is over {policy.max_error_bytes} bytes (upstream_max_error_bytes)"
+    except asyncio.TimeoutError:
+        data, why = b"", f"its error body did not arrive within {policy.read_timeout:g}s"
+    except aiohttp.ClientError as e:
+        data, why = b"", f"its error body could not be read: {type(e).__name__}"
+    if decode and data and (resp.headers.get("content-encoding") or "").strip().lower() in ("gzip", "x-gzip", "deflate"):
+        try:
+            d = zlib.decompressobj(wbits=47)
+            out = d.decompress(data, policy.max_error_bytes + 1)
+        except zlib.error:
+            out = b""
+        if len(out) > policy.max_error_bytes:
+            out, why = b"", f"its error body is over {policy.max_error_bytes} bytes (upstream_max_error_bytes)"
+        data = out
+    return data, why
+
+
+def redact(text: str, secrets) -> str:
+    """Every upstream key the gateway holds or sent, replaced wherever an upstream echoes it."""
+    for key in secrets:
+        if key and len(key) >= 8 and key in text:
+            text = text.replace(key, "[redacted]")
+    return text
+
+
+def secret_bytes(secrets) -> tuple:
+    """The keys as bytes, for mask()."""
+    return tuple({k.encode("utf-8", "surrogateescape") for k in secrets if k and len(k) >= 8})
+
+
+def keys_for(upstream, sent) -> tuple:
+    """mask()'s keys for one request: the configured ones (computed once), plus a key the
+    client forwarded."""
+    if all(k in upstream.secrets for k in sent):
+        return upstream.secret_keys
+    return secret_bytes((*sent, *upstream.secrets))
+
+
+def mask(data: bytes, keys: tuple) -> bytes:
+    """`data` with every key in it overwritten by asterisks of the same length, so a relayed
+    body keeps its framing (Content-Length). One memchr-speed search per key."""
+    for k in keys:
+        if k in data:
+            data = data.replace(k, b"*" * len(k))
+    return data

@@ -82,7 +82,13 @@ class SQLiteStore(ResponseStore):
         return await self._run(self._delete, response_id)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """Checks the file can be written, not just read: a write lock taken and given back."""
+        await self._run(self._ping)
+
+    @staticmethod
+    def _ping(conn) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
 
     async def purge(self) -> int:
         """Delete expired rows now; the number removed."""
