@@ -7,6 +7,8 @@ that version of the same spec, applies the overlay, and compiles the result as a
     vars/defs/procs/state/on:
                        entries replace the base entry of the same name, or are added after them
     checks:            entries replace the base check of the same `name` (else `param`), or are added
+    drops:             the entries for one `name` (else `param`) replace all the base's entries for
+                       it, in the place of the first; entries for a new one are added
     helpers:           added to the base's
     template, framing: objects merged key by key (literal objects and `fields:` nodes), anything
                        else replaces what the base has there
@@ -87,6 +89,21 @@ def parse_path(text: str) -> list | None:
 
 def _segments(text: str) -> list:
     return parse_path(text) or [text]
+
+
+def _merge_groups(base: list, over: list) -> list:
+    """`drops:` entries grouped by name (else param): one field may be dropped for several
+    reasons, so an overlay restates all of a field's entries or none."""
+    ids = {_check_id(x) for x in over} - {None}
+    out, placed = [], set()
+    for b in base:
+        ident = _check_id(b)
+        if ident not in ids:
+            out.append(b)
+        elif ident not in placed:
+            placed.add(ident)
+            out.extend(x for x in over if _check_id(x) == ident)
+    return out + [x for x in over if _check_id(x) not in placed]
 
 
 def _check_id(a: A):
@@ -193,6 +210,8 @@ class Overlay:
                     else:
                         out[at] = item
                 root.v[name] = A(out, a.src, a.pos, a.key)
+            elif name == "drops" and type(a.v) is list and name in root.v and type(root.v[name].v) is list:
+                root.v[name] = A(_merge_groups(root.v[name].v, a.v), a.src, a.pos, a.key)
             elif name == "helpers" and type(a.v) is list and name in root.v and type(root.v[name].v) is list:
                 have = {x.v for x in root.v[name].v}
                 root.v[name] = A(root.v[name].v + [x for x in a.v if x.v not in have], a.src, a.pos, a.key)
