@@ -75,12 +75,13 @@ def test_old_and_new_version_side_by_side_per_route_and_per_pair(make_gateway, f
 def test_record_replay_and_diff(make_gateway, fake_anthropic, mappings, tmp_path):
     rec = tmp_path / "recorded"
     gw = make_gateway({"TOKLIGENCE_MAPPINGS_DIR": str(mappings), "TOKLIGENCE_ROUTES": ROUTES,
+                       "TOKLIGENCE_MAPPING_VERSIONS": "chat-to-messages=2026-01-15",
                        "TOKLIGENCE_API_KEYS": "gw-client-secret", "TOKLIGENCE_AUTH_DISABLED": "false"},
                       args=["--record", str(rec)])
     events = anthropic_stream_events([{"type": "text", "text": ["Compacted", " answer"]}], "compaction")
     fake_anthropic.enqueue(sse_reply(sse_events(events)), json_reply(anthropic_message("Short", stop_reason="end_turn")))
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="gw-client-secret", max_retries=0, timeout=20)
-    assert ask(client, "claude-sonnet-4-5", True) == "length"  # unpinned: the newest version
+    assert ask(client, "claude-sonnet-4-5", True) == "length"  # the pair pinned to the compaction version
     assert ask(client, "claude-sonnet-4-5", False) == "stop"
     gw.stop()
 
