@@ -9,6 +9,8 @@ Fixtures:
   gateway                 session-scoped GatewayProcess wired to the two session fakes, the
                           API pairs to Anthropic pinned to their 2025-06-01 specs
   gateway_latest          the same with every pair at its newest spec version (the default)
+  gateway_each            each of the two in turn (a test of both versions: the pinned 2025-06-01
+                          and the newest, which is what users get)
   make_gateway            factory for tests needing their own env/config/args (stopped
                           at teardown); by default wired to fake_anthropic / fake_openai
   snapshot                syrupy snapshot writing to <repo>/snapshots/<test module>/
@@ -146,6 +148,11 @@ def gateway_latest(fake_anthropic_session, fake_openai_session, tmp_path_factory
     gw.close()
 
 
+@pytest.fixture(params=["gateway", "gateway_latest"], ids=["2025-06-01", "newest"])
+def gateway_each(request):
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture
 def make_gateway(fake_anthropic, fake_openai, tmp_path):
     """``make_gateway(env_overrides=None, args=(), config_text=None, start=True, **kw)``.
@@ -180,7 +187,7 @@ def pytest_runtest_makereport(item, call):
     if rep.when != "call" or not rep.failed:
         return
     funcargs = getattr(item, "funcargs", {})
-    gw = funcargs.get("gateway") or funcargs.get("gateway_latest")
+    gw = funcargs.get("gateway") or funcargs.get("gateway_latest") or funcargs.get("gateway_each")
     if isinstance(gw, GatewayProcess):
         start = getattr(item, "_gateway_log_offset", 0)
         text = gw.output_since(start)
@@ -193,7 +200,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def _gateway_log_offset(request):
-    for name in ("gateway", "gateway_latest"):
+    for name in ("gateway", "gateway_latest", "gateway_each"):
         if name in request.fixturenames:
             gw = request.getfixturevalue(name)
             request.node._gateway_log_offset = gw.output_size()

@@ -18,9 +18,13 @@ WEATHER_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
+def client_for(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
+
+
 @pytest.fixture
 def client(gateway):
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
+    return client_for(gateway)
 
 
 @pytest.fixture
@@ -274,9 +278,10 @@ def test_json_schema_response_format_returns_clean_json(client, upstream):
     assert sent["tools"][0]["input_schema"] == schema
 
 
-def test_legacy_functions_stream_and_not(client, upstream):
+def test_legacy_functions_stream_and_not(gateway_each, upstream):
     """Legacy functions / function_call: the model sees the functions as tools, and the call comes
     back as message.function_call (delta.function_call in a stream), finish_reason function_call."""
+    client = client_for(gateway_each)
     fn = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
     upstream.enqueue(json_reply(anthropic_message([{"type": "tool_use", "id": "toolu_01L", "name": "get_weather",
                                                     "input": {"city": "Paris"}}], stop_reason="tool_use")))
@@ -299,7 +304,8 @@ def test_legacy_functions_stream_and_not(client, upstream):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["function_call"]
 
 
-def test_fields_not_sent_are_named_in_a_header(client, upstream):
+def test_fields_not_sent_are_named_in_a_header(gateway_each, upstream):
+    client = client_for(gateway_each)
     upstream.enqueue(json_reply(json.loads(fixture("anthropic-message-text.json"))))
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], logit_bias={"1234": -100}, seed=7)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from clients import find
+from conftest import PINNED_2025
 from support.fake_upstream import anthropic_stream_events, anthropic_text_stream, anthropic_tool_stream, \
     sse_events, sse_reply
 
@@ -28,6 +29,10 @@ CODEX = find("CODEX_BIN", "codex-0.169", "codex", on_path=False)
 pytestmark = pytest.mark.skipif(
     CODEX is None, reason="Codex CLI 0.169 not installed: "
                           "npm install --prefix .tools/codex-0.169 @openai/codex@0.169.0 (or set CODEX_BIN)")
+
+
+# Codex's tools on the newest specs (the default, what users get) and on 2025-06-01 (still selectable)
+VERSIONS = pytest.mark.parametrize("versions", [None, PINNED_2025], ids=["newest", "2025-06-01"])
 
 
 def run_codex(gateway_url: str, prompt: str, *config: str, timeout: float = 120,
@@ -75,7 +80,9 @@ def test_codex_shell_round_trip(make_gateway, fake_anthropic):
     assert "exec_command" in names and "multi_agent_v1" not in names
     # the sub-agent tools under their flat names, Codex's web_search as Anthropic's web search
     assert "multi_agent_v1__spawn_agent" in names
-    assert {"type": "web_search_20250305", "name": "web_search"} in first["tools"]
+    # (on the newest specs, the last tool also carries the gateway's cache breakpoint)
+    assert {"type": "web_search_20250305", "name": "web_search"} in [
+        {k: v for k, v in t.items() if k != "cache_control"} for t in first["tools"]]
     assert first["thinking"]["type"] == "enabled"
     # turn 2: Codex replayed everything (store:false): the thinking block by its encrypted_content,
     # the tool call by its call_id, and the real output of the command it ran
@@ -150,8 +157,9 @@ def _session(rec):
     return sse_reply(anthropic_text_stream(["All three tools ", "worked."]))
 
 
-def test_codex_session_with_exec_apply_patch_and_a_sub_agent(make_gateway, fake_anthropic, tmp_path):
-    gw = make_gateway()
+@VERSIONS
+def test_codex_session_with_exec_apply_patch_and_a_sub_agent(make_gateway, fake_anthropic, tmp_path, versions):
+    gw = make_gateway({"TOKLIGENCE_MAPPING_VERSIONS": versions})
     fake_anthropic.set_default(_session)
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps(CATALOG))
@@ -183,10 +191,11 @@ def test_codex_session_with_exec_apply_patch_and_a_sub_agent(make_gateway, fake_
     assert history[1]["input"] == {"input": PATCH}
 
 
-def test_codex_web_search_through_anthropic(make_gateway, fake_anthropic):
+@VERSIONS
+def test_codex_web_search_through_anthropic(make_gateway, fake_anthropic, versions):
     """Codex's web_search tool is Anthropic's web search: the search the model ran comes back as a
     web_search_call item, which Codex takes as such, and the answer after it is printed."""
-    gw = make_gateway()
+    gw = make_gateway({"TOKLIGENCE_MAPPING_VERSIONS": versions})
     fake_anthropic.enqueue(sse_reply(sse_events(anthropic_stream_events([
         {"type": "server_tool_use", "id": "srvtoolu_01W", "name": "web_search",
          "partial_json": ['{"query": "rust 2024 edition"}']},
@@ -199,4 +208,6 @@ def test_codex_web_search_through_anthropic(make_gateway, fake_anthropic):
     assert done.returncode == 0, done.stdout + done.stderr + gw.output()[-4000:]
     assert "Rust 2024 is stable." in done.stdout
     first = fake_anthropic.requests_to("/v1/messages")[0].json
-    assert {"type": "web_search_20250305", "name": "web_search"} in first["tools"]
+    # (on the newest specs, the last tool also carries the gateway's cache breakpoint)
+    assert {"type": "web_search_20250305", "name": "web_search"} in [
+        {k: v for k, v in t.items() if k != "cache_control"} for t in first["tools"]]
