@@ -310,7 +310,21 @@ def _session_store(text: str) -> str:
         return "sqlite"
     if t.lower().startswith(("redis://", "rediss://")) and urlsplit(t).netloc:
         return t
-    raise ValueError('expected "sqlite" or a redis://host:port/db URL')
+    if t.lower().startswith("unix://") and urlsplit(t).path:
+        return t
+    raise ValueError('expected "sqlite", a redis://host:port/db or rediss:// URL, or unix:///path/redis.sock')
+
+
+def _host_ports(text: str) -> tuple[tuple[str, int], ...]:
+    """``"10.0.0.1:26379, [::1]:26380"`` -> ``(("10.0.0.1", 26379), ("::1", 26380))``."""
+    out = []
+    for entry in _split_entries(text):
+        host, sep, port = entry.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port entries, got {entry!r}")
+        out.append((host, int(port)))
+    return tuple(out)
 
 
 def _path(text: str) -> str:
@@ -395,6 +409,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prompt_cache_ttl": _choice(("5m", "1h")),
     "data_dir": _data_dir,
     "session_store": _session_store,
+    "redis_sentinels": _host_ports,
+    "redis_sentinel_master": _string,
+    "redis_sentinel_password": _string,
+    "redis_cluster": parse_bool,
     "response_ttl_seconds": _whole_seconds,
     "upstream_connect_timeout": _DURATION,
     "upstream_first_byte_timeout": _DURATION,
@@ -451,7 +469,11 @@ class Config:
     prompt_cache: str  # auto | off: cache breakpoints on translated requests to Anthropic
     prompt_cache_ttl: str  # 5m | 1h
     data_dir: str
-    session_store: str  # "sqlite" or a redis:// URL
+    session_store: str  # "sqlite" or a redis://, rediss:// or unix:// URL
+    redis_sentinels: tuple[tuple[str, int], ...]  # Sentinel addresses; () = the URL's server
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_cluster: bool  # the URL names a node of a Redis Cluster
     response_ttl_seconds: int
     upstream_connect_timeout: float
     upstream_first_byte_timeout: float
