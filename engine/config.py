@@ -315,6 +315,43 @@ def _session_store(text: str) -> str:
     raise ValueError('expected "sqlite", a redis://host:port/db or rediss:// URL, or unix:///path/redis.sock')
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NOT_EXTRA = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"})
+
+
+def _headers(text: str) -> tuple[tuple[str, str], ...]:
+    """``"anthropic-beta: a,b; X-Team: infra"`` (entries split by ``;`` or new lines) ->
+    ``(("anthropic-beta", "a,b"), ("X-Team", "infra"))``."""
+    out = []
+    for line in text.splitlines():
+        for entry in line.split(";"):
+            entry = entry.strip()
+            if not entry:
+                continue
+            name, sep, value = entry.partition(":")
+            name, value = name.strip(), value.strip()
+            if not sep or not _TOKEN.fullmatch(name):
+                raise ValueError(f"expected 'Name: value' entries separated by ';', got {entry[:80]!r}")
+            if name.lower() in _NOT_EXTRA:
+                raise ValueError(f"{name} is set by the gateway itself")
+            out.append((name, value))
+    return tuple(out)
+
+
+def _proxy(text: str) -> str:
+    t = text.strip()
+    if not t or t.lower() == "none":
+        return t.lower()
+    u = urlsplit(t if "://" in t else "http://" + t)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError('expected "none" or an http://[user:password@]host:port proxy URL')
+    try:
+        u.port
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return t
+
+
 def _host_ports(text: str) -> tuple[tuple[str, int], ...]:
     """``"10.0.0.1:26379, [::1]:26380"`` -> ``(("10.0.0.1", 26379), ("::1", 26380))``."""
     out = []
@@ -385,6 +422,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "anthropic_version": _string,
     "openai_api_key": _string,
     "openai_base_url": _url,
+    "openai_org": _string,
+    "openai_project": _string,
+    "anthropic_extra_headers": _headers,
+    "openai_extra_headers": _headers,
+    "upstream_proxy": _proxy,
+    "upstream_ca_file": _path,
+    "upstream_client_cert": _path,
+    "upstream_client_key": _path,
     "routes": parse_routes,
     "work_mode": _choice(WORK_MODES),
     "auth_disabled": parse_bool,
@@ -445,6 +490,14 @@ class Config:
     anthropic_version: str
     openai_api_key: str
     openai_base_url: str
+    openai_org: str  # sent as OpenAI-Organization
+    openai_project: str  # sent as OpenAI-Project
+    anthropic_extra_headers: tuple[tuple[str, str], ...]  # sent on every request to that provider
+    openai_extra_headers: tuple[tuple[str, str], ...]
+    upstream_proxy: str  # "" = HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "none"; or an http:// proxy URL
+    upstream_ca_file: str  # PEM bundle trusted for upstream TLS instead of the system's
+    upstream_client_cert: str  # PEM client certificate (and key, unless upstream_client_key)
+    upstream_client_key: str
     routes: tuple[Route, ...]
     work_mode: str  # auto | passthrough | translation
     auth_disabled: bool

@@ -11,15 +11,21 @@ the callers' error handling is unchanged.
 
 A reused connection that the server closed while idle fails before any response byte: such a
 request is sent once more on a new connection (nothing has reached the upstream's application).
+
+Egress through an HTTP proxy (`proxy=`, from upstream_proxy or HTTPS_PROXY / HTTP_PROXY unless
+NO_PROXY names the host; see proxy_for): an https origin through a CONNECT tunnel, TLS end to end
+inside it; an http origin by absolute-form requests sent to the proxy.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 import time
+import urllib.request
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
@@ -468,11 +474,64 @@ class _Call:
             self.resp.release()
 
 
+def proxy_for(base_url: str, configured: str = "") -> str | None:
+    """The proxy URL to reach `base_url` through, or None to go direct. `configured` is the
+    upstream_proxy setting: "none" goes direct, a URL is used, "" defers to the environment
+    (HTTPS_PROXY for an https origin, HTTP_PROXY for http, lowercase names first, as curl).
+    NO_PROXY (host names, domain suffixes, `*`) sends a host direct in both cases."""
+    configured = (configured or "").strip()
+    if configured.lower() == "none":
+        return None
+    u = urlsplit(base_url)
+    host = u.hostname or ""
+    env = urllib.request.getproxies_environment()
+    if "no" in env:
+        hostport = f"{host}:{u.port}" if u.port else host
+        if urllib.request.proxy_bypass_environment(hostport, env):
+            return None
+    if configured:
+        return configured
+    return env.get(u.scheme) or None
+
+
+def _parse_proxy(proxy: str) -> tuple[str, int, str | None]:
+    """(host, port, Proxy-Authorization value or None) of an http:// proxy URL."""
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # HTTPS_PROXY=host:3128, as curl takes it
+    p = urlsplit(proxy)
+    if p.scheme != "http" or not p.hostname:
+        raise ValueError(f"the proxy must be an http://host:port URL, got {p.scheme}://{p.hostname or ''}")
+    auth = None
+    if p.username is not None:
+        cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(cred).decode()
+    return p.hostname, p.port or 80, auth
+
+
+class _TunnelReply(asyncio.Protocol):
+    """The proxy's answer to CONNECT: its head, up to the blank line."""
+
+    def __init__(self, loop):
+        self.done = loop.create_future()
+        self.buf = b""
+
+    def data_received(self, data):
+        self.buf += data
+        if b"\r\n\r\n" in self.buf or len(self.buf) > _MAX_HEAD:
+            if not self.done.done():
+                self.done.set_result(self.buf)
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("the proxy closed the connection during CONNECT"))
+
+
 class HttpClient:
     """Pooled keep-alive HTTP/1.1 connections to the origin of `base_url` (http or https)."""
 
     def __init__(self, base_url: str, connect_timeout: float | None = 10.0,
-                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024):
+                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024,
+                 proxy: str | None = None):
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream base URL must be http:// or https://HOST, got {base_url!r}")
@@ -486,6 +545,11 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.max_inflated = max_inflated  # 0: no limit
         self.ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
+        self.proxy = _parse_proxy(proxy) if proxy else None
+        # an http origin through a proxy: absolute-form request targets, sent to the proxy
+        self.target = f"http://{self.host_header}" if self.proxy and not self.tls else ""
+        self.proxy_auth_line = (f"Proxy-Authorization: {self.proxy[2]}\r\n"
+                                if self.target and self.proxy[2] else "")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.deadlines: HeadDeadlines | None = None
         self.idle: list[_Conn] = []
@@ -503,7 +567,8 @@ class HttpClient:
         return _Call(self, ("POST", path, data, headers, True))
 
     def _head(self, method: str, path: str, n: int, headers, decompress: bool) -> bytes:
-        parts = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        parts = [f"{method} {self.target}{self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                 f"{self.proxy_auth_line}"]
         offered = False
         if headers:
             for k, v in headers.items():
@@ -556,15 +621,49 @@ class HttpClient:
             limit = left if limit is None else min(limit, left)
         try:
             async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.host if self.tls else None)
+                if self.proxy is not None:
+                    conn = await self._via_proxy(loop)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
+                        server_hostname=self.host if self.tls else None)
         except TimeoutError:
-            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}") from None
+            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}{self._via()}") from None
         except OSError as e:
-            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
+            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}{self._via()}: "
                                          f"{e.strerror or e}") from None
         return conn, False
+
+    def _via(self) -> str:
+        return f" through the proxy {self.proxy[0]}:{self.proxy[1]}" if self.proxy else ""
+
+    async def _via_proxy(self, loop) -> _Conn:
+        phost, pport, auth = self.proxy
+        if not self.tls:
+            _, conn = await loop.create_connection(lambda: _Conn(self), phost, pport)
+            return conn
+        transport, reply = await loop.create_connection(lambda: _TunnelReply(loop), phost, pport)
+        try:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            target = f"{host}:{self.port}"
+            auth_line = f"Proxy-Authorization: {auth}\r\n" if auth else ""
+            transport.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth_line}\r\n".encode())
+            head = await reply.done
+            status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = status_line.split(" ", 2)
+            if b"\r\n\r\n" not in head or len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+                raise OSError(f"the proxy's answer to CONNECT is not HTTP: {status_line[:100]!r}")
+            if not parts[1].startswith("2"):
+                raise OSError(f"the proxy refused CONNECT {target}: {status_line[:200]}")
+            if not head.endswith(b"\r\n\r\n"):
+                raise OSError("the proxy sent bytes after its CONNECT answer")
+            conn = _Conn(self)
+            tls = await loop.start_tls(transport, conn, self.ssl, server_hostname=self.host)
+        except BaseException:
+            transport.close()
+            raise
+        conn.connection_made(tls)
+        return conn
 
     def _release(self, conn: _Conn):
         conn.idle_since = self.loop.time()
