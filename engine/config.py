@@ -63,7 +63,8 @@ DEFAULT_SOURCE = "default"
 _KEY_ALIASES = {"model_provider_routes": "routes", "log_file": "log_file_daemon"}
 # Flags with a meaning of their own (not a config key of the same name).
 _RESERVED_ARGS = frozenset({"config", "host", "port", "set"})
-_SECRET_KEYS = frozenset({"anthropic_api_key", "openai_api_key", "api_keys"})
+_SECRET_KEYS = frozenset({"anthropic_api_key", "openai_api_key", "api_keys", "upstream_proxy",
+                          "anthropic_extra_headers", "openai_extra_headers"})
 _SECRET_SUFFIXES = ("_key", "_secret", "_password", "_passwd", "_token")
 
 WORK_MODES = ("auto", "passthrough", "translation")

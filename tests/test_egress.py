@@ -336,3 +336,12 @@ def test_gateway_reaches_a_tls_upstream_through_the_proxy_with_its_headers(make_
     assert "openai-project: proj_x\r\n" in head and "x-team: infra\r\n" in head
     assert "authorization: bearer sk-test-upstream-key\r\n" in head
     assert up.peer_certs[-1]["subject"] == ((("commonName", "client"),),)
+
+
+def test_proxy_credentials_and_extra_headers_are_not_shown():
+    cfg = config.load({}, env={"TOKLIGENCE_UPSTREAM_PROXY": "http://u:proxy-s3cret@p:3128",
+                               "TOKLIGENCE_OPENAI_EXTRA_HEADERS": "X-Internal-Token: tok-s3cret"})
+    assert "proxy-s3cret" not in repr(cfg) and "tok-s3cret" not in repr(cfg)
+    with pytest.raises(config.ConfigError) as info:
+        config.load({}, env={"TOKLIGENCE_UPSTREAM_PROXY": "socks5://u:proxy-s3cret@p:1"})
+    assert "proxy-s3cret" not in str(info.value)
