@@ -92,7 +92,8 @@ def _probe_store(cfg) -> str | None:
     from .store import open_store
 
     async def probe():
-        store = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds, timeout=cfg.store_timeout)
+        store = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds, timeout=cfg.store_timeout,
+                           settings=cfg)
         try:
             async with asyncio.timeout(cfg.store_timeout + 1):
                 await store.ping()

@@ -63,7 +63,8 @@ DEFAULT_SOURCE = "default"
 _KEY_ALIASES = {"model_provider_routes": "routes", "log_file": "log_file_daemon"}
 # Flags with a meaning of their own (not a config key of the same name).
 _RESERVED_ARGS = frozenset({"config", "host", "port", "set"})
-_SECRET_KEYS = frozenset({"anthropic_api_key", "openai_api_key", "api_keys"})
+_SECRET_KEYS = frozenset({"anthropic_api_key", "openai_api_key", "api_keys", "upstream_proxy",
+                          "anthropic_extra_headers", "openai_extra_headers"})
 _SECRET_SUFFIXES = ("_key", "_secret", "_password", "_passwd", "_token")
 
 WORK_MODES = ("auto", "passthrough", "translation")
@@ -310,7 +311,58 @@ def _session_store(text: str) -> str:
         return "sqlite"
     if t.lower().startswith(("redis://", "rediss://")) and urlsplit(t).netloc:
         return t
-    raise ValueError('expected "sqlite" or a redis://host:port/db URL')
+    if t.lower().startswith("unix://") and urlsplit(t).path:
+        return t
+    raise ValueError('expected "sqlite", a redis://host:port/db or rediss:// URL, or unix:///path/redis.sock')
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NOT_EXTRA = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"})
+
+
+def _headers(text: str) -> tuple[tuple[str, str], ...]:
+    """``"anthropic-beta: a,b; X-Team: infra"`` (entries split by ``;`` or new lines) ->
+    ``(("anthropic-beta", "a,b"), ("X-Team", "infra"))``."""
+    out = []
+    for line in text.splitlines():
+        for entry in line.split(";"):
+            entry = entry.strip()
+            if not entry:
+                continue
+            name, sep, value = entry.partition(":")
+            name, value = name.strip(), value.strip()
+            if not sep or not _TOKEN.fullmatch(name):
+                raise ValueError(f"expected 'Name: value' entries separated by ';', got {entry[:80]!r}")
+            if name.lower() in _NOT_EXTRA:
+                raise ValueError(f"{name} is set by the gateway itself")
+            out.append((name, value))
+    return tuple(out)
+
+
+def _proxy(text: str) -> str:
+    t = text.strip()
+    if not t or t.lower() == "none":
+        return t.lower()
+    u = urlsplit(t if "://" in t else "http://" + t)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError('expected "none" or an http://[user:password@]host:port proxy URL')
+    try:
+        u.port
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return t
+
+
+def _host_ports(text: str) -> tuple[tuple[str, int], ...]:
+    """``"10.0.0.1:26379, [::1]:26380"`` -> ``(("10.0.0.1", 26379), ("::1", 26380))``."""
+    out = []
+    for entry in _split_entries(text):
+        host, sep, port = entry.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port entries, got {entry!r}")
+        out.append((host, int(port)))
+    return tuple(out)
 
 
 def _path(text: str) -> str:
@@ -371,6 +423,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "anthropic_version": _string,
     "openai_api_key": _string,
     "openai_base_url": _url,
+    "openai_org": _string,
+    "openai_project": _string,
+    "anthropic_extra_headers": _headers,
+    "openai_extra_headers": _headers,
+    "upstream_proxy": _proxy,
+    "upstream_ca_file": _path,
+    "upstream_client_cert": _path,
+    "upstream_client_key": _path,
     "routes": parse_routes,
     "work_mode": _choice(WORK_MODES),
     "auth_disabled": parse_bool,
@@ -395,6 +455,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prompt_cache_ttl": _choice(("5m", "1h")),
     "data_dir": _data_dir,
     "session_store": _session_store,
+    "redis_sentinels": _host_ports,
+    "redis_sentinel_master": _string,
+    "redis_sentinel_password": _string,
+    "redis_cluster": parse_bool,
     "response_ttl_seconds": _whole_seconds,
     "upstream_connect_timeout": _DURATION,
     "upstream_first_byte_timeout": _DURATION,
@@ -427,6 +491,14 @@ class Config:
     anthropic_version: str
     openai_api_key: str
     openai_base_url: str
+    openai_org: str  # sent as OpenAI-Organization
+    openai_project: str  # sent as OpenAI-Project
+    anthropic_extra_headers: tuple[tuple[str, str], ...]  # sent on every request to that provider
+    openai_extra_headers: tuple[tuple[str, str], ...]
+    upstream_proxy: str  # "" = HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "none"; or an http:// proxy URL
+    upstream_ca_file: str  # PEM bundle trusted for upstream TLS instead of the system's
+    upstream_client_cert: str  # PEM client certificate (and key, unless upstream_client_key)
+    upstream_client_key: str
     routes: tuple[Route, ...]
     work_mode: str  # auto | passthrough | translation
     auth_disabled: bool
@@ -451,7 +523,11 @@ class Config:
     prompt_cache: str  # auto | off: cache breakpoints on translated requests to Anthropic
     prompt_cache_ttl: str  # 5m | 1h
     data_dir: str
-    session_store: str  # "sqlite" or a redis:// URL
+    session_store: str  # "sqlite" or a redis://, rediss:// or unix:// URL
+    redis_sentinels: tuple[tuple[str, int], ...]  # Sentinel addresses; () = the URL's server
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_cluster: bool  # the URL names a node of a Redis Cluster
     response_ttl_seconds: int
     upstream_connect_timeout: float
     upstream_first_byte_timeout: float

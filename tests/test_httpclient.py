@@ -365,8 +365,7 @@ EVENTS = [b"event: ping\ndata: {}\n\n", b"data: " + b"x" * 40 + b"\n\n", b"data:
           b"data: " + b"y" * 36 + b"\n\n", b"data: z\n\n", b"\r\n"]
 
 SPLIT_CASES = {
-    # runs of whole chunks are taken by one split (_whole_chunks); data holding CRLF, an uppercase
-    # or zero-padded size and an extension go to the general parser mid-run
+    # data holding CRLF, an uppercase or zero-padded size and an extension, split anywhere
     "sse chunks": (plain_chunks(*EVENTS), b"".join(EVENTS)),
     "sse chunks, odd sizes": (plain_chunks(*EVENTS, sizes=[None, None, None, b"2C", b"0009", b"2;x=1"]),
                               b"".join(EVENTS)),
@@ -417,17 +416,71 @@ async def test_https_upstream_is_verified():
         assert len(s.requests) == 1
 
 
-def test_whole_chunks_takes_only_what_it_can_prove():
-    from engine.server.httpclient import _whole_chunks
-    body = b"5\r\nhello\r\n3\r\nabc\r\n"
-    pieces = []
-    assert _whole_chunks(b"HEAD" + body + b"0\r\n\r\n", 4, pieces) == 4 + len(body) and pieces == [b"hello", b"abc"]
-    for stop, at in [(b"4\r\na\r\nb\r\n", 0),       # data holding CRLF
-                     (b"A\r\n0123456789\r\n", 0),   # uppercase size
-                     (b"05\r\nhello\r\n", 0),       # zero-padded size
-                     (b"5;x\r\nhello\r\n", 0),      # an extension
-                     (b"5\r\nhello", 0),            # no CRLF after the data yet
-                     (b"5\r\nhel", 0), (b"5\r", 0), (b"", 0)]:
-        pieces = []
-        assert _whole_chunks(body + stop, 0, pieces) == len(body) + at, stop
-        assert pieces == [b"hello", b"abc"]
+def _fed(client, method="POST"):
+    conn = _Conn(client)
+    conn.connection_made(_Transport())
+    task = asyncio.create_task(conn.send(method, b"head", b"", True, None))
+    return conn, task
+
+
+async def test_a_head_answer_ends_at_its_head_whatever_length_it_announces():
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    conn, task = _fed(client, "HEAD")
+    await asyncio.sleep(0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    resp = await task
+    assert (resp.status, resp.content_length, await resp.read()) == (200, None, b"")  # no body follows
+    assert client.idle == [conn] and not conn.transport.closed
+    # the next answer on the same connection parses from its own first byte
+    task = asyncio.create_task(conn.send("POST", b"head", b"", True, None))
+    await asyncio.sleep(0)
+    conn.data_received(ok(b"next"))
+    assert await (await task).read() == b"next"
+
+
+async def test_bytes_after_the_answer_drop_the_connection():
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    conn, task = _fed(client)
+    await asyncio.sleep(0)
+    conn.data_received(ok(b"one") + ok(b"two"))
+    assert await (await task).read() == b"one"
+    assert conn.transport.closed and conn not in client.idle
+
+
+async def test_a_head_that_never_ends_is_refused_past_64_kib_while_reading():
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    conn, task = _fed(client)
+    await asyncio.sleep(0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+    fed = 0
+    while not conn.transport.closed:
+        conn.data_received(b"a" * 1024)
+        fed += 1024
+        assert fed <= 65 * 1024
+    with pytest.raises(InvalidResponse, match="64 KiB"):
+        await task
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+], ids=["length-and-chunked", "two-lengths", "bad-chunk-size"])
+async def test_ambiguous_framing_is_refused(reply):
+    """A body whose end two readers could place differently (request smuggling's raw material)."""
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    conn, task = _fed(client)
+    await asyncio.sleep(0)
+    conn.data_received(reply)
+    try:
+        resp = await task
+    except InvalidResponse:
+        pass
+    else:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert conn.transport.closed and conn not in client.idle

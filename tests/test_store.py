@@ -1,6 +1,6 @@
 """Response store (engine/store): both backends through the same tests, the
 SQLite specifics (WAL, purge, several threads/processes on one file) and the
-RESP2 client (wire format, errors, reconnects, AUTH/SELECT, TLS).
+Redis ones (key layout, errors, reconnects, unix sockets, Sentinel and Cluster settings).
 
 Redis tests use the server on 127.0.0.1:6379, database 15, with a unique key
 prefix per test, and delete their keys afterwards.  When Redis is not
@@ -23,17 +23,8 @@ import pytest
 
 from engine.store import ResponseStore, StoreError, open_store
 from engine.store.redis import KEY_PREFIX, RedisStore
-from engine.store.resp import (
-    RedisClient,
-    RedisConnectionError,
-    RedisError,
-    RedisProtocolError,
-    RedisReplyError,
-    RedisTimeoutError,
-    encode_command,
-    parse_url,
-    read_reply,
-)
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from engine.store.sqlite import FILENAME, SQLiteStore
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -43,23 +34,23 @@ REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 async def _require_redis() -> None:
-    client = RedisClient(REDIS_URL, connect_timeout=2.0, command_timeout=5.0)
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2.0, socket_timeout=5.0)
     try:
         await client.ping()
     except RedisError as e:
         pytest.fail(f"Redis is required for these tests (CI starts it on 127.0.0.1:6379): {e}")
     finally:
-        await client.close()
+        await client.aclose()
 
 
 async def _delete_keys(prefix: str) -> None:
-    client = RedisClient(REDIS_URL)
+    client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        keys = await client.execute("KEYS", prefix + "*")
+        keys = await client.keys(prefix + "*")
         if keys:
             await client.delete(*keys)
     finally:
-        await client.close()
+        await client.aclose()
 
 
 @pytest.fixture
@@ -73,11 +64,11 @@ async def redis_prefix():
 
 @pytest.fixture
 async def admin():
-    """A raw RESP client on db 15 for looking behind a store's back."""
+    """A plain client on db 15 for looking behind a store's back."""
     await _require_redis()
-    client = RedisClient(REDIS_URL)
+    client = aioredis.Redis.from_url(REDIS_URL)
     yield client
-    await client.close()
+    await client.aclose()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -268,17 +259,26 @@ def test_open_store_kinds(tmp_path):
     r = open_store("redis://127.0.0.1:6379/15", str(tmp_path), 60)
     assert isinstance(r, RedisStore)
     assert r.key_prefix == KEY_PREFIX == "engine:resp:"
-    assert r.client.params.db == 15
+    assert r.client.connection_pool.connection_kwargs["db"] == 15
 
     t = open_store("rediss://:pw@cache.example.com:6380/2", str(tmp_path), 60)
-    assert t.client.params.tls and t.client.params.password == "pw"
+    kw = t.client.connection_pool.connection_kwargs
+    assert t.client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert (kw["host"], kw["port"], kw["db"], kw["password"]) == ("cache.example.com", 6380, 2, "pw")
+    assert "pw" not in repr(t)
+
+    u = open_store("unix:///run/redis/redis.sock?db=3", str(tmp_path), 60)
+    assert u.client.connection_pool.connection_class.__name__ == "UnixDomainSocketConnection"
+    assert u.client.connection_pool.connection_kwargs["path"] == "/run/redis/redis.sock"
 
     with pytest.raises(ValueError, match="unknown response store"):
         open_store("memcached://x", str(tmp_path), 60)
     with pytest.raises(ValueError, match="ttl_seconds"):
         open_store("sqlite", str(tmp_path), 0)
-    with pytest.raises(ValueError, match="database must be a number"):
-        open_store("redis://localhost/abc", str(tmp_path), 60)
+    for bad in ("redis://:hunter2@localhost/abc", "redis://:hunter2@localhost:99999", "redis://:hunter2@h/?db=x"):
+        with pytest.raises(ValueError, match="invalid Redis URL") as info:
+            open_store(bad, str(tmp_path), 60)
+        assert "hunter2" not in str(info.value)
 
 
 # ------------------------------------------------------------------ SQLite specifics
@@ -431,7 +431,7 @@ async def test_redis_key_layout_and_ttl(admin, tmp_path):
         await store.put(rid, {"text": "héllo"})
         raw = await admin.get(KEY_PREFIX + rid)
         assert json.loads(raw.decode("utf-8")) == {"text": "héllo"}
-        ttl = await admin.execute("TTL", KEY_PREFIX + rid)
+        ttl = await admin.ttl(KEY_PREFIX + rid)
         assert 3590 <= ttl <= 3600
         assert not (tmp_path / FILENAME).exists()
     finally:
@@ -448,345 +448,11 @@ async def test_redis_unreachable_is_a_clear_error(tmp_path):
 
 
 async def test_redis_auth_failure_is_a_clear_error(admin, tmp_path):
-    store = open_store("redis://:s3cr3t-pw@127.0.0.1:6379/15", str(tmp_path), 60)
+    store = open_store("redis://nobody:s3cr3t-pw@127.0.0.1:6379/15", str(tmp_path), 60)
     with pytest.raises(StoreError, match="refused AUTH") as info:
         await store.ping()
     assert "s3cr3t-pw" not in str(info.value)
     await store.close()
-
-
-# ------------------------------------------------------------------ RESP: wire format
-
-
-def test_encode_command():
-    assert encode_command("SET", "k", b"v\r\n", "EX", 60) == (
-        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\nEX\r\n$2\r\n60\r\n"
-    )
-    assert encode_command("GET", "ключ") == b"*2\r\n$3\r\nGET\r\n$8\r\n\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\r\n"
-    with pytest.raises(TypeError):
-        encode_command("SET", "k", True)
-    with pytest.raises(ValueError):
-        encode_command()
-
-
-async def _parse(data: bytes, *, chunks: int = 1):
-    reader = asyncio.StreamReader()
-    step = max(1, -(-len(data) // chunks))
-
-    async def feed() -> None:
-        for i in range(0, len(data), step):
-            reader.feed_data(data[i : i + step])
-            await asyncio.sleep(0)
-        reader.feed_eof()
-
-    feeder = asyncio.create_task(feed())
-    try:
-        return await read_reply(reader)
-    finally:
-        await feeder
-
-
-async def test_parse_bulk_strings():
-    assert await _parse(b"$5\r\nhello\r\n") == b"hello"
-    assert await _parse(b"$0\r\n\r\n") == b""
-    assert await _parse(b"$-1\r\n") is None
-    assert await _parse(b"$6\r\na\r\nb\x00c\r\n") == b"a\r\nb\x00c"  # binary-safe
-    big = os.urandom(300_000)
-    assert await _parse(b"$%d\r\n%s\r\n" % (len(big), big), chunks=37) == big
-    with pytest.raises(RedisProtocolError):
-        await _parse(b"$3\r\nabcde\r\n")  # length mismatch
-    with pytest.raises(asyncio.IncompleteReadError):
-        await _parse(b"$10\r\nabc")  # connection closed mid-reply
-
-
-async def test_parse_other_types():
-    assert await _parse(b"+OK\r\n") == "OK"
-    assert await _parse(b":42\r\n") == 42
-    assert await _parse(b":-7\r\n") == -7
-    assert await _parse(b"*-1\r\n") is None
-    assert await _parse(b"*0\r\n") == []
-    nested = await _parse(b"*4\r\n$3\r\nfoo\r\n:1\r\n*2\r\n+a\r\n$-1\r\n-ERR inside\r\n", chunks=9)
-    assert nested[:3] == [b"foo", 1, ["a", None]]
-    assert isinstance(nested[3], RedisReplyError) and nested[3].message == "ERR inside"
-    err = await _parse(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
-    assert isinstance(err, RedisReplyError) and err.code == "WRONGTYPE"
-    with pytest.raises(RedisProtocolError, match="unexpected reply type"):
-        await _parse(b"!oops\r\n")
-    with pytest.raises(RedisProtocolError, match="invalid integer"):
-        await _parse(b":x\r\n")
-
-
-def test_parse_url():
-    p = parse_url("redis://localhost")
-    assert (p.host, p.port, p.db, p.username, p.password, p.tls) == ("localhost", 6379, 0, None, None, False)
-    p = parse_url("redis://:p%40ss%3Aword@10.0.0.5:6380/3")
-    assert (p.host, p.port, p.db, p.username, p.password) == ("10.0.0.5", 6380, 3, None, "p@ss:word")
-    p = parse_url("redis://alice:pw@[::1]:7000?db=4")
-    assert (p.host, p.port, p.db, p.username, p.password, p.address) == ("::1", 7000, 4, "alice", "pw", "[::1]:7000")
-    p = parse_url("REDISS://cache.example.com/1?ssl_cert_reqs=none")
-    assert p.tls and not p.tls_verify and p.db == 1
-    for bad, message in [
-        ("http://localhost", "scheme"),
-        ("redis://localhost/x", "database must be a number"),
-        ("redis://localhost:99999", "invalid Redis URL"),
-        ("redis://localhost/1?db=2", "database given twice"),
-        ("redis://localhost/?socket_timeout=3", "unsupported query parameter"),
-        ("redis://localhost/?ssl_cert_reqs=none", "need a rediss://"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            parse_url(bad)
-    with pytest.raises(ValueError) as info:
-        parse_url("redis://u:hunter2@h/?bogus=1")
-    assert "hunter2" not in str(info.value)
-
-
-# ------------------------------------------------------------------ RESP: real server
-
-
-async def test_error_replies_are_raised_and_connection_survives(admin, redis_prefix):
-    client = RedisClient(REDIS_URL, max_connections=1)
-    try:
-        with pytest.raises(RedisReplyError, match="wrong number of arguments") as info:
-            await client.execute("GET")
-        assert info.value.code == "ERR"
-        key = redis_prefix + "list"
-        await client.execute("RPUSH", key, "x")
-        with pytest.raises(RedisReplyError) as info:
-            await client.get(key)
-        assert info.value.code == "WRONGTYPE"
-        await client.ping()  # same (only) connection, still in sync
-        assert await client.set(redis_prefix + "k", "v", ex=10) is True
-        assert await client.get(redis_prefix + "k") == b"v"
-        assert await client.delete(redis_prefix + "k", redis_prefix + "nope") == 1
-        assert await client.get(redis_prefix + "k") is None
-    finally:
-        await client.close()
-
-
-async def test_reconnects_after_client_kill(admin):
-    client = RedisClient(REDIS_URL, max_connections=1)
-    try:
-        first = await client.execute("CLIENT", "ID")
-        assert b"db=15" in await client.execute("CLIENT", "INFO")
-        assert await admin.execute("CLIENT", "KILL", "ID", first) == 1
-        await asyncio.sleep(0.05)
-        await client.ping()
-        second = await client.execute("CLIENT", "ID")
-        assert second != first
-        # the new connection SELECTed db 15 again
-        assert b"db=15" in await client.execute("CLIENT", "INFO")
-    finally:
-        await client.close()
-
-
-async def test_reconnects_when_kill_is_not_yet_noticed(admin):
-    """The kill races the next command: the write succeeds, the read sees EOF."""
-    client = RedisClient(REDIS_URL, max_connections=1)
-    try:
-        first = await client.execute("CLIENT", "ID")
-        await admin.execute("CLIENT", "KILL", "ID", first)
-        assert await client.execute("CLIENT", "ID") != first
-    finally:
-        await client.close()
-
-
-# ------------------------------------------------------------------ RESP: fake server
-
-CLOSE = object()  # close the connection without replying
-HANG = object()  # never reply
-
-
-class FakeRedis:
-    """A tiny RESP server: ``handler(command: list[bytes], conn_no: int, cmd_no: int)``
-    returns the raw reply bytes, CLOSE or HANG."""
-
-    def __init__(self, handler, ssl_context: ssl.SSLContext | None = None):
-        self.handler = handler
-        self.ssl_context = ssl_context
-        self.commands: list[list[bytes]] = []
-        self.connections = 0
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> "FakeRedis":
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-        for w in self._writers:
-            w.transport.abort()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader, writer) -> None:
-        self.connections += 1
-        conn_no = self.connections
-        self._writers.append(writer)
-        cmd_no = 0
-        try:
-            while True:
-                try:
-                    command = await read_reply(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                cmd_no += 1
-                self.commands.append(command)
-                reply = self.handler(command, conn_no, cmd_no)
-                if reply is CLOSE:
-                    return
-                if reply is HANG:
-                    await asyncio.sleep(3600)
-                writer.write(reply)
-                await writer.drain()
-        finally:
-            writer.close()
-
-
-def pong(command, conn_no, cmd_no):
-    if command[0].upper() == b"PING":
-        return b"+PONG\r\n"
-    if command[0].upper() in (b"AUTH", b"SELECT"):
-        return b"+OK\r\n"
-    return b"-ERR unknown command\r\n"
-
-
-async def test_fake_server_closing_after_every_reply():
-    def handler(command, conn_no, cmd_no):
-        return pong(command, conn_no, cmd_no)
-
-    class ClosingFake(FakeRedis):
-        async def _serve(self, reader, writer):
-            self.connections += 1
-            command = await read_reply(reader)
-            self.commands.append(command)
-            writer.write(handler(command, self.connections, 1))
-            await writer.drain()
-            writer.close()
-
-    async with ClosingFake(handler) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}", max_connections=1)
-        for _ in range(5):
-            await client.ping()
-            await asyncio.sleep(0.01)
-        assert fake.connections == 5
-        for _ in range(3):  # no pause: the EOF may not be noticed before reuse
-            await client.ping()
-        assert fake.connections == 8
-        await client.close()
-
-
-async def test_retry_once_when_pooled_connection_dies_mid_command():
-    def handler(command, conn_no, cmd_no):
-        if conn_no == 1 and cmd_no == 2:
-            return CLOSE  # pooled connection: read the command, then drop it
-        return pong(command, conn_no, cmd_no)
-
-    async with FakeRedis(handler) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}")
-        await client.ping()
-        await client.ping()  # retried transparently on connection 2
-        assert fake.connections == 2
-        assert len(fake.commands) == 3
-        await client.close()
-
-
-async def test_fresh_connection_failure_is_raised_not_retried_forever():
-    async with FakeRedis(lambda *a: CLOSE) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}")
-        with pytest.raises(RedisConnectionError, match="lost the connection to Redis .* during PING"):
-            await client.ping()
-        assert fake.connections == 1
-        await client.close()
-
-
-async def test_partial_reply_then_close_is_an_error():
-    def handler(command, conn_no, cmd_no):
-        if cmd_no == 2:
-            return b"$100\r\nonly-part"  # a reply starts, then the server hangs up
-        return pong(command, conn_no, cmd_no)
-
-    class Fake(FakeRedis):
-        async def _serve(self, reader, writer):
-            self.connections += 1
-            n = 0
-            while True:
-                try:
-                    command = await read_reply(reader)
-                except asyncio.IncompleteReadError:
-                    break
-                n += 1
-                writer.write(handler(command, self.connections, n))
-                await writer.drain()
-                if n == 2:
-                    break
-            writer.close()
-
-    async with Fake(handler) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}")
-        await client.ping()
-        with pytest.raises(RedisConnectionError, match="lost the connection"):
-            await client.execute("GET", "k")
-        assert fake.connections == 1  # a reply had started: not retried
-        await client.ping()  # and the client recovers
-        await client.close()
-
-
-async def test_auth_and_select_from_url():
-    async with FakeRedis(pong) as fake:
-        client = RedisClient(f"redis://alice:p%40ss@127.0.0.1:{fake.port}/3")
-        await client.ping()
-        await client.ping()
-        assert fake.commands == [[b"AUTH", b"alice", b"p@ss"], [b"SELECT", b"3"], [b"PING"], [b"PING"]]
-        await client.close()
-
-    async with FakeRedis(pong) as fake:
-        client = RedisClient(f"redis://:only-pw@127.0.0.1:{fake.port}")
-        await client.ping()
-        assert fake.commands == [[b"AUTH", b"only-pw"], [b"PING"]]
-        await client.close()
-
-
-async def test_auth_refused():
-    def handler(command, conn_no, cmd_no):
-        if command[0] == b"AUTH":
-            return b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-        return pong(command, conn_no, cmd_no)
-
-    async with FakeRedis(handler) as fake:
-        client = RedisClient(f"redis://:bad@127.0.0.1:{fake.port}")
-        with pytest.raises(RedisReplyError, match="refused AUTH: WRONGPASS") as info:
-            await client.ping()
-        assert "bad" not in str(info.value).replace("WRONGPASS", "")
-        await client.close()
-
-
-async def test_command_timeout_discards_connection():
-    def handler(command, conn_no, cmd_no):
-        return HANG if conn_no == 1 else pong(command, conn_no, cmd_no)
-
-    async with FakeRedis(handler) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}", command_timeout=0.2)
-        with pytest.raises(RedisTimeoutError, match="did not answer PING within 0.2s"):
-            await client.ping()
-        await client.ping()  # a new connection; the hung one is gone
-        assert fake.connections == 2
-        await client.close()
-
-
-async def test_cancelled_command_discards_connection():
-    def handler(command, conn_no, cmd_no):
-        return HANG if conn_no == 1 else pong(command, conn_no, cmd_no)
-
-    async with FakeRedis(handler) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}")
-        task = asyncio.create_task(client.ping())
-        await asyncio.sleep(0.1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await client.ping()
-        assert fake.connections == 2
-        await client.close()
 
 
 def _free_port() -> int:
@@ -797,60 +463,148 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_connection_refused():
-    port = _free_port()
-    client = RedisClient(f"redis://127.0.0.1:{port}")
-    with pytest.raises(RedisConnectionError, match=rf"cannot connect to Redis at 127\.0\.0\.1:{port}"):
-        await client.ping()
-    await client.close()
-    with pytest.raises(RedisError, match="closed"):
-        await client.ping()
+async def test_redis_store_reconnects_after_its_connection_is_killed(admin, tmp_path):
+    store = open_store(REDIS_URL, str(tmp_path), 60)
+    rid = new_id()
+    try:
+        await store.put(rid, {"n": 1})
+        first = await store.client.client_id()  # the pool's one connection
+        assert await admin.execute_command("CLIENT", "KILL", "ID", first) == 1
+        await asyncio.sleep(0.05)
+        assert await store.get(rid) == {"n": 1}  # a fresh connection, db 15 selected again
+        assert await store.client.client_id() != first
+    finally:
+        await admin.delete(KEY_PREFIX + rid)
+        await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.get(rid)
 
 
-async def test_pool_limits_connections():
-    async with FakeRedis(pong) as fake:
-        client = RedisClient(f"redis://127.0.0.1:{fake.port}", max_connections=3)
-        await asyncio.gather(*(client.ping() for _ in range(40)))
-        assert 1 <= fake.connections <= 3
-        await client.close()
+# ------------------------------------------------------------------ Redis over a unix socket
 
 
-# ------------------------------------------------------------------ RESP: TLS (rediss://)
+@pytest.fixture
+def unix_redis(tmp_path):
+    """A redis-server of this test's own, listening on a unix socket only, in a temp folder."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+    import time
+
+    for _ in range(500):
+        try:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(1)
+                c.connect(str(sock))
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not open its unix socket")
+    yield str(sock)
+    proc.terminate()
+    proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def self_signed_cert(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(cert), str(key)
+async def test_redis_store_over_a_unix_socket(unix_redis, tmp_path):
+    store = open_store(f"unix://{unix_redis}?db=2", str(tmp_path), 60, timeout=2)
+    rid = new_id()
+    try:
+        await store.ping()
+        await store.put(rid, sample_record(rid))
+        assert await store.get(rid) == sample_record(rid)
+        raw = aioredis.Redis.from_url(f"unix://{unix_redis}?db=2")
+        try:
+            assert 50 <= await raw.ttl(KEY_PREFIX + rid) <= 60  # db 2 of that server, SET ... EX
+        finally:
+            await raw.aclose()
+        assert await store.delete(rid) is True
+        assert await store.get(rid) is None
+    finally:
+        await store.close()
 
 
-async def test_rediss_tls(self_signed_cert):
-    cert, key = self_signed_cert
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    async with FakeRedis(pong, ssl_context=server_ctx) as fake:
-        client = RedisClient(f"rediss://localhost:{fake.port}/2?ssl_ca_certs={cert}")
-        await client.ping()
-        assert fake.commands == [[b"SELECT", b"2"], [b"PING"]]
-        await client.close()
+async def test_redis_unix_socket_missing_is_a_clear_error(tmp_path):
+    path = tmp_path / "absent.sock"
+    store = open_store(f"unix://{path}", str(tmp_path), 60, timeout=1)
+    with pytest.raises(StoreError, match=f"cannot connect to Redis at {path}"):
+        await store.ping()
+    await store.close()
 
-        client = RedisClient(f"rediss://127.0.0.1:{fake.port}/?ssl_cert_reqs=none")
-        await client.ping()
-        await client.close()
 
-        client = RedisClient(f"rediss://localhost:{fake.port}")  # system CAs: not trusted
-        with pytest.raises(RedisConnectionError, match="TLS handshake with Redis at localhost:.* failed"):
-            await client.ping()
-        await client.close()
+def test_config_takes_a_unix_socket_url():
+    from engine import config
+
+    cfg = config.load({}, env={"TOKLIGENCE_SESSION_STORE": "unix:///run/redis.sock?db=1"})
+    assert cfg.session_store == "unix:///run/redis.sock?db=1"
+    with pytest.raises(config.ConfigError, match="session_store"):
+        config.load({}, env={"TOKLIGENCE_SESSION_STORE": "unix://"})
+
+
+# ------------------------------------------------------------------ Sentinel and Cluster settings
+
+
+def test_sentinel_settings_build_a_sentinel_client(tmp_path):
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    from engine import config
+
+    cfg = config.load({}, env={
+        "TOKLIGENCE_SESSION_STORE": "rediss://app:s3cret@ignored:1/4?ssl_ca_certs=/etc/ca.pem",
+        "TOKLIGENCE_REDIS_SENTINELS": "10.0.0.1:26379, [fd00::2]:26380",
+        "TOKLIGENCE_REDIS_SENTINEL_MASTER": "gateway",
+        "TOKLIGENCE_REDIS_SENTINEL_PASSWORD": "sentinel-pw",
+    })
+    assert cfg.redis_sentinels == (("10.0.0.1", 26379), ("fd00::2", 26380))
+    assert "sentinel-pw" not in repr(cfg)
+    store = open_store(cfg.session_store, str(tmp_path), 60, timeout=2, settings=cfg)
+    pool = store.client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "gateway"
+    kw = pool.connection_kwargs
+    assert (kw["db"], kw["username"], kw["password"], kw["ssl_ca_certs"]) == (4, "app", "s3cret", "/etc/ca.pem")
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"  # rediss://: TLS to the master
+    assert "host" not in kw  # the master's address comes from Sentinel
+    sentinels = pool.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["host"] for s in sentinels] == ["10.0.0.1", "fd00::2"]
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [26379, 26380]
+    assert all(s.connection_pool.connection_kwargs["password"] == "sentinel-pw" for s in sentinels)
+    assert "gateway" in repr(store) and "10.0.0.1:26379" in repr(store)
+
+
+def test_cluster_setting_builds_a_cluster_client(tmp_path):
+    from redis.asyncio.cluster import RedisCluster
+
+    from engine import config
+
+    cfg = config.load({}, env={"TOKLIGENCE_SESSION_STORE": "redis://:pw@node1.internal:7000/0",
+                               "TOKLIGENCE_REDIS_CLUSTER": "true"})
+    assert cfg.redis_cluster is True
+    store = open_store(cfg.session_store, str(tmp_path), 60, timeout=2, settings=cfg)
+    assert isinstance(store.client, RedisCluster)
+    assert [(n.host, n.port) for n in store.client.nodes_manager.startup_nodes.values()] == [("node1.internal", 7000)]
+    assert store.client.nodes_manager.connection_kwargs["password"] == "pw"
+
+    both = config.load({}, env={"TOKLIGENCE_SESSION_STORE": "redis://n:7000", "TOKLIGENCE_REDIS_CLUSTER": "1",
+                                "TOKLIGENCE_REDIS_SENTINELS": "s:26379"})
+    with pytest.raises(ValueError, match="exclude each other"):
+        open_store(both.session_store, str(tmp_path), 60, settings=both)
+    db3 = config.load({}, env={"TOKLIGENCE_SESSION_STORE": "redis://n:7000/3", "TOKLIGENCE_REDIS_CLUSTER": "1"})
+    with pytest.raises(ValueError, match="database 0 only"):
+        open_store(db3.session_store, str(tmp_path), 60, settings=db3)
+
+
+def test_bad_sentinel_addresses_are_a_config_error():
+    from engine import config
+
+    with pytest.raises(config.ConfigError, match="redis_sentinels"):
+        config.load({}, env={"TOKLIGENCE_REDIS_SENTINELS": "10.0.0.1"})

@@ -304,6 +304,7 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
         up.secret_keys = secret_bytes(secrets)
         up.max_body = cfg.upstream_max_body_bytes
         up.max_event = cfg.upstream_max_event_bytes
+        up.configure_egress(cfg)
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():

@@ -11,46 +11,61 @@ the callers' error handling is unchanged.
 
 A reused connection that the server closed while idle fails before any response byte: such a
 request is sent once more on a new connection (nothing has reached the upstream's application).
+
+Responses are parsed by llhttp (through httptools): status line, headers, Content-Length and
+chunked framing, trailers, and refusal of what two readers could frame differently (Content-Length
+with Transfer-Encoding, two lengths, bad chunk sizes). This module keeps what llhttp leaves to its
+caller: the 64 KiB bound on a head (on the complete head, and on the bytes received while it is
+incomplete, so memory stays bounded), interim 1xx heads skipped, 101 refused, a HEAD answer ending
+at its head, bytes after an answer dropping the connection, the pool and the deadlines. Its cost,
+measured against a hand-written head and chunk parser doing the same job (one tight loop, both
+side by side in one run, best of 9, one core, µs per response, hand-written / llhttp): a non-stream answer with 20 headers and a
+2 KB body in one read 11.1 / 13.1; a 40 KB body in 16 KB reads 12.4 / 14.9; an SSE stream of 100
+events one chunk per read 144 / 56, in 4 KB reads 72 / 26. So about 2 µs more per head (a Python
+call per header) and 2.5x less per streamed event.
+
+Egress through an HTTP proxy (`proxy=`, from upstream_proxy or HTTPS_PROXY / HTTP_PROXY unless
+NO_PROXY names the host; see proxy_for): an https origin through a CONNECT tunnel, TLS end to end
+inside it; an http origin by absolute-form requests sent to the proxy.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 import time
+import urllib.request
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import httptools
 
 from .httpresponse import Body, Headers, Response
 
 KEEPALIVE_SECONDS = 15.0  # idle connections older than this are not reused (aiohttp's default too)
 _MAX_HEAD = 64 * 1024
-_MAX_CHUNK_LINE = 4096
-# a chunk size line: hex digits, then optional whitespace and extensions (ignored)
-_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n").match
 _KA_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+)", re.I).search
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
-# connection states
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _CLOSED = range(9)
+# connection states: the body is framed by llhttp (length or chunked), or ends when the connection does
+_IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _CLOSED = range(5)
 
 
 class _Conn(asyncio.Protocol):
-    """One connection: writes a request, parses its response, then goes back to the pool."""
+    """One connection: writes a request, parses its response (llhttp), then goes back to the pool."""
 
     def __init__(self, client: "HttpClient"):
         self.client = client
         self.loop = client.loop
         self.transport: asyncio.Transport | None = None
         self.state = _IDLE
-        self.buf = b""
+        self.parser = None
         self.waiter: asyncio.Future | None = None
         self.method = "GET"
         self.body: Body | None = None
-        self.remaining = 0
         self.keep_alive = True
         self.decompress = True
         self.max_inflated = client.max_inflated
@@ -58,6 +73,13 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.idle_since = 0.0
         self.idle_limit = KEEPALIVE_SECONDS
+        # the response being parsed
+        self.items: list = []
+        self.reason = b""
+        self.head_seen = 0   # bytes received while a head is incomplete, against _MAX_HEAD
+        self.interim = False
+        self.pieces: list = []
+        self.stray = False
 
     # -- asyncio.Protocol
     def connection_made(self, transport):
@@ -74,7 +96,7 @@ class _Conn(asyncio.Protocol):
                     "the upstream closed the connection before answering"))
         elif state == _UNTIL_CLOSE:
             self.body.feed_eof()
-        elif state != _IDLE and state != _CLOSED and self.body is not None:
+        elif state == _BODY and self.body is not None:
             self.body.set_exception(aiohttp.ClientPayloadError(
                 "Response payload is not completed: the upstream closed the connection"))
 
@@ -85,14 +107,27 @@ class _Conn(asyncio.Protocol):
             self.abort(None)  # bytes nobody asked for: the connection is out of step
             return
         try:
-            if state == _LENGTH and not self.buf and len(data) < self.remaining:
-                self.remaining -= len(data)
-                self._deliver(data)
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            self._flush()
+            if self.stray:
+                self.abort(None)  # bytes after the response: the connection is out of step
                 return
-            self.buf = self.buf + data if self.buf else data
-            self._parse()
-        except _BadResponse as e:
-            self._fail(str(e))
+            self._fail(str(cause) if isinstance(cause, _BadResponse) else f"the upstream's response: {cause!r}")
+            return
+        except httptools.HttpParserError as e:
+            self._flush()
+            self._fail(f"malformed response from the upstream: {e}")
+            return
+        if self.pieces:
+            self._flush()
+        if self.stray:
+            self.abort(None)  # bytes after the response: the connection is out of step
+        elif self.state == _HEAD:
+            self.head_seen += len(data)
+            if self.head_seen > _MAX_HEAD:
+                self._fail("response head over 64 KiB")
 
     def pause(self):
         if not self.paused and self.transport is not None and not self.transport.is_closing():
@@ -108,11 +143,7 @@ class _Conn(asyncio.Protocol):
     # -- requests
     async def send(self, method: str, head: bytes, data: bytes, decompress: bool,
                    deadline: float | None) -> Response:
-        self.method = method
-        self.state = _HEAD
-        self.decompress = decompress
-        self.got_bytes = False
-        self.body = None
+        self._begin(method, decompress)
         self.waiter = w = self.loop.create_future()
         if data:
             self.transport.writelines((head, data))
@@ -131,6 +162,20 @@ class _Conn(asyncio.Protocol):
         finally:
             if due is not None:
                 due.discard(self)
+
+    def _begin(self, method: str, decompress: bool):
+        """Ready to parse one response: a fresh parser each time, so nothing of the last one
+        (a HEAD answer's announced length) carries over."""
+        self.method = method
+        self.state = _HEAD
+        self.decompress = decompress
+        self.got_bytes = False
+        self.body = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.items = []      # header names and values, alternating, as bytes
+        self.reason = b""
+        self.head_seen = 0
+        self.interim = self.stray = False
 
     def _head_timeout(self):
         w = self.waiter
@@ -154,93 +199,50 @@ class _Conn(asyncio.Protocol):
         else:
             self.abort(aiohttp.ClientPayloadError(why))
 
-    # -- parsing
-    def _parse(self):
-        buf = self.buf
-        i = 0
-        while True:
-            state = self.state
-            if state == _HEAD:
-                j = buf.find(b"\r\n\r\n", i)
-                if j < 0:
-                    if len(buf) - i > _MAX_HEAD:
-                        raise _BadResponse("response head over 64 KiB")
-                    break
-                if j - i > _MAX_HEAD:
-                    raise _BadResponse("response head over 64 KiB")
-                head = buf[i:j]
-                i = j + 4
-                if self._head(head):
-                    continue  # 1xx: the real head follows
-                if self.state == _IDLE:  # no body at all
-                    break
-            elif state == _LENGTH:
-                n = len(buf) - i
-                if n < self.remaining:
-                    if n:
-                        self.remaining -= n
-                        self._deliver(buf[i:] if i else buf)
-                    i = len(buf)
-                    break
-                end = i + self.remaining
-                self.remaining = 0
-                self._deliver(buf[i:end])
-                i = end
-                self._done()
-                break
-            elif state == _UNTIL_CLOSE:
-                if i < len(buf):
-                    self._deliver(buf[i:] if i else buf)
-                i = len(buf)
-                break
-            elif state in (_CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS):
-                i = self._chunks(buf, i)
-                break
-            else:
-                break
-        rest = buf[i:] if i < len(buf) else b""
-        if rest and self.state in (_IDLE, _CLOSED):
-            self.buf = b""
-            if self.state == _IDLE:
-                self.abort(None)  # bytes after the response: the connection is out of step
-            return
-        self.buf = rest
+    # -- llhttp's callbacks (httptools), called from feed_data
+    def on_message_begin(self):
+        if self.state != _HEAD:
+            self.stray = True  # a second answer to one request: parse no further
+            raise _BadResponse("bytes after the upstream's answer")
 
-    def _head(self, head: bytes) -> bool:
-        """Parses a response head; True for an interim 1xx one."""
-        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
-            raise _BadResponse(f"malformed status line from the upstream: {lines[0][:100]!r}")
-        status = int(parts[1])
+    def on_status(self, at: bytes):
+        self.reason += at
+
+    def on_header(self, name: bytes, value: bytes):
+        self.items.append(name)
+        self.items.append(value)
+
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            return True  # interim (100 Continue, 103 Early Hints): the final head follows
+            # interim (100 Continue, 103 Early Hints): the final head follows
+            self.interim = True
+            self.items = []
+            self.reason = b""
+            self.head_seen = 0
+            return
         if status == 101:
             # a switch to another protocol: the bytes after it are not HTTP, so nothing can be relayed
             raise _BadResponse("the upstream answered 101 Switching Protocols")
-        items = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise _BadResponse(f"malformed header line from the upstream: {line[:100]!r}")
-            items.append((name, value.strip(" \t")))
-        headers = Headers(items)
-        version = parts[0]
+        items = self.items
+        # the complete head: status line, and each header line's name, ": " and CRLF
+        if sum(map(len, items)) + 2 * len(items) + len(self.reason) + 17 > _MAX_HEAD:
+            raise _BadResponse("response head over 64 KiB")
+        # one decode for the whole head (llhttp refuses a NUL in a name or value)
+        text = b"\0".join(items).decode("utf-8", "surrogateescape").split("\0") if items else []
+        headers = Headers(list(zip(text[::2], text[1::2])))
         conn_hdr = (headers.get("connection") or "").lower()
-        self.keep_alive = version == "HTTP/1.1" and "close" not in conn_hdr
+        self.keep_alive = self.parser.get_http_version() == "1.1" and "close" not in conn_hdr
         self.idle_limit = _idle_limit(headers.get("keep-alive"))
         length = None
-        if self.method == "HEAD" or status in (204, 304) or status < 200:
-            mode = _IDLE
+        bodiless = self.method == "HEAD" or status in (204, 304)
+        if bodiless:
+            mode = _BODY
         elif "chunked" in (headers.get("transfer-encoding") or "").lower():
-            mode = _CHUNK_SIZE
+            mode = _BODY
         elif headers.get("content-length") is not None:
-            cl = headers.get("content-length").strip()
-            if not cl.isdigit():
-                raise _BadResponse(f"malformed content-length from the upstream: {cl[:40]!r}")
-            length = int(cl)
-            mode = _LENGTH if length else _IDLE
-            self.remaining = length
+            length = int(headers.get("content-length"))  # llhttp has checked it is digits
+            mode = _BODY
         else:
             mode = _UNTIL_CLOSE
             self.keep_alive = False
@@ -249,88 +251,35 @@ class _Conn(asyncio.Protocol):
         # backpressure holds on the compressed bytes and a bomb costs no more than one step
         inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
         self.body = body = Body(self, inflater, self.max_inflated)
-        resp = Response(status, parts[2] if len(parts) > 2 else "", headers, body, self, length)
+        resp = Response(status, self.reason.decode("utf-8", "surrogateescape"), headers, body, self, length)
         self.state = mode
-        if mode == _IDLE:
-            body.feed_eof()
-            self._done()
         w = self.waiter
         self.waiter = None
         if w is not None and not w.done():
             w.set_result(resp)
-        return False
+        if self.method == "HEAD":
+            self._done()  # llhttp would wait for the announced length: the answer ends here
 
-    def _chunks(self, buf: bytes, i: int) -> int:
-        pieces = []
-        n = len(buf)
-        state = self.state
-        if state == _CHUNK_SIZE:
-            i = _whole_chunks(buf, i, pieces)
-        while True:
-            if state == _CHUNK_SIZE:
-                m = _SIZE_LINE(buf, i)
-                if m is None:
-                    j = buf.find(b"\r\n", i)
-                    if j >= 0:
-                        raise _BadResponse(f"malformed chunk size from the upstream: {buf[i:j][:40]!r}")
-                    if n - i > _MAX_CHUNK_LINE:
-                        raise _BadResponse("chunk size line too long")
-                    break
-                size = int(m.group(1), 16)
-                i = m.end()
-                if not size:
-                    state = _TRAILERS
-                    continue
-                end = i + size
-                if end + 2 <= n:  # the whole chunk is here (the usual case: one SSE event each)
-                    if buf[end] != 13 or buf[end + 1] != 10:
-                        raise _BadResponse("chunk data not followed by CRLF")
-                    pieces.append(buf[i:end])
-                    i = end + 2
-                    continue
-                self.remaining = size
-                state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                left = n - i
-                if not left:
-                    break
-                want = self.remaining
-                if left < want:
-                    pieces.append(buf[i:])
-                    self.remaining = want - left
-                    i = n
-                    break
-                pieces.append(buf[i:i + want])
-                i += want
-                state = _CHUNK_CRLF
-            elif state == _CHUNK_CRLF:
-                if n - i < 2:
-                    break
-                if buf[i] != 13 or buf[i + 1] != 10:
-                    raise _BadResponse("chunk data not followed by CRLF")
-                i += 2
-                state = _CHUNK_SIZE
-            else:  # _TRAILERS: header lines up to an empty one
-                j = buf.find(b"\r\n", i)
-                if j < 0:
-                    if n - i > _MAX_HEAD:
-                        raise _BadResponse("trailers over 64 KiB")
-                    break
-                empty = j == i
-                i = j + 2
-                if empty:
-                    self.state = state
-                    if pieces:
-                        self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                    self._done()
-                    return i
-        self.state = state
+    def on_body(self, data: bytes):
+        if self.state == _BODY or self.state == _UNTIL_CLOSE:
+            self.pieces.append(data)
+        else:
+            self.stray = True
+
+    def on_message_complete(self):
+        if self.interim:
+            self.interim = False
+            return
+        if self.state == _BODY or self.state == _UNTIL_CLOSE:
+            self._flush()
+            self._done()
+
+    def _flush(self):
+        pieces = self.pieces
         if pieces:
-            self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        return i
-
-    def _deliver(self, data: bytes):
-        self.body.feed(data)
+            self.pieces = []
+            if self.body is not None:
+                self.body.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def _done(self):
         """The whole response has arrived: the body ends and the connection is free again."""
@@ -344,26 +293,6 @@ class _Conn(asyncio.Protocol):
             self.client._release(self)
         else:
             self.abort(None)
-
-
-def _whole_chunks(buf: bytes, i: int, pieces: list) -> int:
-    """Takes the run of whole chunks at buf[i:] whose size lines are plain hex and whose data
-    holds no CRLF (an SSE event ends its lines with LF): one C split, then one comparison per
-    chunk. Returns where it stopped; the general parser takes it from there (an uppercase or
-    zero-padded size, extensions, the last chunk, a part, any doubt)."""
-    segs = (buf[i:] if i else buf).split(b"\r\n")
-    last = len(segs) - 2  # data must be followed by its CRLF: a segment after it
-    k = 0
-    while k < last:
-        data = segs[k + 1]
-        size = len(data)
-        # the size line must be exactly the data's length in lowercase hex, as servers write it
-        if not size or segs[k] != b"%x" % size:
-            break
-        pieces.append(data)
-        i += len(segs[k]) + size + 4
-        k += 2
-    return i
 
 
 def _idle_limit(keep_alive: str | None) -> float:
@@ -468,11 +397,64 @@ class _Call:
             self.resp.release()
 
 
+def proxy_for(base_url: str, configured: str = "") -> str | None:
+    """The proxy URL to reach `base_url` through, or None to go direct. `configured` is the
+    upstream_proxy setting: "none" goes direct, a URL is used, "" defers to the environment
+    (HTTPS_PROXY for an https origin, HTTP_PROXY for http, lowercase names first, as curl).
+    NO_PROXY (host names, domain suffixes, `*`) sends a host direct in both cases."""
+    configured = (configured or "").strip()
+    if configured.lower() == "none":
+        return None
+    u = urlsplit(base_url)
+    host = u.hostname or ""
+    env = urllib.request.getproxies_environment()
+    if "no" in env:
+        hostport = f"{host}:{u.port}" if u.port else host
+        if urllib.request.proxy_bypass_environment(hostport, env):
+            return None
+    if configured:
+        return configured
+    return env.get(u.scheme) or None
+
+
+def _parse_proxy(proxy: str) -> tuple[str, int, str | None]:
+    """(host, port, Proxy-Authorization value or None) of an http:// proxy URL."""
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # HTTPS_PROXY=host:3128, as curl takes it
+    p = urlsplit(proxy)
+    if p.scheme != "http" or not p.hostname:
+        raise ValueError(f"the proxy must be an http://host:port URL, got {p.scheme}://{p.hostname or ''}")
+    auth = None
+    if p.username is not None:
+        cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(cred).decode()
+    return p.hostname, p.port or 80, auth
+
+
+class _TunnelReply(asyncio.Protocol):
+    """The proxy's answer to CONNECT: its head, up to the blank line."""
+
+    def __init__(self, loop):
+        self.done = loop.create_future()
+        self.buf = b""
+
+    def data_received(self, data):
+        self.buf += data
+        if b"\r\n\r\n" in self.buf or len(self.buf) > _MAX_HEAD:
+            if not self.done.done():
+                self.done.set_result(self.buf)
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_exception(ConnectionResetError("the proxy closed the connection during CONNECT"))
+
+
 class HttpClient:
     """Pooled keep-alive HTTP/1.1 connections to the origin of `base_url` (http or https)."""
 
     def __init__(self, base_url: str, connect_timeout: float | None = 10.0,
-                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024):
+                 ssl_context: ssl.SSLContext | None = None, max_inflated: int = 64 * 1024 * 1024,
+                 proxy: str | None = None):
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream base URL must be http:// or https://HOST, got {base_url!r}")
@@ -486,6 +468,11 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.max_inflated = max_inflated  # 0: no limit
         self.ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
+        self.proxy = _parse_proxy(proxy) if proxy else None
+        # an http origin through a proxy: absolute-form request targets, sent to the proxy
+        self.target = f"http://{self.host_header}" if self.proxy and not self.tls else ""
+        self.proxy_auth_line = (f"Proxy-Authorization: {self.proxy[2]}\r\n"
+                                if self.target and self.proxy[2] else "")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.deadlines: HeadDeadlines | None = None
         self.idle: list[_Conn] = []
@@ -503,7 +490,8 @@ class HttpClient:
         return _Call(self, ("POST", path, data, headers, True))
 
     def _head(self, method: str, path: str, n: int, headers, decompress: bool) -> bytes:
-        parts = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        parts = [f"{method} {self.target}{self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                 f"{self.proxy_auth_line}"]
         offered = False
         if headers:
             for k, v in headers.items():
@@ -556,15 +544,49 @@ class HttpClient:
             limit = left if limit is None else min(limit, left)
         try:
             async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.host if self.tls else None)
+                if self.proxy is not None:
+                    conn = await self._via_proxy(loop)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
+                        server_hostname=self.host if self.tls else None)
         except TimeoutError:
-            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}") from None
+            raise ConnectTimeout(f"Connection timeout to host {self.host}:{self.port}{self._via()}") from None
         except OSError as e:
-            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}: "
+            raise ConnectFailed(e.errno, f"Cannot connect to host {self.host}:{self.port}{self._via()}: "
                                          f"{e.strerror or e}") from None
         return conn, False
+
+    def _via(self) -> str:
+        return f" through the proxy {self.proxy[0]}:{self.proxy[1]}" if self.proxy else ""
+
+    async def _via_proxy(self, loop) -> _Conn:
+        phost, pport, auth = self.proxy
+        if not self.tls:
+            _, conn = await loop.create_connection(lambda: _Conn(self), phost, pport)
+            return conn
+        transport, reply = await loop.create_connection(lambda: _TunnelReply(loop), phost, pport)
+        try:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            target = f"{host}:{self.port}"
+            auth_line = f"Proxy-Authorization: {auth}\r\n" if auth else ""
+            transport.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth_line}\r\n".encode())
+            head = await reply.done
+            status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = status_line.split(" ", 2)
+            if b"\r\n\r\n" not in head or len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+                raise OSError(f"the proxy's answer to CONNECT is not HTTP: {status_line[:100]!r}")
+            if not parts[1].startswith("2"):
+                raise OSError(f"the proxy refused CONNECT {target}: {status_line[:200]}")
+            if not head.endswith(b"\r\n\r\n"):
+                raise OSError("the proxy sent bytes after its CONNECT answer")
+            conn = _Conn(self)
+            tls = await loop.start_tls(transport, conn, self.ssl, server_hostname=self.host)
+        except BaseException:
+            transport.close()
+            raise
+        conn.connection_made(tls)
+        return conn
 
     def _release(self, conn: _Conn):
         conn.idle_since = self.loop.time()

@@ -41,7 +41,7 @@ async def _store_ctx(app: web.Application):
     from ..store import open_store
     cfg = app[CONFIG]
     app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds,
-                            timeout=cfg.store_timeout)
+                            timeout=cfg.store_timeout, settings=cfg)
     yield
     await app[STORE].close()
 

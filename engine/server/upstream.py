@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from .httpclient import ConnectFailed, ConnectTimeout, HttpClient, TooLarge
+from .httpclient import ConnectFailed, ConnectTimeout, HttpClient, TooLarge, proxy_for
 
 
 class Upstream:
@@ -28,11 +29,49 @@ class Upstream:
         self.secret_keys: tuple = ()         # the same as bytes
         self.policy = RetryPolicy()
         self.http: HttpClient | None = None
+        self.proxy_setting = ""              # upstream_proxy: "" = the environment, "none", or a URL
+        self.ssl_context: ssl.SSLContext | None = None
+        self.extra_headers: tuple = ()       # (name, value) sent on every request to this provider
+
+    def configure_egress(self, cfg):
+        """Proxy, TLS trust and client certificate, and extra headers from the configuration
+        (upstream_proxy, upstream_ca_file, upstream_client_cert/key, <name>_extra_headers,
+        openai_org/openai_project). Files are read now, so a bad one stops the start."""
+        self.proxy_setting = getattr(cfg, "upstream_proxy", "") or ""
+        ca, cert, key = (getattr(cfg, k, "") or "" for k in
+                         ("upstream_ca_file", "upstream_client_cert", "upstream_client_key"))
+        if ca or cert:
+            try:
+                ctx = ssl.create_default_context(cafile=ca or None)
+                if cert:
+                    ctx.load_cert_chain(cert, key or None)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"upstream TLS files (upstream_ca_file={ca!r}, upstream_client_cert={cert!r}, "
+                                 f"upstream_client_key={key!r}) cannot be used: {e}") from None
+            self.ssl_context = ctx
+        extra = []
+        if self.name == "openai":
+            if getattr(cfg, "openai_org", ""):
+                extra.append(("OpenAI-Organization", cfg.openai_org))
+            if getattr(cfg, "openai_project", ""):
+                extra.append(("OpenAI-Project", cfg.openai_project))
+        for k, v in getattr(cfg, f"{self.name}_extra_headers", ()) or ():
+            extra = [(n, x) for n, x in extra if n.lower() != k.lower()]
+            extra.append((k, v))
+        self.extra_headers = tuple(extra)
+        if extra:
+            h = dict(self.headers)
+            h.update(extra)
+            self.headers = h  # translated requests: their own headers (auth, version) come after
+
+    def proxy(self) -> str | None:
+        return proxy_for(self.base_url, self.proxy_setting)
 
     async def open(self):
         # no total timeout (it would cut healthy long streams); the first-byte and idle timeouts
         # are enforced per request by open_with_retries and the stream watchdog
-        self.http = HttpClient(self.base_url, connect_timeout=self.connect_timeout, max_inflated=self.max_inflated)
+        self.http = HttpClient(self.base_url, connect_timeout=self.connect_timeout, max_inflated=self.max_inflated,
+                               ssl_context=self.ssl_context, proxy=self.proxy())
 
     async def close(self):
         if self.http is not None:
@@ -51,7 +90,19 @@ class Upstream:
         return self.http.post(path, data, h)
 
     def request(self, method: str, path: str, data: bytes, headers, decompress: bool = True):
-        """`path` relative to the base URL, query string included as written."""
+        """`path` relative to the base URL, query string included as written. The extra headers
+        are added where the caller's own headers do not hold the same name."""
+        if self.extra_headers:
+            have = {k.lower() for k in headers} if headers else set()
+            add = [(k, v) for k, v in self.extra_headers if k.lower() not in have]
+            if add:
+                if hasattr(headers, "add"):  # a multidict: repeated headers stay repeated
+                    headers = headers.copy()
+                    for k, v in add:
+                        headers.add(k, v)
+                else:
+                    headers = dict(headers or {})
+                    headers.update(add)
         return self.http.request(method, path, data, headers, decompress)
 
 

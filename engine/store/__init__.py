@@ -6,9 +6,9 @@ A store maps a response id to a JSON-serialisable ``dict`` that expires
 
 * ``"sqlite"`` -- :class:`engine.store.sqlite.SQLiteStore`, a WAL-mode file
   ``<data_dir>/responses.sqlite3`` that several gateway processes can share;
-* ``"redis://host:port/db"`` / ``"rediss://..."`` --
-  :class:`engine.store.redis.RedisStore` (keys ``engine:resp:<id>``), spoken
-  to by the small RESP2 client in :mod:`engine.store.resp`.
+* ``"redis://host:port/db"`` / ``"rediss://..."`` / ``"unix:///path.sock"`` --
+  :class:`engine.store.redis.RedisStore` (keys ``engine:resp:<id>``), through
+  redis-py's asyncio client; Sentinel and Cluster by :class:`engine.store.redis.RedisSettings`.
 
 Backends do no I/O in their constructors; the first operation (or
 :meth:`ResponseStore.ping`) opens the file / connects.  Backend failures are
@@ -57,8 +57,10 @@ class ResponseStore:
         await self.close()
 
 
-def open_store(url_or_kind: str, data_dir: str, ttl_seconds: int, timeout: float | None = None) -> ResponseStore:
-    """``"sqlite"`` -> SQLite file in ``data_dir``; ``redis://`` / ``rediss://`` URL -> Redis.
+def open_store(url_or_kind: str, data_dir: str, ttl_seconds: int, timeout: float | None = None,
+               settings=None) -> ResponseStore:
+    """``"sqlite"`` -> SQLite file in ``data_dir``; ``redis://`` / ``rediss://`` / ``unix://`` URL
+    -> Redis, with the Sentinel or Cluster keys of ``settings`` (the Config) when given.
 
     Raises ``ValueError`` for an unknown kind, a malformed URL or a bad TTL.
     ``timeout`` bounds Redis's connects and round trips (the server bounds every operation
@@ -71,12 +73,14 @@ def open_store(url_or_kind: str, data_dir: str, ttl_seconds: int, timeout: float
         from .sqlite import SQLiteStore
 
         return SQLiteStore(data_dir, ttl_seconds)
-    if kind.lower().startswith(("redis://", "rediss://")):
-        from .redis import RedisStore
+    if kind.lower().startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisSettings, RedisStore
 
+        rs = RedisSettings.from_config(settings) if settings is not None else None
         if timeout:
-            return RedisStore(kind, ttl_seconds, connect_timeout=min(5.0, timeout), command_timeout=timeout)
-        return RedisStore(kind, ttl_seconds)
+            return RedisStore(kind, ttl_seconds, connect_timeout=min(5.0, timeout), command_timeout=timeout,
+                              settings=rs)
+        return RedisStore(kind, ttl_seconds, settings=rs)
     raise ValueError(f'unknown response store {url_or_kind!r}: expected "sqlite" or a redis:// URL')
 
 
