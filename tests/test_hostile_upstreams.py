@@ -4,6 +4,7 @@ are never relayed. The upstream is a raw TCP script (tests/support/raw_upstream.
 stall mid-head or mid-body, lie about lengths and send what a real HTTP server would not."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
@@ -331,3 +332,29 @@ def test_a_success_body_echoing_the_upstream_key_is_masked_in_every_mode(gw, raw
     raw.script = reply(chunked_head() + chunk(event) + b"0\r\n\r\n")
     status, _, data, _ = call(gw, "/v1/chat/completions", chat("gpt-x", stream=True))
     assert status == 200 and OPENAI_KEY.encode() not in data and b"*" * len(OPENAI_KEY) in data
+
+
+def test_a_key_cut_across_two_reads_of_a_passed_through_stream_is_masked(gw, raw):
+    event = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"' \
+        + OPENAI_KEY.encode() + b'"}}]}\n\n'
+    cut = event.index(OPENAI_KEY.encode()) + 10  # the key's first 10 bytes in one read, the rest in the next
+
+    async def script(reader, writer):
+        writer.write(chunked_head() + chunk(event[:cut]))
+        await writer.drain()
+        await asyncio.sleep(0.3)  # two reads on the gateway's side
+        writer.write(chunk(event[cut:]) + b"0\r\n\r\n")
+        await writer.drain()
+    raw.script = script
+    status, _, data, _ = call(gw, "/v1/chat/completions", chat("gpt-x", stream=True))
+    assert status == 200 and OPENAI_KEY[:10].encode() not in data
+    assert data == event.replace(OPENAI_KEY.encode(), b"*" * len(OPENAI_KEY))
+
+
+def test_stream_mask_holds_back_only_what_may_start_a_key():
+    from engine.server.upstream import StreamMask
+    m = StreamMask((b"sk-secret-123",))
+    assert m.feed(b"data: x\n\n") == b"data: x\n\n"  # nothing held: an event is not delayed
+    assert m.feed(b"a sk-sec") == b"a "
+    assert m.feed(b"ret-123 b s") == b"*************" + b" b "
+    assert m.flush() == b"s"

@@ -27,8 +27,8 @@ from . import ops
 from .errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
-                       redact)
+from .upstream import (BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
+                       read_error_body, redact)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -145,6 +145,7 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, key
     if open_set is not None:
         open_set.add(cut)
     total = 0
+    masker = StreamMask(keys) if keys else None
     try:
         async for chunk in resp.content.iter_any():
             state["read"] = loop.time()
@@ -152,8 +153,8 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, key
                 total += len(chunk)
                 if total > limit:
                     raise aiohttp.ClientPayloadError(f"the upstream's answer is over {limit} bytes")
-            if keys:
-                chunk = mask(chunk, keys)
+            if masker is not None:
+                chunk = masker.feed(chunk)
             if rec is not None:
                 rec.add(chunk)
             await out.write(chunk)
@@ -174,7 +175,10 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, key
             timer.cancel()
         if open_set is not None:
             open_set.discard(cut)
-    await out.write_eof()
+    tail = masker.flush() if masker is not None else b""
+    if rec is not None and tail:
+        rec.add(tail)
+    await out.write_eof(tail)
     return out
 
 

@@ -279,3 +279,36 @@ def mask(data: bytes, keys: tuple) -> bytes:
         if k in data:
             data = data.replace(k, b"*" * len(k))
     return data
+
+
+class StreamMask:
+    """mask() over a body read in pieces: a key cut across two reads is masked too. The end of a
+    read that could be the start of a key is held back until the next read (or `flush`); an SSE
+    read ends with a blank line, which starts no key, so events are not delayed."""
+    __slots__ = ("keys", "held")
+
+    def __init__(self, keys: tuple):
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = mask(self.held + chunk if self.held else chunk, self.keys)
+        hold = self._key_start(data)
+        self.held = data[len(data) - hold:] if hold else b""
+        return data[:len(data) - hold] if hold else data
+
+    def flush(self) -> bytes:
+        data, self.held = self.held, b""
+        return data
+
+    def _key_start(self, data: bytes) -> int:
+        """How many bytes at the end of `data` are the beginning of a key."""
+        longest = 0
+        for k in self.keys:
+            i = data.find(k[:1], max(0, len(data) - len(k) + 1))
+            while i != -1:
+                if k.startswith(data[i:]):
+                    longest = max(longest, len(data) - i)
+                    break
+                i = data.find(k[:1], i + 1)
+        return longest
