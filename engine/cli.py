@@ -244,6 +244,8 @@ def _check(args) -> int:
         return 1
     if _check_pins(args, specs):
         return 1
+    if args.show_source:
+        return _print_source(Catalog(specs), args.show_source)
     for (name, version), spec in sorted(specs.items()):
         print(f"ok  {name}@{version}  ({spec.kind}, {spec.file})")
     return 0
@@ -269,6 +271,29 @@ def _check_pins(args, specs) -> int:
     for p in problems:
         print(f"{cfg.config_file or 'config'}: {p}", file=sys.stderr)
     return len(problems)
+
+
+def _explain(args) -> int:
+    specs, errors = compile_dir(args.mappings or MAPPINGS_DIR)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        return 1
+    return _print_source(Catalog(specs), args.spec)
+
+
+def _print_source(catalog: Catalog, ref: str) -> int:
+    """The Python a spec compiled to, each piece under the file name tracebacks show for it."""
+    try:
+        spec = _spec(catalog, ref)
+    except KeyError as e:
+        print(f"engine: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(f"# {spec.ref} ({spec.kind}, {spec.file}): {len(spec.generated)} generated functions")
+    for filename, src in spec.generated:
+        print(f"\n# {filename}")
+        print(src.rstrip("\n"))
+    return 0
 
 
 def _spec(catalog: Catalog, ref: str):
@@ -375,7 +400,13 @@ def main(argv=None) -> int:
     c.add_argument("--mappings", help="folder of specs (default: mappings_dir, else the project's mappings/)")
     c.add_argument("--config", help="INI config whose version pins are checked too (else TOKLIGENCE_CONFIG)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.add_argument("--show-source", metavar="SPEC", help="then print the Python SPEC (NAME[@VERSION]) compiled to")
     c.set_defaults(fn=_check)
+
+    e = sub.add_parser("explain", help="print the Python a spec compiles to (what tracebacks through it show)")
+    e.add_argument("spec", help="NAME[@VERSION], e.g. chat-to-messages/stream@2026-12-01")
+    e.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    e.set_defaults(fn=_explain)
 
     t = sub.add_parser("translate", help="apply a request or response spec to a JSON file")
     t.add_argument("--spec", required=True, help="NAME[@VERSION], e.g. chat-to-messages/request")

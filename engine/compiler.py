@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import jmespath.functions
 
-from . import handlers
+from . import codegen, handlers
 from .handlers import noop as _noop
 from . import nodes as N
 from . import serialize
@@ -75,6 +75,7 @@ class CompiledSpec:
     event_field: str | None = None
     sequence_field: str | None = None
     disc_key: str | None = None  # the discriminator is `event.<disc_key>`
+    generated: list = field(default_factory=list)  # [(file name, Python source)]: engine/codegen.py
 
     @property
     def ref(self) -> str:
@@ -608,7 +609,7 @@ def compile_action(ctx: Ctx, a, path):
                 fns.append(N.as_fn(compile_template(ctx, item, path + (["emit"] if one else ["emit", i]))))
         fns = tuple(fns)
         framed: list = []  # (template, frame writer): written once the whole spec is compiled
-        ctx.finalizers.append(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns))
+        ctx.finalizers.append(codegen.within(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns)))
 
         def do_emit(scope, out):
             if type(out) is TextOut:  # the byte path: whole SSE frames, written now
@@ -675,7 +676,18 @@ def compile_action(ctx: Ctx, a, path):
 # ---------------------------------------------------------------- whole spec
 
 def compile_spec(source, errors: list) -> CompiledSpec | None:
-    """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added."""
+    """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added.
+    The Python it generates is named for the spec and kept on it (`generated`, engine/codegen.py)."""
+    meta = source.value.get("metadata") if isinstance(source.value, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    with codegen.spec(f"{meta.get('name')}@{meta.get('version')}") as generated:
+        out = _compile_spec(source, errors)
+    if out is not None:
+        out.generated = generated
+    return out
+
+
+def _compile_spec(source, errors: list) -> CompiledSpec | None:
     spec = source.value
     before = len(errors)
     ctx = Ctx(source, errors)
@@ -693,45 +705,55 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.def_names = set(defs)
     for name, body in defs.items():
         ctx.in_def = name
-        ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
+        with codegen.part(f"defs.{name}"):
+            ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
     ctx.in_def = None
     procs = spec.get("procs") or {}
     ctx.proc_names = set(procs)
     for name, body in procs.items():
-        ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop
+        with codegen.part(f"procs.{name}"):
+            ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop
     meta = spec.get("metadata") or {}
     out = CompiledSpec(
         name=meta.get("name"), version=str(meta.get("version")), kind=spec.get("kind"),
         file=source.path, status=meta.get("status", "stable"), changes=list(meta.get("changes") or ()),
         source=spec.get("source"), target=spec.get("target"),
     )
-    out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
-    out.checks = tuple(
-        (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
-         int(c.get("status", 400)), c.get("code"))
-        for i, c in enumerate(spec.get("checks") or ())
-    )
-    out.drops = tuple(
-        (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
-        for i, d in enumerate(spec.get("drops") or ())
-    )
+    with codegen.part("vars"):
+        out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
+    with codegen.part("checks"):
+        out.checks = tuple(
+            (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
+             int(c.get("status", 400)), c.get("code"))
+            for i, c in enumerate(spec.get("checks") or ())
+        )
+    with codegen.part("drops"):
+        out.drops = tuple(
+            (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
+            for i, d in enumerate(spec.get("drops") or ())
+        )
     if out.kind == "StreamMapping":
         out.state = spec.get("state") or {}
-        out.init = compile_actions(ctx, spec.get("init"), ["init"])
-        out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
+        with codegen.part("init"):
+            out.init = compile_actions(ctx, spec.get("init"), ["init"])
+        with codegen.part("discriminator"):
+            out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
         path = getattr(out.discriminator, "path", None)
         out.disc_key = path[1] if path is not None and len(path) == 2 and path[0] == "event" else None
         out.handlers = {}
         for k, v in (spec.get("on") or {}).items():
-            with ctx.knowing(spec["discriminator"], str(k)):
+            with ctx.knowing(spec["discriminator"], str(k)), codegen.part(f"on.{k}"):
                 out.handlers[str(k)] = compile_actions(ctx, v, ["on", k])
-        out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
-        out.error = compile_actions(ctx, spec.get("error"), ["error"])
+        with codegen.part("eof"):
+            out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
+        with codegen.part("error"):
+            out.error = compile_actions(ctx, spec.get("error"), ["error"])
         framing = spec.get("framing") or {}
         out.event_field = framing.get("event_field")
         out.sequence_field = framing.get("sequence_field")
     else:
-        out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+        with codegen.part("template"):
+            out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
     _check_def_reads(ctx)
     if len(errors) != before:
         return None
@@ -739,11 +761,14 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
         finish()
     if out.kind == "StreamMapping":
         # the byte path's handlers, each one generated function (engine/handlers.py)
-        out.text_handlers = {k: None if v is None else handlers.text_handler(v) for k, v in out.handlers.items()}
+        out.text_handlers = {k: None if v is None else handlers.text_handler(v, f"on.{k}")
+                             for k, v in out.handlers.items()}
         out.text_init, out.text_eof, out.text_error = (
-            None if a is None else handlers.text_handler(a) for a in (out.init, out.eof, out.error))
+            None if a is None else handlers.text_handler(a, part) for a, part in
+            ((out.init, "init"), (out.eof, "eof"), (out.error, "error")))
     if getattr(out.template, "json", None) is not None:
-        out.template.json = serialize.settle(out.template.json)  # the server calls it per request
+        with codegen.part("template"):
+            out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     out.scope = _scope_fn(out.vars)
     out.check = _check_fn(out.checks)
     if out.state:
@@ -797,10 +822,9 @@ def _state_fn(state: dict):
         env[name] = v
         return name
     try:
-        exec(compile(f"def initial_state():\n    return {display(state)}", "<spec state>", "exec"), env)  # noqa: S102
+        return codegen.define(f"def initial_state():\n    return {display(state)}", "state", env, "initial_state")
     except (SyntaxError, RecursionError, MemoryError):  # nested too deep for the parser: copy it
         return None
-    return env["initial_state"]
 
 
 def _source(node, env: dict, i: int, prefix: str) -> str:
@@ -825,8 +849,7 @@ def _scope_fn(vars_: tuple):
     lines.append("    return scope")
     # vars are written here, one after the other: none of them is read ahead
     lines = lines[:2] + hoist_paths(lines[2:], env, written=frozenset({"vars"}))
-    exec(compile("\n".join(lines), "<spec scope>", "exec"), env)  # noqa: S102 - generated above
-    return env["scope"]
+    return codegen.define("\n".join(lines), "scope", env, "scope")
 
 
 def _check_fn(checks: tuple):
@@ -842,5 +865,4 @@ def _check_fn(checks: tuple):
         lines.append(f"        return R{i}")
     lines.append("    return None")
     lines = lines[:1] + hoist_paths(lines[1:], env)
-    exec(compile("\n".join(lines), "<spec checks>", "exec"), env)  # noqa: S102 - generated above
-    return env["check"]
+    return codegen.define("\n".join(lines), "checks", env, "check")

@@ -7,6 +7,7 @@ folded at compile time (`Const`); outputs that are constants are shared between 
 nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
+from . import codegen
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 
@@ -128,13 +129,12 @@ def _codegen(kind: str, items, keep_null):
     lines.append("    return out")
     lines = lines[:1] + hoist_paths(lines[1:], env)
     try:
-        exec(compile("\n".join(lines), f"<template {kind}>", "exec"), env)
+        return codegen.define("\n".join(lines), f"template {kind}", env, "build")
     except (SyntaxError, RecursionError, MemoryError):
         if not any(getattr(n, "code", None) is not None for _, n in items):
             raise
         # inlined sources the parser refuses together: every member called instead
         return _codegen(kind, [(k, n if isinstance(n, Const) else _called(n)) for k, n in items], keep_null)
-    return env["build"]
 
 
 def _called(node):

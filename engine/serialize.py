@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 
+from . import codegen
 from . import nodes as N
 from .expr import OPAQUE, hoist_paths
 from .jsontext import float_text, str_text
@@ -239,8 +240,7 @@ class _Gen:
 
     def build(self, params: str, result: str, label: str):
         src = "\n".join([f"def ser({params}):", *hoist_paths([*self.lines, f"    return {result}"], self.env)])
-        exec(compile(src, f"<json {label}>", "exec"), self.env)  # noqa: S102 - generated above
-        return self.env["ser"]
+        return codegen.define(src, f"json {label}", self.env, "ser")
 
 
 def _joined(members) -> list:
@@ -285,6 +285,7 @@ def _lazy(make):
     """A function generated on its first call (every block of the spec exists by then), or by
     settle() once the spec is compiled."""
     cell: list = []
+    make = codegen.within(make)
 
     def generate():
         if not cell:
