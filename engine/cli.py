@@ -89,7 +89,7 @@ async def _reopen_logs_on_sighup(app):
 def _probe_store(cfg) -> str | None:
     """Why the configured response store cannot be used (read and written), or None."""
     import asyncio
-    from .store import open_store
+    from .store.factory import open_store
 
     async def probe():
         store = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds, timeout=cfg.store_timeout)

@@ -9,7 +9,7 @@ import traceback
 import pytest
 
 from engine.stream import StreamTranslator
-from test_compiler import compile_text
+from tests.test_compiler import compile_text
 
 
 def test_a_traceback_through_a_generated_handler_shows_its_source_line():

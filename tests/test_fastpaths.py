@@ -17,7 +17,7 @@ from jmespath.visitor import Options
 
 from engine.bench.micro import STREAM_FIXTURES
 from engine.catalog import MAPPINGS_DIR, Catalog
-from engine.compiler import Raw
+from engine.program import Raw
 from engine.expr import compile_expr
 from engine import functions
 from engine.functions import Functions

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 
 
 async def chat_completions(request: web.Request):

@@ -19,7 +19,7 @@ import math
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 from .errors import ApiError
 
 PAIR = "messages-to-chat"

@@ -24,7 +24,7 @@ from aiohttp import web
 from ..functions import TranslationError, new_id
 from ..jsontext import dumpb
 from . import ops, passthrough, translate
-from .app import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
+from .context import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
                   upstream_auth)
 from .errors import ApiError
 
@@ -38,7 +38,7 @@ _NOT_STORED = ("input", "previous_response_id", "stream")
 # ---------------------------------------------------------------- store
 
 async def _store_ctx(app: web.Application):
-    from ..store import open_store
+    from ..store.factory import open_store
     cfg = app[CONFIG]
     app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds,
                             timeout=cfg.store_timeout)
