@@ -12,7 +12,7 @@ import yaml
 
 from . import metaschema, profiles
 from .compiler import CompiledSpec, compile_spec
-from .errors import SpecError, SpecErrors
+from .spec_errors import SpecError, SpecErrors
 from .overlay import Overlay
 from .source import Source, load_text
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from .catalog import MAPPINGS_DIR, Catalog, PinError, compile_dir
-from .errors import SpecErrors
+from .spec_errors import SpecErrors
 from .profiles import shipped
 
 
@@ -17,7 +17,7 @@ def _serve(args) -> int:
     from . import config as config_mod
     from .logs import setup_logging
     from .server.app import create_app
-    from .server.errors import install_http_error_shapes
+    from .server.api_errors import install_http_error_shapes
     from aiohttp import web
 
     try:
@@ -485,10 +485,10 @@ def _diff(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import runner
+    from engine_bench import runner
 
     if args.cache:
-        from .bench import caching
+        from engine_bench import caching
         return caching.main(turns=args.turns)
     over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro, "real": not args.no_real}
     if args.duration:

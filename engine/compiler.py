@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 import jmespath.functions
 
-from . import codegen, handlers
-from .handlers import noop as _noop
+from . import codegen, stream_codegen
+from .stream_codegen import noop as _noop
 from . import nodes as N
 from . import serialize
-from .errors import SpecError, spec_path
+from .spec_errors import SpecError, spec_path
 from .program import END, CompiledSpec, Raw, TextOut
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
@@ -651,11 +651,11 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     for finish in ctx.finalizers:
         finish()
     if out.kind == "StreamMapping":
-        # the byte path's handlers, each one generated function (engine/handlers.py)
-        out.text_handlers = {k: None if v is None else handlers.text_handler(v, f"on.{k}")
+        # the byte path's handlers, each one generated function (engine/stream_codegen.py)
+        out.text_handlers = {k: None if v is None else stream_codegen.text_handler(v, f"on.{k}")
                              for k, v in out.handlers.items()}
         out.text_init, out.text_eof, out.text_error = (
-            None if a is None else handlers.text_handler(a, part) for a, part in
+            None if a is None else stream_codegen.text_handler(a, part) for a, part in
             ((out.init, "init"), (out.eof, "eof"), (out.error, "error")))
     if getattr(out.template, "json", None) is not None:
         with codegen.part("template"):

@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
-from engine.bench import faults, runner, wrk
-from engine.bench.upstream import (
+from engine_bench import faults, runner, wrk
+from engine_bench.upstream import (
     chat_body,
     sse_frames,
     FAULT_KINDS,
@@ -261,7 +261,7 @@ async def test_the_openai_sdk_sees_each_fault_as_an_error(tmp_path):
     try:
         fs = faults.FaultSettings()
         port = runner.free_port()
-        b._start("upstream", [runner.python(), "-m", "engine.bench.upstream", "--port", str(port)], None, port)
+        b._start("upstream", [runner.python(), "-m", "engine_bench.upstream", "--port", str(port)], None, port)
         up_url = f"http://127.0.0.1:{port}"
         _, base = b.start_engine(up_url=up_url, extra_env=fs.engine_env())
         client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
@@ -293,7 +293,7 @@ async def test_the_openai_sdk_sees_each_fault_as_an_error(tmp_path):
 # ---------------------------------------------------------------- prompt-caching replay
 
 def test_caching_replay_lowers_billed_input_and_reads_the_whole_previous_turn(tmp_path, monkeypatch):
-    from engine.bench import caching
+    from engine_bench import caching
 
     monkeypatch.chdir(tmp_path)  # the response store's ./data
     on = asyncio.run(caching.replay("claude-opus-4-7", "auto", turns=4))
@@ -311,7 +311,7 @@ def test_caching_replay_lowers_billed_input_and_reads_the_whole_previous_turn(tm
 
 
 def test_caching_upstream_bills_like_anthropic():
-    from engine.bench.caching import CachingUpstream, tokens
+    from engine_bench.caching import CachingUpstream, tokens
 
     big = {"type": "text", "text": "x" * 8000}
     body = {"system": [dict(big, cache_control={"type": "ephemeral"})],

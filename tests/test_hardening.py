@@ -228,7 +228,7 @@ async def test_a_first_byte_timeout_is_not_retried():
 def test_the_route_memo_keeps_only_matched_names_within_its_byte_bound(catalog, tmp_path):
     from engine.server import app as app_mod
     from engine.server import context
-    from engine.server.errors import ApiError
+    from engine.server.api_errors import ApiError
     app = app_mod.create_app(load({}, {"TOKLIGENCE_DATA_DIR": str(tmp_path)}), catalog)
     memo = app[context.RESOLVED]
     for i in range(500):

@@ -125,3 +125,10 @@ def test_the_runtime_does_not_import_the_compiler():
     assert "engine.compiler" not in graph["engine.program"]
     for name in ("chat", "messages", "responses", "passthrough", "ops"):
         assert "engine.server.app" not in graph[f"engine.server.{name}"], name
+
+
+def test_the_benchmark_is_outside_the_runtime_package():
+    """engine_bench is its own package: only `engine bench` (engine/cli.py) loads it."""
+    assert not (ROOT / "bench").exists()
+    users = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if "engine_bench" in p.read_text(encoding="utf-8"))
+    assert users == ["cli.py"]

@@ -417,7 +417,7 @@ def test_route_decisions_are_remembered_per_model_within_a_bound(fake_anthropic,
     from engine.catalog import Catalog
     from engine.server import app as app_mod
     from engine.server import context
-    from engine.server.errors import ApiError
+    from engine.server.api_errors import ApiError
     from conftest import gateway_env
 
     app = app_mod.create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)),

@@ -12,7 +12,7 @@ from ..profiles import Profiles
 from . import chat, messages, ops, responses, shutdown
 from .context import (CATALOG, CONFIG, HEALTH_CHECKS, PAIRS, PROFILES, RESOLVED, UPSTREAMS, RouteMemo, add_route,
                       guarded)
-from .errors import ApiError
+from .api_errors import ApiError
 from .upstream import RetryPolicy, Upstream, secret_bytes
 
 

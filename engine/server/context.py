@@ -15,7 +15,7 @@ from ..catalog import Catalog
 from ..functions import new_id
 from ..profiles import Profiles
 from . import ops, translate
-from .errors import ApiError, api_of, render
+from .api_errors import ApiError, api_of, render
 
 log = logging.getLogger("engine")
 

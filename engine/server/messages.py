@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import passthrough, translate
 from .context import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
-from .errors import ApiError
+from .api_errors import ApiError
 
 PAIR = "messages-to-chat"
 # written while the upstream is silent: Anthropic's own keep-alive event

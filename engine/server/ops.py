@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..logs import AccessLog, field
 from .counters import Collector, LabelledCounter, LabelledHistogram
-from .errors import ApiError
+from .api_errors import ApiError
 
 log = logging.getLogger("engine.access")
 access_log = AccessLog("engine.access")

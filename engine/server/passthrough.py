@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from . import ops
 from .context import UPSTREAMS, upstream_auth
-from .errors import ApiError, api_of
+from .api_errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
 from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,

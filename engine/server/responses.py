@@ -26,7 +26,7 @@ from ..jsontext import dumpb
 from . import ops, passthrough, translate
 from .context import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
                   upstream_auth)
-from .errors import ApiError
+from .api_errors import ApiError
 
 log = logging.getLogger("engine.responses")
 

@@ -22,7 +22,7 @@ from ..sse import SSEDecodeError, SSEDecoder
 from ..functions import TranslationError
 from ..stream import MalformedEvent, StreamTranslator
 from . import ops
-from .errors import ApiError
+from .api_errors import ApiError
 from .httpclient import TooLarge
 from . import shapes
 from .record import RECORDER

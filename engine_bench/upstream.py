@@ -20,7 +20,7 @@ byte proxy (which forwards it untouched) and through the gateway (which forwards
 are written back to back, one HTTP chunk per event, without yielding). A non-stream request
 (``"stream"`` absent or false) gets the whole Messages body of the same scenario.
 
-Fault injection (the fault load test, engine.bench.faults), also from the model name:
+Fault injection (the fault load test, engine_bench.faults), also from the model name:
 
     ...-f<percent>[-x<kind>[.<kind>...]]-s<stream id>
 
@@ -47,7 +47,7 @@ The first text delta (or argument fragment) of every stream holds the marker ``T
 generator measures time to first token as the time until that marker arrives, whatever the
 framing of the proxy in between.
 
-Run alone: ``python -m engine.bench.upstream --port 9100``.
+Run alone: ``python -m engine_bench.upstream --port 9100``.
 """
 from __future__ import annotations
 
@@ -501,7 +501,7 @@ def raise_nofile():
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.bench.upstream", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m engine_bench.upstream", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--whole", action="store_true",

@@ -6,7 +6,7 @@ parse the response head) and the copy back. A body with a length is read and ret
 piece; anything else (an SSE stream) is copied chunk by chunk as it arrives, one write per read.
 No parsing, no validation, no logging per request.
 
-Run alone: ``python -m engine.bench.proxy --port 9200 --upstream http://127.0.0.1:9100``.
+Run alone: ``python -m engine_bench.proxy --port 9200 --upstream http://127.0.0.1:9100``.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def create_app(upstream: str) -> web.Application:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.bench.proxy", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m engine_bench.proxy", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9100")

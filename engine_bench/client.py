@@ -11,7 +11,7 @@ framing), and the time to the end of the body. A stream counts as complete when 
 Responses) and no error payload; a non-stream request
 when its status is 200.
 
-Modes (``python -m engine.bench.client --help``):
+Modes (``python -m engine_bench.client --help``):
   duration  N connections send requests back to back for D seconds (throughput, latency)
   once      N connections each send one request, opened in batches, all held open at once
             (the 1,000-open-streams test); prints how many were open at the same time
@@ -319,7 +319,7 @@ def summarize(results: list[Result], elapsed: float, errors: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.bench.client", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m engine_bench.client", description=__doc__.split("\n")[0])
     p.add_argument("--url", required=True)
     p.add_argument("--body", required=True, help="file holding the JSON request body")
     p.add_argument("--mode", choices=("duration", "once"), default="duration")

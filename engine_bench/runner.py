@@ -9,17 +9,17 @@ Phases, in order, all on loopback:
      proxy, then a fresh gateway: peak RSS and failures;
   5. `engine serve --workers 2` (both CPUs): the same non-stream and stream load at the highest
      concurrency, against the 1-worker figures;
-  6. the fault load test (engine.bench.faults): a fresh fake upstream and `engine serve` with a
+  6. the fault load test (engine_bench.faults): a fresh fake upstream and `engine serve` with a
      1 s idle timeout; 200 concurrent streams, 20 % of them faulted; every outcome checked exactly
      (also alone: ``main(faults_only=True)``);
-  7. the micro-benchmark of the engine alone (engine.bench.micro).
+  7. the micro-benchmark of the engine alone (engine_bench.micro).
 
 Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses request, the
 Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
 non-stream and streamed at concurrency `real_concurrency`, on the path the client used. The two
 Codex requests name a Claude model (translated to Anthropic Messages), the Claude Code request an
 OpenAI one (translated to Chat Completions): the fake upstream answers either
-(engine.bench.upstream). The byte proxy forwards the same bodies untouched.
+(engine_bench.upstream). The byte proxy forwards the same bodies untouched.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from .procs import Pinning, Proc, free_port, python, status_kb
 from .upstream import model_name, stream_events
 
 PATH = "/v1/chat/completions"
-CLIENTS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clients"
+CLIENTS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clients"
 # (row name, capture, upstream provider the gateway translates to)
 REAL = (("Codex 0.169 Responses", "codex-0.169-responses-req1.json", "anthropic"),
         ("Codex 0.94 chat", "codex-0.94-chat-req1.json", "anthropic"),
@@ -180,13 +180,13 @@ class Bench:
 
     def start_upstream(self):
         self.up_port = free_port()
-        self.upstream = self._start("upstream", [python(), "-m", "engine.bench.upstream", "--port",
+        self.upstream = self._start("upstream", [python(), "-m", "engine_bench.upstream", "--port",
                                                  str(self.up_port)], self.pin.load_cpus, self.up_port)
         self.up_url = f"http://127.0.0.1:{self.up_port}"
 
     def start_proxy(self) -> tuple[Proc, str]:
         port = free_port()
-        p = self._start("byte-proxy", [python(), "-m", "engine.bench.proxy", "--port", str(port),
+        p = self._start("byte-proxy", [python(), "-m", "engine_bench.proxy", "--port", str(port),
                                        "--upstream", self.up_url], self.pin.server_cpus, port)
         return p, f"http://127.0.0.1:{port}"
 
@@ -221,7 +221,7 @@ class Bench:
         fault run's timeouts; the streams from this process (the load CPU)."""
         fs = fs or self.fault_settings()
         up_port = free_port()
-        up = self._start("upstream-faults", [python(), "-m", "engine.bench.upstream", "--port", str(up_port)],
+        up = self._start("upstream-faults", [python(), "-m", "engine_bench.upstream", "--port", str(up_port)],
                          self.pin.load_cpus, up_port)
         up_url = f"http://127.0.0.1:{up_port}"
         try:
@@ -256,11 +256,11 @@ class Bench:
                warmup: float = 0.0) -> dict:
         d = self.s.duration if duration is None else duration
         cmd = self.pin.prefix(self.pin.load_cpus) + [
-            python(), "-m", "engine.bench.client", "--url", base + self.paths.get(body, PATH),
+            python(), "-m", "engine_bench.client", "--url", base + self.paths.get(body, PATH),
             "--body", str(self.bodies[body]),
             "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])

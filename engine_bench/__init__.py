@@ -17,6 +17,6 @@ Modules, one job each:
 | faults.py | the fault load test: 200 streams at once, a share faulted by the fake upstream, every
   outcome checked exactly (`engine bench --faults`) |
 
-Every process under test is started as a subprocess (``python -m engine.bench.upstream``,
-``python -m engine.bench.proxy``, ``python -m engine serve``), so each can be pinned to a core.
+Every process under test is started as a subprocess (``python -m engine_bench.upstream``,
+``python -m engine_bench.proxy``, ``python -m engine serve``), so each can be pinned to a core.
 """
