@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 
+from . import pairs
 from .catalog import MAPPINGS_DIR, Catalog, PinError, compile_dir
 from .spec_errors import SpecErrors
 from .profiles import shipped
@@ -244,10 +245,20 @@ def _check(args) -> int:
         return 1
     if _check_pins(args, specs):
         return 1
+    try:
+        declared = pairs.load_dir(args.mappings or MAPPINGS_DIR)
+    except pairs.PairError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        print(f"{len(e.errors)} error(s) in the API pair declarations", file=sys.stderr)
+        return 1
     if args.show_source:
         return _print_source(Catalog(specs), args.show_source)
     for (name, version), spec in sorted(specs.items()):
         print(f"ok  {name}@{version}  ({spec.kind}, {spec.file})")
+    for name, decl in sorted(declared.items()):
+        routes = ", ".join(f"{m} {p}" for m, p in decl.endpoints)
+        print(f"ok  pair {name}: {routes} -> {decl.provider} {decl.upstream_path}  ({decl.file})")
     return 0
 
 

@@ -9,11 +9,14 @@ from aiohttp import web
 from .. import schemas
 from ..catalog import MAPPINGS_DIR, Catalog, PinError
 from ..profiles import Profiles
-from . import chat, messages, ops, responses, shutdown
+from . import chat, declared, messages, ops, responses, shutdown
 from .context import (CATALOG, CONFIG, HEALTH_CHECKS, PAIRS, PROFILES, RESOLVED, UPSTREAMS, RouteMemo, add_route,
                       guarded)
 from .api_errors import ApiError
 from .upstream import RetryPolicy, Upstream, secret_bytes
+
+# endpoint modules for client APIs that do more than one translated call (pair.yaml `handler`)
+BUILT_IN = {"chat": chat, "messages": messages, "responses": responses}
 
 
 async def _unmatched(request: web.Request):
@@ -110,9 +113,10 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     add_route(app, "GET", "/metrics", ops.metrics_handler)
     add_route(app, "GET", "/health", health)
     add_route(app, "GET", "/v1/models", models)
-    # each client API registers its own routes and pairs
-    for module in (chat, messages, responses):
-        module.setup(app)
+    # every declared API pair (mappings/<pair>/pair.yaml): its built-in endpoint module, else
+    # the generic translated endpoint
+    for decl in catalog.declared.values():
+        BUILT_IN.get(decl.handler, declared).setup(app, decl)
     # [\s\S]: a path may hold a decoded line break, which "." would not match
     app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(_unmatched))
     return app
