@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from . import metaschema, profiles
+from . import metaschema, pairs, profiles, schemas
 from .compiler import CompiledSpec, compile_spec
-from .errors import SpecError, SpecErrors
+from .spec_errors import SpecError, SpecErrors
 from .overlay import Overlay
 from .source import Source, load_text
 
@@ -28,8 +28,9 @@ class PinError(ValueError):
 
 
 class Catalog:
-    def __init__(self, specs: dict[tuple[str, str], CompiledSpec]):
+    def __init__(self, specs: dict[tuple[str, str], CompiledSpec], declared: dict | None = None):
         self.specs = specs
+        self.declared = declared or {}  # pair name -> pairs.PairDecl (mappings/<pair>/pair.yaml)
         self._latest: dict[str, CompiledSpec] = {}
         for (name, _), spec in sorted(specs.items()):
             if spec.status != "deprecated" or name not in self._latest:
@@ -40,7 +41,7 @@ class Catalog:
         specs, errors = compile_dir(root)
         if errors:
             raise SpecErrors(errors)
-        return cls(specs)
+        return cls(specs, pairs.load_dir(root))
 
     def names(self) -> list[str]:
         return sorted(self._latest)
@@ -148,6 +149,13 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
             except profiles.ProfileError as e:
                 errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
             continue
+        if pairs.is_declaration(source):
+            # an API pair's declaration (engine/pairs.py), not a mapping spec: only checked here
+            try:
+                pairs.parse(source)
+            except pairs.PairError as e:
+                errors.extend(e.errors)
+            continue
         sources.append(source)
     return sources, errors
 
@@ -244,6 +252,8 @@ def resolve_sources(sources: list[Source], errors: list) -> list[Source]:
 def compile_dir(root) -> tuple[dict, list[SpecError]]:
     """Compiles every *.yaml below root; returns (specs, every error of every spec)."""
     specs: dict = {}
+    for folder in sorted(Path(root).glob("*/schemas")):
+        schemas.add_dir(folder)  # an API pair's own client/upstream shapes
     sources, errors = load_dir(root)
     for source in resolve_sources(sources, errors):
         spec = compile_checked(source, errors)

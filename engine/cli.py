@@ -8,8 +8,9 @@ import logging
 import sys
 import time
 
+from . import pairs
 from .catalog import MAPPINGS_DIR, Catalog, PinError, compile_dir
-from .errors import SpecErrors
+from .spec_errors import SpecErrors
 from .profiles import shipped
 
 
@@ -17,7 +18,7 @@ def _serve(args) -> int:
     from . import config as config_mod
     from .logs import setup_logging
     from .server.app import create_app
-    from .server.errors import install_http_error_shapes
+    from .server.api_errors import install_http_error_shapes
     from aiohttp import web
 
     try:
@@ -89,7 +90,7 @@ async def _reopen_logs_on_sighup(app):
 def _probe_store(cfg) -> str | None:
     """Why the configured response store cannot be used (read and written), or None."""
     import asyncio
-    from .store import open_store
+    from .store.factory import open_store
 
     async def probe():
         store = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds, timeout=cfg.store_timeout,
@@ -245,8 +246,20 @@ def _check(args) -> int:
         return 1
     if _check_pins(args, specs):
         return 1
+    try:
+        declared = pairs.load_dir(args.mappings or MAPPINGS_DIR)
+    except pairs.PairError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        print(f"{len(e.errors)} error(s) in the API pair declarations", file=sys.stderr)
+        return 1
+    if args.show_source:
+        return _print_source(Catalog(specs), args.show_source)
     for (name, version), spec in sorted(specs.items()):
         print(f"ok  {name}@{version}  ({spec.kind}, {spec.file})")
+    for name, decl in sorted(declared.items()):
+        routes = ", ".join(f"{m} {p}" for m, p in decl.endpoints)
+        print(f"ok  pair {name}: {routes} -> {decl.provider} {decl.upstream_path}  ({decl.file})")
     return 0
 
 
@@ -270,6 +283,29 @@ def _check_pins(args, specs) -> int:
     for p in problems:
         print(f"{cfg.config_file or 'config'}: {p}", file=sys.stderr)
     return len(problems)
+
+
+def _explain(args) -> int:
+    specs, errors = compile_dir(args.mappings or MAPPINGS_DIR)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        return 1
+    return _print_source(Catalog(specs), args.spec)
+
+
+def _print_source(catalog: Catalog, ref: str) -> int:
+    """The Python a spec compiled to, each piece under the file name tracebacks show for it."""
+    try:
+        spec = _spec(catalog, ref)
+    except KeyError as e:
+        print(f"engine: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(f"# {spec.ref} ({spec.kind}, {spec.file}): {len(spec.generated)} generated functions")
+    for filename, src in spec.generated:
+        print(f"\n# {filename}")
+        print(src.rstrip("\n"))
+    return 0
 
 
 def _spec(catalog: Catalog, ref: str):
@@ -376,7 +412,13 @@ def main(argv=None) -> int:
     c.add_argument("--mappings", help="folder of specs (default: mappings_dir, else the project's mappings/)")
     c.add_argument("--config", help="INI config whose version pins are checked too (else TOKLIGENCE_CONFIG)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.add_argument("--show-source", metavar="SPEC", help="then print the Python SPEC (NAME[@VERSION]) compiled to")
     c.set_defaults(fn=_check)
+
+    e = sub.add_parser("explain", help="print the Python a spec compiles to (what tracebacks through it show)")
+    e.add_argument("spec", help="NAME[@VERSION], e.g. chat-to-messages/stream@2026-12-01")
+    e.add_argument("--mappings", help="folder of specs (default: the project's mappings/)")
+    e.set_defaults(fn=_explain)
 
     t = sub.add_parser("translate", help="apply a request or response spec to a JSON file")
     t.add_argument("--spec", required=True, help="NAME[@VERSION], e.g. chat-to-messages/request")
@@ -455,10 +497,10 @@ def _diff(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import runner
+    from engine.bench import runner
 
     if args.cache:
-        from .bench import caching
+        from engine.bench import caching
         return caching.main(turns=args.turns)
     over = {"loadgen": args.loadgen, "pin": not args.no_pin, "micro": not args.no_micro, "real": not args.no_real}
     if args.duration:

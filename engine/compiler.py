@@ -5,15 +5,14 @@ adds is what a schema cannot see: JMESPath syntax, helper declarations, `use` ta
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-
 import jmespath.functions
 
-from . import handlers
-from .handlers import noop as _noop
+from . import codegen, stream_codegen
+from .stream_codegen import noop as _noop
 from . import nodes as N
 from . import serialize
-from .errors import SpecError, spec_path
+from .spec_errors import SpecError, spec_path
+from .program import END, CompiledSpec, Raw, TextOut
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
@@ -37,88 +36,9 @@ KEYWORD_PARAMS = {"cases": ("switch",), "table": ("lookup",), "value": ("when",)
 REQUIRED_PARAMS = {"switch": ("cases",), "lookup": ("table",)}
 
 
-class Raw(str):
-    """An emitted stream item written as-is after `data: ` (e.g. [DONE])."""
-
-
-END = object()
 _MISSING = object()
 ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", "do", "each"}
 ACTION_PARAMS = {"when": {"then", "else"}, "switch": {"cases", "default"}, "each": {"as", "then"}}
-
-
-@dataclass
-class CompiledSpec:
-    name: str
-    version: str
-    kind: str
-    file: str
-    status: str = "stable"
-    changes: list = field(default_factory=list)
-    source: str | None = None
-    target: str | None = None
-    vars: tuple = ()
-    checks: tuple = ()
-    drops: tuple = ()  # (condition, param, reason): fields deliberately not sent upstream
-    template: object = None
-    # stream specs
-    state: dict = field(default_factory=dict)
-    init: object = None
-    discriminator: object = None
-    handlers: dict = field(default_factory=dict)
-    text_handlers: dict = field(default_factory=dict)  # the same, for the byte path: handlers.py
-    text_init: object = None
-    text_eof: object = None
-    text_error: object = None
-    eof: object = None
-    error: object = None
-    event_field: str | None = None
-    sequence_field: str | None = None
-    disc_key: str | None = None  # the discriminator is `event.<disc_key>`
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def scope(self, **values) -> dict:
-        scope = dict(values)
-        if self.vars:
-            v = {}
-            scope["vars"] = v
-            for k, f in self.vars:
-                v[k] = f(scope)
-        return scope
-
-    def check(self, scope):
-        """First failing `checks` rule as (param, message, status, code), else None."""
-        for cond, param, message, status, code in self.checks:
-            if N.truthy(cond(scope)):
-                return param, message, status, code
-        return None
-
-    def dropped(self, scope) -> list:
-        """[(param, reason)] of every `drops` rule that holds, in order."""
-        return [(param, reason) for cond, param, reason in self.drops if N.truthy(cond(scope))]
-
-    def apply(self, **values):
-        return self.template(self.scope(**values))
-
-    def initial_state(self) -> dict:
-        # scalars are shared; each container is copied (copy.deepcopy's memo bookkeeping took
-        # 9.8 µs of every Responses stream, this 1.7: a JSON tree needs none)
-        state = dict(self.state)
-        for k, v in state.items():
-            if type(v) is dict or type(v) is list:
-                state[k] = _json_copy(v)
-        return state
-
-
-def _json_copy(v):
-    if type(v) is dict:
-        return {k: _json_copy(x) for k, x in v.items()}
-    if type(v) is list:
-        return [_json_copy(x) for x in v]
-    return v
 
 
 _PLAIN_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -410,34 +330,6 @@ def compile_template(ctx: Ctx, t, path):
 
 # ---------------------------------------------------------------- stream actions
 
-class TextOut(list):
-    """What the actions of one upstream read emit on the byte path (StreamTranslator.feed):
-    finished SSE frames, in order, sequence numbers stamped as they are written. The event path
-    (StreamTranslator.event) collects dicts in a plain list instead."""
-    __slots__ = ("seq", "ended", "event_field", "seq_field", "memo")
-
-    def __init__(self, seq: int, event_field: str | None, seq_field: str | None):
-        super().__init__()
-        self.seq = seq
-        self.ended = False
-        self.memo = None  # (object, its JSON text): serialize.enc_memo
-        self.event_field = event_field
-        self.seq_field = seq_field
-
-    def frame(self, ev):
-        """An emitted value no frame writer covers, framed as StreamTranslator.encode would."""
-        if type(ev) is dict:
-            if self.seq_field:
-                ev = {"type": ev.get("type"), self.seq_field: self.seq, **ev}
-                self.seq += 1
-            data = N.dumps(ev)
-            return f"event: {ev.get(self.event_field)}\ndata: {data}\n\n" if self.event_field \
-                else f"data: {data}\n\n"
-        if isinstance(ev, Raw):
-            return f"data: {ev}\n\n"
-        return None
-
-
 def _changed(out):
     """State or scope changed: a JSON text remembered for an object may be stale."""
     if type(out) is TextOut:
@@ -608,7 +500,7 @@ def compile_action(ctx: Ctx, a, path):
                 fns.append(N.as_fn(compile_template(ctx, item, path + (["emit"] if one else ["emit", i]))))
         fns = tuple(fns)
         framed: list = []  # (template, frame writer): written once the whole spec is compiled
-        ctx.finalizers.append(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns))
+        ctx.finalizers.append(codegen.within(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns)))
 
         def do_emit(scope, out):
             if type(out) is TextOut:  # the byte path: whole SSE frames, written now
@@ -675,7 +567,18 @@ def compile_action(ctx: Ctx, a, path):
 # ---------------------------------------------------------------- whole spec
 
 def compile_spec(source, errors: list) -> CompiledSpec | None:
-    """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added."""
+    """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added.
+    The Python it generates is named for the spec and kept on it (`generated`, engine/codegen.py)."""
+    meta = source.value.get("metadata") if isinstance(source.value, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    with codegen.spec(f"{meta.get('name')}@{meta.get('version')}") as generated:
+        out = _compile_spec(source, errors)
+    if out is not None:
+        out.generated = generated
+    return out
+
+
+def _compile_spec(source, errors: list) -> CompiledSpec | None:
     spec = source.value
     before = len(errors)
     ctx = Ctx(source, errors)
@@ -693,57 +596,70 @@ def compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.def_names = set(defs)
     for name, body in defs.items():
         ctx.in_def = name
-        ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
+        with codegen.part(f"defs.{name}"):
+            ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
     ctx.in_def = None
     procs = spec.get("procs") or {}
     ctx.proc_names = set(procs)
     for name, body in procs.items():
-        ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop
+        with codegen.part(f"procs.{name}"):
+            ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop
     meta = spec.get("metadata") or {}
     out = CompiledSpec(
         name=meta.get("name"), version=str(meta.get("version")), kind=spec.get("kind"),
         file=source.path, status=meta.get("status", "stable"), changes=list(meta.get("changes") or ()),
         source=spec.get("source"), target=spec.get("target"),
     )
-    out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
-    out.checks = tuple(
-        (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
-         int(c.get("status", 400)), c.get("code"))
-        for i, c in enumerate(spec.get("checks") or ())
-    )
-    out.drops = tuple(
-        (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
-        for i, d in enumerate(spec.get("drops") or ())
-    )
+    with codegen.part("vars"):
+        out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
+    with codegen.part("checks"):
+        out.checks = tuple(
+            (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
+             int(c.get("status", 400)), c.get("code"))
+            for i, c in enumerate(spec.get("checks") or ())
+        )
+    with codegen.part("drops"):
+        out.drops = tuple(
+            (N.as_fn(compile_template(ctx, d["when"], ["drops", i, "when"])), d["param"], d["reason"])
+            for i, d in enumerate(spec.get("drops") or ())
+        )
     if out.kind == "StreamMapping":
         out.state = spec.get("state") or {}
-        out.init = compile_actions(ctx, spec.get("init"), ["init"])
-        out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
+        with codegen.part("init"):
+            out.init = compile_actions(ctx, spec.get("init"), ["init"])
+        with codegen.part("discriminator"):
+            out.discriminator = N.as_fn(compile_template(ctx, spec["discriminator"], ["discriminator"]))
         path = getattr(out.discriminator, "path", None)
         out.disc_key = path[1] if path is not None and len(path) == 2 and path[0] == "event" else None
         out.handlers = {}
         for k, v in (spec.get("on") or {}).items():
-            with ctx.knowing(spec["discriminator"], str(k)):
+            with ctx.knowing(spec["discriminator"], str(k)), codegen.part(f"on.{k}"):
                 out.handlers[str(k)] = compile_actions(ctx, v, ["on", k])
-        out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
-        out.error = compile_actions(ctx, spec.get("error"), ["error"])
+        with codegen.part("eof"):
+            out.eof = compile_actions(ctx, spec.get("eof"), ["eof"])
+        with codegen.part("error"):
+            out.error = compile_actions(ctx, spec.get("error"), ["error"])
         framing = spec.get("framing") or {}
         out.event_field = framing.get("event_field")
         out.sequence_field = framing.get("sequence_field")
     else:
-        out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+        with codegen.part("template"):
+            out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
     _check_def_reads(ctx)
     if len(errors) != before:
         return None
     for finish in ctx.finalizers:
         finish()
     if out.kind == "StreamMapping":
-        # the byte path's handlers, each one generated function (engine/handlers.py)
-        out.text_handlers = {k: None if v is None else handlers.text_handler(v) for k, v in out.handlers.items()}
+        # the byte path's handlers, each one generated function (engine/stream_codegen.py)
+        out.text_handlers = {k: None if v is None else stream_codegen.text_handler(v, f"on.{k}")
+                             for k, v in out.handlers.items()}
         out.text_init, out.text_eof, out.text_error = (
-            None if a is None else handlers.text_handler(a) for a in (out.init, out.eof, out.error))
+            None if a is None else stream_codegen.text_handler(a, part) for a, part in
+            ((out.init, "init"), (out.eof, "eof"), (out.error, "error")))
     if getattr(out.template, "json", None) is not None:
-        out.template.json = serialize.settle(out.template.json)  # the server calls it per request
+        with codegen.part("template"):
+            out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     out.scope = _scope_fn(out.vars)
     out.check = _check_fn(out.checks)
     if out.state:
@@ -797,10 +713,9 @@ def _state_fn(state: dict):
         env[name] = v
         return name
     try:
-        exec(compile(f"def initial_state():\n    return {display(state)}", "<spec state>", "exec"), env)  # noqa: S102
+        return codegen.define(f"def initial_state():\n    return {display(state)}", "state", env, "initial_state")
     except (SyntaxError, RecursionError, MemoryError):  # nested too deep for the parser: copy it
         return None
-    return env["initial_state"]
 
 
 def _source(node, env: dict, i: int, prefix: str) -> str:
@@ -825,8 +740,7 @@ def _scope_fn(vars_: tuple):
     lines.append("    return scope")
     # vars are written here, one after the other: none of them is read ahead
     lines = lines[:2] + hoist_paths(lines[2:], env, written=frozenset({"vars"}))
-    exec(compile("\n".join(lines), "<spec scope>", "exec"), env)  # noqa: S102 - generated above
-    return env["scope"]
+    return codegen.define("\n".join(lines), "scope", env, "scope")
 
 
 def _check_fn(checks: tuple):
@@ -842,5 +756,4 @@ def _check_fn(checks: tuple):
         lines.append(f"        return R{i}")
     lines.append("    return None")
     lines = lines[:1] + hoist_paths(lines[1:], env)
-    exec(compile("\n".join(lines), "<spec checks>", "exec"), env)  # noqa: S102 - generated above
-    return env["check"]
+    return codegen.define("\n".join(lines), "checks", env, "check")

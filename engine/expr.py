@@ -15,6 +15,7 @@ from jmespath import exceptions as jexc
 from jmespath.parser import Parser
 from jmespath.visitor import Options, TreeInterpreter
 
+from . import codegen
 from .functions import CUSTOM_FUNCTIONS, Functions
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -162,8 +163,7 @@ def _caller(name: str, nargs: int):
             env[f"S{i}"] = sub
             lines += [f"    for e in a{i}:", f"        if type(e).__name__ not in S{i}: {slow}"]
     lines.append(f"    return fn(FUNCS{''.join(', ' + p for p in params)})")
-    exec(compile("\n".join(lines), f"<jmespath {name}>", "exec"), env)  # noqa: S102 - generated above
-    return env["callv"]
+    return codegen.define("\n".join(lines), f"jmespath {name}", env, "callv")
 
 
 def _function(name: str, args: tuple):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from .errors import SpecError, spec_path
+from .spec_errors import SpecError, spec_path
 from .names import nearest
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -7,15 +7,11 @@ folded at compile time (`Const`); outputs that are constants are shared between 
 nothing downstream may mutate a spec's output in place."""
 from __future__ import annotations
 
+from . import codegen, serialize
+from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-
-class Const:
-    """Marker for a folded constant during compilation (never reaches the hot path)."""
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
+from .program import truthy
 
 
 def as_fn(node):
@@ -25,15 +21,9 @@ def as_fn(node):
     return node
 
 
-def truthy(v) -> bool:
-    # JMESPath truthiness: null, false, '' [] {} are false; 0 is true.
-    return not (v is None or v is False or v == "" or v == [] or v == {})
-
-
 def obj(items, keep_null=frozenset()):
     if all(isinstance(n, Const) for _, n in items):
         return Const({k: n.value for k, n in items if n.value is not None or k in keep_null})
-    from . import serialize  # here: serialize imports this module
     build = _codegen("obj", items, keep_null)
     build.json = serialize.object_text(items, keep_null)  # the same value, as JSON text
     build.fields = (items, keep_null)
@@ -44,7 +34,6 @@ def obj(items, keep_null=frozenset()):
 def arr(nodes):
     if all(isinstance(n, Const) for n in nodes):
         return Const([n.value for n in nodes if n.value is not None])
-    from . import serialize  # here: serialize imports this module
     build = _codegen("arr", list(enumerate(nodes)), frozenset())
     build.json = serialize.array_text(nodes)
     build.items = tuple(nodes)
@@ -128,13 +117,12 @@ def _codegen(kind: str, items, keep_null):
     lines.append("    return out")
     lines = lines[:1] + hoist_paths(lines[1:], env)
     try:
-        exec(compile("\n".join(lines), f"<template {kind}>", "exec"), env)
+        return codegen.define("\n".join(lines), f"template {kind}", env, "build")
     except (SyntaxError, RecursionError, MemoryError):
         if not any(getattr(n, "code", None) is not None for _, n in items):
             raise
         # inlined sources the parser refuses together: every member called instead
         return _codegen(kind, [(k, n if isinstance(n, Const) else _called(n)) for k, n in items], keep_null)
-    return env["build"]
 
 
 def _called(node):
@@ -452,7 +440,6 @@ def use(defs: dict, name: str, bindings):
             arg = "{**scope, " + ", ".join(f"{g.bind(k, 'b')}: {g.part(v)}" for k, v in bindings) + "}"
         src = f"{g.bind(defs, 'd')}[{g.bind(name, 'u')}]({arg})"
     fn = g.make(src, run)
-    from .serialize import enc  # here: serialize imports this module
 
     def text(scope):
         target = defs[name]
@@ -461,7 +448,7 @@ def use(defs: dict, name: str, bindings):
         if write is not None:
             return write(inner)
         v = target(inner)
-        return None if v is None else enc(v)
+        return None if v is None else serialize.enc(v)
     fn.json = text
     fn.target = (defs, name, inner_scope)
     fn.bindings = tuple(bindings)

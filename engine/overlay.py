@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import SpecError, spec_path
+from .spec_errors import SpecError, spec_path
 from .source import Source
 
 NAMED = ("vars", "defs", "procs", "state", "on")

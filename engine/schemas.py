@@ -81,6 +81,19 @@ def _schema_dir() -> Path:
 
 
 SCHEMA_DIR = _schema_dir()
+# folders of schemas an API pair brings (mappings/<pair>/schemas/), registered by the catalog
+_EXTRA_DIRS: list[Path] = []
+
+
+def add_dir(folder) -> None:
+    """Registers every *.json under `folder` beside the shipped schemas (ids relative to it).
+    Called when the specs load, before any schema is used."""
+    folder = Path(folder).resolve()
+    if folder in _EXTRA_DIRS or not folder.is_dir():
+        return
+    _EXTRA_DIRS.append(folder)
+    for cached in (_load, _rs_registry, is_valid, within_depth, validator):
+        cached.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -107,9 +120,11 @@ class _Loaded:
 @functools.cache
 def _load() -> _Loaded:
     documents: dict[str, Any] = {}
-    for file in sorted(SCHEMA_DIR.rglob("*.json")):
+    files = [(SCHEMA_DIR, f) for f in sorted(SCHEMA_DIR.rglob("*.json"))]
+    files += [(d, f) for d in _EXTRA_DIRS for f in sorted(d.rglob("*.json"))]
+    for folder, file in files:
         doc = json.loads(file.read_text(encoding="utf-8"))
-        default_id = file.relative_to(SCHEMA_DIR).with_suffix("").as_posix()
+        default_id = file.relative_to(folder).with_suffix("").as_posix()
         schema_id = doc.get("$id", default_id) if isinstance(doc, dict) else default_id
         if schema_id in documents:
             raise ValueError(f"{file}: duplicate schema $id {schema_id!r}")

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import itertools
 
-from . import nodes as N
+from . import codegen
+from .constant import Const
 from .expr import OPAQUE, hoist_paths
-from .jsontext import float_text, str_text
+from .jsontext import dumps, float_text, str_text
 
 _str = str_text  # a string's JSON text, as nodes.dumps writes it
 _long_str = str_text  # msgspec's C loop is the faster for long text as well
@@ -45,7 +46,7 @@ def enc(v) -> str:
         return int.__repr__(v)
     if t is float:
         return float_text(v)
-    return N.dumps(v)
+    return dumps(v)
 
 
 def _key(k) -> str:
@@ -62,7 +63,7 @@ def enc_memo(v: dict, out) -> str:
     memo = out.memo
     if memo is not None and memo[0] is v:
         return memo[1]
-    text = N.dumps(v)
+    text = dumps(v)
     out.memo = (v, text)
     return text
 
@@ -73,7 +74,7 @@ class _Unsupported(Exception):
 
 def _pure(node) -> bool:
     """No side effect, no error, no volatile value: may be evaluated where it is used."""
-    if isinstance(node, N.Const) or getattr(node, "path", None):
+    if isinstance(node, Const) or getattr(node, "path", None):
         return True
     if getattr(node, "pure", False):
         return True
@@ -89,7 +90,7 @@ def _pure(node) -> bool:
 def _reads_only_whole(node, names: frozenset) -> bool:
     """True when `node` reads the names only as whole values (a path `name`), never inside an
     expression, a deeper path or a block that could not be inspected."""
-    if isinstance(node, N.Const):
+    if isinstance(node, Const):
         return True
     path = getattr(node, "path", None)
     if path:
@@ -129,7 +130,7 @@ class _Gen:
     def value(self, node, keep: bool, subst: dict, raw: str | None = None):
         """Lines computing one member's text (in template order); None for a member always left
         out. `raw` names a local that also gets the member's value (the event name)."""
-        if isinstance(node, N.Const):
+        if isinstance(node, Const):
             if node.value is None and not keep:
                 return None
             if raw:
@@ -239,8 +240,7 @@ class _Gen:
 
     def build(self, params: str, result: str, label: str):
         src = "\n".join([f"def ser({params}):", *hoist_paths([*self.lines, f"    return {result}"], self.env)])
-        exec(compile(src, f"<json {label}>", "exec"), self.env)  # noqa: S102 - generated above
-        return self.env["ser"]
+        return codegen.define(src, f"json {label}", self.env, "ser")
 
 
 def _joined(members) -> list:
@@ -285,6 +285,7 @@ def _lazy(make):
     """A function generated on its first call (every block of the spec exists by then), or by
     settle() once the spec is compiled."""
     cell: list = []
+    make = codegen.within(make)
 
     def generate():
         if not cell:

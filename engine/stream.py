@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 
-from .compiler import END, CompiledSpec, Raw, TextOut
+from .program import END, CompiledSpec, Raw, TextOut
 from .sse import SSEDecoder
 
 from .jsontext import decode as _decode, loads as _loads
-from .nodes import dumps as _dumps
+from .jsontext import dumps as _dumps
 
 
 class MalformedEvent(ValueError):

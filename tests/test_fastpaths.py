@@ -17,7 +17,7 @@ from jmespath.visitor import Options
 
 from engine.bench.micro import STREAM_FIXTURES
 from engine.catalog import MAPPINGS_DIR, Catalog
-from engine.compiler import Raw
+from engine.program import Raw
 from engine.expr import compile_expr
 from engine import functions
 from engine.functions import Functions
@@ -278,7 +278,7 @@ def test_loads_keeps_big_integers_and_refuses_what_is_not_json():
 
 
 def test_client_bodies_keep_big_integers_and_refuse_what_json_lacks():
-    from engine.server.errors import ApiError
+    from engine.server.api_errors import ApiError
     from engine.server.translate import load_json
     body = load_json(b'{"n": 123456789012345678901234567890, "m": -18446744073709551617, "f": 0.5}')
     assert body == {"n": 123456789012345678901234567890, "m": -18446744073709551617, "f": 0.5}

@@ -227,17 +227,18 @@ async def test_a_first_byte_timeout_is_not_retried():
 
 def test_the_route_memo_keeps_only_matched_names_within_its_byte_bound(catalog, tmp_path):
     from engine.server import app as app_mod
-    from engine.server.errors import ApiError
+    from engine.server import context
+    from engine.server.api_errors import ApiError
     app = app_mod.create_app(load({}, {"TOKLIGENCE_DATA_DIR": str(tmp_path)}), catalog)
-    memo = app[app_mod.RESOLVED]
+    memo = app[context.RESOLVED]
     for i in range(500):
         with pytest.raises(ApiError):
-            app_mod.resolve(app, f"unrouted-{i}", "openai")
+            context.resolve(app, f"unrouted-{i}", "openai")
     assert len(memo) == 0  # refusals are not kept
     with pytest.raises(ApiError) as e:
-        app_mod.resolve(app, "claude-" + "x" * 300, "openai")
+        context.resolve(app, "claude-" + "x" * 300, "openai")
     assert e.value.status == 400 and e.value.param == "model"
     for i in range(6000):
-        app_mod.resolve(app, f"claude-{i:05d}" + "y" * 240, "openai")
-        assert memo.size <= app_mod._RESOLVED_MAX_BYTES and len(memo) <= app_mod._RESOLVED_MAX
+        context.resolve(app, f"claude-{i:05d}" + "y" * 240, "openai")
+        assert memo.size <= context._RESOLVED_MAX_BYTES and len(memo) <= context._RESOLVED_MAX
     assert memo.size > 0

@@ -382,7 +382,8 @@ async def test_a_client_gone_mid_write_is_a_499_not_a_gateway_error(fake_anthrop
 
     from engine import config as config_mod
     from engine.catalog import Catalog
-    from engine.server.app import add_route, create_app
+    from engine.server.app import create_app
+    from engine.server.context import add_route
     from conftest import gateway_env
 
     app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
@@ -415,23 +416,24 @@ def test_route_decisions_are_remembered_per_model_within_a_bound(fake_anthropic,
     from engine import config as config_mod
     from engine.catalog import Catalog
     from engine.server import app as app_mod
-    from engine.server.errors import ApiError
+    from engine.server import context
+    from engine.server.api_errors import ApiError
     from conftest import gateway_env
 
     app = app_mod.create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)),
                              Catalog.load())
     req = make_mocked_request("POST", "/v1/chat/completions", app=app)
-    first = app_mod.resolve(app, "claude-x", "openai", req)
-    assert first == ("anthropic", "claude-x", "translate") == app_mod.resolve(app, "claude-x", "openai")
+    first = context.resolve(app, "claude-x", "openai", req)
+    assert first == ("anthropic", "claude-x", "translate") == context.resolve(app, "claude-x", "openai")
     assert req["log"]["mode"] == "translate" and req["log"]["provider"] == "anthropic"
     for _ in range(2):
         other = make_mocked_request("POST", "/v1/chat/completions", app=app)
         with pytest.raises(ApiError) as e:
-            app_mod.resolve(app, "nothing-routes-this", "openai", other)
+            context.resolve(app, "nothing-routes-this", "openai", other)
         assert e.value.status == 404 and e.value.code == "model_not_found"
         assert other["log"]["model_label"] == "unrouted" and "mode" not in other["log"]
-    monkeypatch.setattr(app_mod, "_RESOLVED_MAX", 3)
+    monkeypatch.setattr(context, "_RESOLVED_MAX", 3)
     for i in range(10):
-        app_mod.resolve(app, f"claude-{i}", "openai")
-        assert len(app[app_mod.RESOLVED]) <= 3
-    assert app_mod.pair_for(app, "chat-to-messages", "claude-x") is app[app_mod.PAIRS]["chat-to-messages"]
+        context.resolve(app, f"claude-{i}", "openai")
+        assert len(app[context.RESOLVED]) <= 3
+    assert context.pair_for(app, "chat-to-messages", "claude-x") is app[context.PAIRS]["chat-to-messages"]

@@ -21,7 +21,8 @@ import uuid
 
 import pytest
 
-from engine.store import ResponseStore, StoreError, open_store
+from engine.store import ResponseStore, StoreError
+from engine.store.factory import open_store
 from engine.store.redis import KEY_PREFIX, RedisStore
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.server.errors import ApiError
+from engine.server.api_errors import ApiError
 from engine.server.translate import _encoding, load_json
 
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "tests" / "fixtures" / "clients"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "clients"
 FIRST_REQUEST = "codex-0.169-responses-req1.json"
 LOOKBACK = 20
 READ, WRITE = 0.1, {"5m": 1.25, "1h": 2.0}
@@ -140,9 +140,9 @@ async def replay(model: str, prompt_cache: str, turns: int = 12, ttl: str = "5m"
     """One session through `engine serve`'s app in this process; the upstream's bill per turn."""
     from aiohttp.test_utils import TestServer
 
-    from .. import config as config_mod
-    from ..profiles import shipped
-    from ..server.app import create_app
+    from engine import config as config_mod
+    from engine.profiles import shipped
+    from engine.server.app import create_app
 
     upstream = CachingUpstream(min_tokens=shipped().get(model)["cache_min_tokens"])
     state = {"turn": 0}

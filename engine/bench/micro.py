@@ -20,11 +20,11 @@ import json
 import time
 from pathlib import Path
 
-from ..catalog import Catalog
-from ..sse import SSEDecoder
-from ..stream import StreamTranslator
+from engine.catalog import Catalog
+from engine.sse import SSEDecoder
+from engine.stream import StreamTranslator
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 # a spec's source schema id -> the fixture files recorded from that API
 STREAM_FIXTURES = {
@@ -34,7 +34,7 @@ STREAM_FIXTURES = {
 }
 
 # the engine's own decoder and encoder (msgspec): the floor must not flatter the engine
-from ..jsontext import decode as _decode, dumpb as _dumpb
+from engine.jsontext import decode as _decode, dumpb as _dumpb
 CFG = {"default_max_tokens": 4096, "stream_id": "bench"}
 STREAM_REQ = {"stream": True, "stream_options": {"include_usage": True}}
 
@@ -132,14 +132,14 @@ def _valid(schema_id: str | None, body) -> bool:
     if not schema_id:
         return False
     try:
-        from .. import schemas
+        from engine import schemas
         return schemas.first_error(schema_id, body) is None
     except Exception:
         return False
 
 
 def request_rows(catalog: Catalog, budget: float = 0.2, fixtures: Path = FIXTURES) -> list[dict]:
-    from .. import schemas
+    from engine import schemas
 
     rows = []
     bodies = _client_bodies(fixtures)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 
 
 async def chat_completions(request: web.Request):
@@ -23,7 +23,8 @@ async def chat_completions(request: web.Request):
                                spec_scope(app, target, request), auth)
 
 
-def setup(app: web.Application):
-    add_pair(app, "chat-to-messages", upstream_path="/v1/messages")
-    add_route(app, "POST", "/v1/chat/completions", chat_completions)
-    add_route(app, "POST", "/chat/completions", chat_completions)
+def setup(app: web.Application, decl):
+    """The routes of the chat-to-messages pair's declaration (mappings/chat-to-messages/pair.yaml)."""
+    add_pair(app, decl.name)
+    for method, path in decl.endpoints:
+        add_route(app, method, path, chat_completions, api=decl.error_shape)

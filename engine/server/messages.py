@@ -19,12 +19,10 @@ import math
 from aiohttp import web
 
 from . import passthrough, translate
-from .app import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
-from .errors import ApiError
+from .context import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .api_errors import ApiError
 
 PAIR = "messages-to-chat"
-# written while the upstream is silent: Anthropic's own keep-alive event
-PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 SPEC_CFG = web.AppKey("messages_spec_cfg", dict)
 
 
@@ -130,10 +128,13 @@ def estimate_tokens(body: dict) -> int:
 
 # ---------------------------------------------------------------- routes
 
-def setup(app: web.Application):
+def setup(app: web.Application, decl):
+    """The routes of the messages-to-chat pair's declaration (mappings/messages-to-chat/pair.yaml),
+    and count_tokens beside them."""
     cfg = app[CONFIG]
     app[SPEC_CFG] = {**app["spec_cfg"], "max_tokens_cap": cfg.max_tokens_cap}
-    add_pair(app, PAIR, upstream_path="/chat/completions", keepalive=PING)
+    add_pair(app, decl.name)
+    for method, path in decl.endpoints:
+        add_route(app, method, path, messages, api=decl.error_shape)
     for prefix in ("", "/anthropic"):
-        add_route(app, "POST", prefix + "/v1/messages", messages)
-        add_route(app, "POST", prefix + "/v1/messages/count_tokens", count_tokens)
+        add_route(app, "POST", prefix + "/v1/messages/count_tokens", count_tokens, api=decl.error_shape)

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..logs import AccessLog, field
 from .counters import Collector, LabelledCounter, LabelledHistogram
-from .errors import ApiError
+from .api_errors import ApiError
 
 log = logging.getLogger("engine.access")
 access_log = AccessLog("engine.access")
@@ -97,15 +97,16 @@ def _task_count() -> int:
         return 0
 
 
-def setup(app: web.Application, cfg):
+def setup(app: web.Application, cfg, upstreams: dict):
+    """`upstreams`: provider -> Upstream, whose open connections /metrics reports."""
     app[METRICS] = Metrics()
+    app[METRICS].upstreams = upstreams
     app[KEYRING] = None if cfg.auth_disabled else KeyRing(cfg.all_api_keys())
 
 
 async def metrics_handler(request: web.Request):
     m = request.app[METRICS]
-    from .app import UPSTREAMS
-    m.upstream_connections.set(sum(up.connections_in_use for up in request.app[UPSTREAMS].values()))
+    m.upstream_connections.set(sum(up.connections_in_use for up in m.upstreams.values()))
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -24,7 +24,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import ops
-from .errors import ApiError, api_of
+from .context import UPSTREAMS, upstream_auth
+from .api_errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
 from .upstream import (BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
@@ -224,7 +225,6 @@ async def anthropic_passthrough(request: web.Request, path: str, raw: bytes, bod
     """An Anthropic client's request to the Anthropic upstream (`path` is /v1/messages or
     /v1/messages/count_tokens, whatever prefix the gateway route had): the configured x-api-key,
     the client's anthropic-version (the configured one when it sent none) and anthropic-beta."""
-    from .app import UPSTREAMS, upstream_auth
     app = request.app
     return await forward(request, app[UPSTREAMS]["anthropic"], path, with_model(raw, body, model),
                          upstream_auth(app, "anthropic", request))
@@ -236,7 +236,6 @@ async def responses_passthrough(request: web.Request, raw: bytes, body: dict | N
     (openai_base_url + /responses) with the configured openai_api_key as the bearer token,
     streaming untouched. Call it when resolve(app, body["model"], "openai") says passthrough;
     pass the parsed `body` and the resolved `model` so an aliased model name is rewritten."""
-    from .app import UPSTREAMS, upstream_auth
     app = request.app
     return await forward(request, app[UPSTREAMS]["openai"], "/responses", with_model(raw, body, model),
                          upstream_auth(app, "openai", request))

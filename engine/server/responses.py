@@ -24,9 +24,9 @@ from aiohttp import web
 from ..functions import TranslationError, new_id
 from ..jsontext import dumpb
 from . import ops, passthrough, translate
-from .app import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
+from .context import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
                   upstream_auth)
-from .errors import ApiError
+from .api_errors import ApiError
 
 log = logging.getLogger("engine.responses")
 
@@ -38,7 +38,7 @@ _NOT_STORED = ("input", "previous_response_id", "stream")
 # ---------------------------------------------------------------- store
 
 async def _store_ctx(app: web.Application):
-    from ..store import open_store
+    from ..store.factory import open_store
     cfg = app[CONFIG]
     app[STORE] = open_store(cfg.session_store, cfg.data_dir, cfg.response_ttl_seconds,
                             timeout=cfg.store_timeout, settings=cfg)
@@ -165,12 +165,15 @@ async def submit_tool_outputs(request: web.Request):
     return await _translated(request, body, provider, target, prev=record)
 
 
-def setup(app: web.Application):
-    add_pair(app, PAIR, upstream_path="/v1/messages")
+def setup(app: web.Application, decl):
+    """The routes of the responses-to-messages pair's declaration
+    (mappings/responses-to-messages/pair.yaml), and the stored responses' routes beside them."""
+    add_pair(app, decl.name)
     app.cleanup_ctx.append(_store_ctx)
     app[HEALTH_CHECKS].append(("store", _store_health))
+    for method, path in decl.endpoints:
+        add_route(app, method, path, create_response, api=decl.error_shape)
     for prefix in ("/v1", ""):
-        add_route(app, "POST", prefix + "/responses", create_response)
         add_route(app, "GET", prefix + "/responses/{id}", get_response)
         add_route(app, "DELETE", prefix + "/responses/{id}", delete_response)
         add_route(app, "POST", prefix + "/responses/{id}/submit_tool_outputs", submit_tool_outputs)

@@ -22,7 +22,7 @@ from ..sse import SSEDecodeError, SSEDecoder
 from ..functions import TranslationError
 from ..stream import MalformedEvent, StreamTranslator
 from . import ops
-from .errors import ApiError
+from .api_errors import ApiError
 from .httpclient import TooLarge
 from . import shapes
 from .record import RECORDER
@@ -41,6 +41,7 @@ class Pair:
     specs: dict              # request / response / stream / error -> CompiledSpec
     upstream_path: str
     keepalive: bytes = b": keep-alive\n\n"
+    usage: object = None     # pairs.Usage: the tokens a request reports, as the pair declares them
 
 
 def _loads_utf8(raw: bytes):
@@ -329,10 +330,9 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
             _check_shape(pair, data)
-            usage = data.get("usage") if isinstance(data, dict) else None
-            if isinstance(usage, dict):
-                ops.note(request, tokens_in=usage.get("input_tokens", usage.get("prompt_tokens")),
-                         tokens_out=usage.get("output_tokens", usage.get("completion_tokens")))
+            if pair.usage is not None:
+                tokens_in, tokens_out = pair.usage.of_response(data)
+                ops.note(request, tokens_in=tokens_in, tokens_out=tokens_out)
             spec = pair.specs["response"]
             sc = spec.scope(src=data, req=body, **scope)
             text = getattr(spec.template, "json", None)
@@ -476,11 +476,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
         metrics.open_streams.dec()
         if rec is not None:
             rec.finish()
-        state = translator.state
-        ops.note(request, ttfb=clock["ttfb"],
-                 tokens_in=(state.get("input_tokens") or 0) + (state.get("cache_read") or 0)
-                 + (state.get("cache_creation") or 0) or None,
-                 tokens_out=state.get("output_tokens"))
+        tokens_in, tokens_out = pair.usage.of_stream(translator.state) if pair.usage is not None else (None, None)
+        ops.note(request, ttfb=clock["ttfb"], tokens_in=tokens_in or None, tokens_out=tokens_out)
     return out
 
 

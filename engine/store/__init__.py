@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from .. import jsontext
 
-__all__ = ["ResponseStore", "StoreError", "open_store"]
+__all__ = ["ResponseStore", "StoreError"]
 
 
 class StoreError(Exception):
@@ -55,33 +55,6 @@ class ResponseStore:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-
-def open_store(url_or_kind: str, data_dir: str, ttl_seconds: int, timeout: float | None = None,
-               settings=None) -> ResponseStore:
-    """``"sqlite"`` -> SQLite file in ``data_dir``; ``redis://`` / ``rediss://`` / ``unix://`` URL
-    -> Redis, with the Sentinel or Cluster keys of ``settings`` (the Config) when given.
-
-    Raises ``ValueError`` for an unknown kind, a malformed URL or a bad TTL.
-    ``timeout`` bounds Redis's connects and round trips (the server bounds every operation
-    with store_timeout besides). No I/O happens here.
-    """
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds < 1:
-        raise ValueError(f"ttl_seconds must be a positive whole number, got {ttl_seconds!r}")
-    kind = url_or_kind.strip()
-    if kind.lower() == "sqlite":
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore(data_dir, ttl_seconds)
-    if kind.lower().startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisSettings, RedisStore
-
-        rs = RedisSettings.from_config(settings) if settings is not None else None
-        if timeout:
-            return RedisStore(kind, ttl_seconds, connect_timeout=min(5.0, timeout), command_timeout=timeout,
-                              settings=rs)
-        return RedisStore(kind, ttl_seconds, settings=rs)
-    raise ValueError(f'unknown response store {url_or_kind!r}: expected "sqlite" or a redis:// URL')
 
 
 # ------------------------------------------------------------------ helpers shared by backends

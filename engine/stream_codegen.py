@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 
+from . import codegen
 from . import nodes as N
 from .expr import hoist_paths, truthy_source
 
@@ -123,11 +124,12 @@ def noop(scope, out):
     return None
 
 
-def text_handler(fn):
-    """`handler(scope, out)` for a TextOut: `fn`'s actions as one generated function."""
+def text_handler(fn, part: str = "handler"):
+    """`handler(scope, out)` for a TextOut: `fn`'s actions as one generated function, named for
+    the spec `part` it runs (e.g. `on.message_start`)."""
     g = _Gen()
     g.block(fn, "    ")
     # state's keys change as the handler runs; every name of the scope stays (each restores its own)
     src = "\n".join(["def handler(scope, out):", *hoist_paths(g.lines, g.env, written=frozenset({"state"}))])
-    exec(compile(src, "<stream handler>", "exec"), g.env)  # noqa: S102 - generated above
-    return g.env["handler"]
+    with codegen.part(part):
+        return codegen.define(src, "handler", g.env, "handler")

@@ -1,0 +1,63 @@
+"""Generated code is named for the spec part it runs and its source is visible: in tracebacks
+(linecache) and through `engine explain` / `engine check --show-source`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import traceback
+
+import pytest
+
+from engine.stream import StreamTranslator
+from tests.test_compiler import compile_text
+
+
+def test_a_traceback_through_a_generated_handler_shows_its_source_line():
+    spec, errors = compile_text("""
+    state: {n: 0}
+    framing: {event_field: type}
+    discriminator: event.type
+    on:
+      add:
+        - incr: {n: event.t}
+        - emit: {type: {const: added}, n: state.n}
+    """, kind="StreamMapping", name="stream")
+    assert not errors, errors
+    t = StreamTranslator(spec)
+    with pytest.raises(TypeError) as info:
+        t.feed(b'data: {"type":"add","t":"not a number"}\n\n')
+    frames = traceback.extract_tb(info.value.__traceback__)
+    generated = [f for f in frames if f.filename.startswith("<spec")]
+    assert generated, [f.filename for f in frames]
+    last = generated[-1]
+    assert last.filename == "<spec t/stream@2025-01-01 on.add handler>"
+    assert last.line and "+" in last.line and "get(" in last.line  # the incr, as generated
+    text = "".join(traceback.format_exception(info.value))
+    assert last.line in text
+    # the same source is kept on the spec, under the same name
+    assert dict(spec.generated)[last.filename].splitlines()[last.lineno - 1].strip() == last.line
+
+
+def test_every_exec_of_generated_source_goes_through_codegen():
+    from pathlib import Path
+    import engine
+    root = Path(engine.__file__).parent
+    sites = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if p.name != "codegen.py" and ("exec(" in p.read_text() or "exec(compile" in p.read_text())]
+    assert sites == []
+
+
+@pytest.mark.parametrize("argv", [["explain", "chat-to-messages/stream@2026-12-01"],
+                                  ["check", "--show-source", "chat-to-messages/stream@2026-12-01"]])
+def test_the_cli_prints_what_a_spec_compiled_to(argv):
+    r = subprocess.run([sys.executable, "-m", "engine", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "# <spec chat-to-messages/stream@2026-12-01 on.content_block_delta handler>" in r.stdout
+    assert "def handler(scope, out):" in r.stdout
+    assert "def build(scope):" in r.stdout
+
+
+def test_the_cli_names_an_unknown_spec():
+    r = subprocess.run([sys.executable, "-m", "engine", "explain", "no-such/spec"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "no mapping spec named 'no-such/spec'" in r.stderr
