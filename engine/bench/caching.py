@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "clients"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clients"
 FIRST_REQUEST = "codex-0.169-responses-req1.json"
 LOOKBACK = 20
 READ, WRITE = 0.1, {"5m": 1.25, "1h": 2.0}

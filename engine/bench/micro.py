@@ -24,7 +24,7 @@ from engine.catalog import Catalog
 from engine.sse import SSEDecoder
 from engine.stream import StreamTranslator
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 
 # a spec's source schema id -> the fixture files recorded from that API
 STREAM_FIXTURES = {

@@ -42,7 +42,7 @@ from .procs import Pinning, Proc, free_port, python, status_kb
 from .upstream import model_name, stream_events
 
 PATH = "/v1/chat/completions"
-CLIENTS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clients"
+CLIENTS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clients"
 # (row name, capture, upstream provider the gateway translates to)
 REAL = (("Codex 0.169 Responses", "codex-0.169-responses-req1.json", "anthropic"),
         ("Codex 0.94 chat", "codex-0.94-chat-req1.json", "anthropic"),
@@ -260,7 +260,7 @@ class Bench:
             "--body", str(self.bodies[body]),
             "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
