@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from . import metaschema, pairs, profiles, schemas
+from . import error_types, metaschema, pairs, profiles, schemas
 from .compiler import CompiledSpec, compile_spec
 from .spec_errors import SpecError, SpecErrors
 from .overlay import Overlay
@@ -148,6 +148,13 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
                 profiles.check(source)
             except profiles.ProfileError as e:
                 errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
+            continue
+        if isinstance(source.value, dict) and source.value.get("kind") == error_types.KIND:
+            # the status -> error type table (engine/error_types.py), not a mapping spec: only checked here
+            try:
+                error_types.check(source)
+            except error_types.ErrorTypesError as e:
+                errors.append(SpecError(rel, 1, 1, "<error types>", str(e)))
             continue
         if pairs.is_declaration(source):
             # an API pair's declaration (engine/pairs.py), not a mapping spec: only checked here

@@ -18,7 +18,7 @@ from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_path
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
 from .names import ITEM, near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
-from .scope import names_for, schemas_for
+from .scope import USAGE_NAMES, names_for, schemas_for
 
 TEMPLATE_KEYS = {
     "const": set(), "each": {"as", "map", "flatten", "index"}, "switch": {"cases", "default"},
@@ -645,6 +645,12 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     else:
         with codegen.part("template"):
             out.template = N.as_fn(compile_template(ctx, spec.get("template"), ["template"]))
+    if isinstance(spec.get("usage"), dict):
+        names = ctx.names
+        ctx.names = USAGE_NAMES.get(out.kind, names)
+        with codegen.part("usage"):
+            out.usage = tuple(N.as_fn(compile_template(ctx, spec["usage"][k], ["usage", k])) for k in ("input", "output"))
+        ctx.names = names
     _check_def_reads(ctx)
     if len(errors) != before:
         return None

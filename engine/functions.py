@@ -17,6 +17,8 @@ JMESPath functions (use inside expressions):
   json_or(s, fallback) JSON text -> value; fallback when s is null, '' or not valid JSON (a tool call's
                        arguments cut off by a length stop must not fail the whole response)
   minus(a, b)          a - b, null counting as 0 (JMESPath has no arithmetic: prompt minus cached tokens)
+  error_type(api, status)  the error type of an HTTP status in a client API's error shape ('openai',
+                       'anthropic'), from the one table mappings/errors.yaml
 
 Named transforms (use as {pipe: NAME, input: ..., args: {...}}):
   merge_turns(messages)       consecutive same-role Anthropic turns merged into one; in user turns
@@ -33,6 +35,7 @@ import time
 
 from jmespath import functions as jf
 
+from . import error_types
 from .jsontext import dumps, loads as _loads
 
 
@@ -169,6 +172,14 @@ class Functions(jf.Functions):
     @jf.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
     def _func_minus(self, a, b):
         return (a or 0) - (b or 0)
+
+    @jf.signature({"types": ["string"]}, {"types": ["number"]})
+    def _func_error_type(self, api, status):
+        table = error_types.shipped()
+        if api not in table.apis():
+            raise TranslationError(f"error_type: no client API {api!r} in mappings/errors.yaml "
+                                   f"(there: {', '.join(sorted(table.apis()))})")
+        return table.type_of(api, int(status))
 
     @jf.signature({"types": []})
     def _func_is_string(self, v):

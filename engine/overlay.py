@@ -12,7 +12,7 @@ that version of the same spec, applies the overlay, and compiles the result as a
     helpers:           added to the base's
     template, framing: objects merged key by key (literal objects and `fields:` nodes), anything
                        else replaces what the base has there
-    anything else:     replaces the base's (source, target, discriminator, init, eof, error)
+    anything else:     replaces the base's (source, target, usage, discriminator, init, eof, error)
     patch:             {path: value}, applied last: the value replaces what is at the path, or is
                        added under it (a new table entry, a new field)
 

@@ -1,7 +1,8 @@
 """API pair declarations (mappings/<pair>/pair.yaml, kind ApiPair, checked by schemas/api-pair.json):
 what the server needs of a pair besides its specs — the client endpoints and request schema, the
-upstream provider and path, the keep-alive frame, the shape of the gateway's own errors and the
-tokens a request reports. The spec catalog skips these files as specs; `engine check` checks them."""
+upstream provider and path, the keep-alive frame and the shape of the gateway's own errors (the
+tokens a request reports are its response and stream specs' `usage:`). The spec catalog skips
+these files as specs; `engine check` checks them."""
 from __future__ import annotations
 
 import re
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import schemas
-from .expr import ExprError, compile_expr
 from .source import Source, load_text
 from .spec_errors import SpecError
 
@@ -17,31 +17,6 @@ KIND = "ApiPair"
 FILE = "pair.yaml"
 SCHEMA = "api-pair"
 DEFAULT_KEEPALIVE = ": keep-alive\n\n"
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts from compiled JMESPath: `response` over {src: upstream answer}, `stream` over
-    {state: the stream spec's final state}."""
-    response: tuple  # (input fn, output fn)
-    stream: tuple
-
-    def of_response(self, data) -> tuple:
-        return _tokens(self.response, {"src": data})
-
-    def of_stream(self, state: dict) -> tuple:
-        return _tokens(self.stream, {"state": state})
-
-
-def _tokens(fns: tuple, scope: dict) -> tuple:
-    out = []
-    for fn in fns:
-        try:
-            v = fn(scope)
-        except Exception:  # noqa: BLE001 - an upstream that reports no usage: nothing is counted
-            v = None
-        out.append(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None)
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -56,7 +31,6 @@ class PairDecl:
     upstream_schema: str | None
     keepalive: bytes
     handler: str | None       # a built-in endpoint module, else None: the generic endpoint
-    usage: Usage
     file: str
 
 
@@ -86,15 +60,6 @@ def parse(source: Source) -> PairDecl:
         sid = doc[keys[0]].get(keys[1])
         if sid is not None and sid not in ids:
             errors.append(_error(source, keys, f"no schema {sid!r} under schemas/"))
-    usage = {}
-    for part in ("response", "stream"):
-        fns = []
-        for field in ("input", "output"):
-            try:
-                fns.append(compile_expr(doc["usage"][part][field])[0])
-            except ExprError as e:
-                errors.append(_error(source, ("usage", part, field), str(e)))
-        usage[part] = tuple(fns)
     if errors:
         raise PairError(errors)
     client, upstream = doc["client"], doc["upstream"]
@@ -105,7 +70,7 @@ def parse(source: Source) -> PairDecl:
         request_schema=client["request_schema"], provider=upstream["provider"], upstream_path=upstream["path"],
         upstream_schema=upstream.get("request_schema"),
         keepalive=((doc.get("stream") or {}).get("keepalive") or DEFAULT_KEEPALIVE).encode(),
-        handler=doc.get("handler"), usage=Usage(usage["response"], usage["stream"]), file=source.path)
+        handler=doc.get("handler"), file=source.path)
 
 
 def _error(source: Source, keys: tuple, message: str) -> SpecError:

@@ -34,6 +34,7 @@ class CompiledSpec:
     checks: tuple = ()
     drops: tuple = ()  # (condition, param, reason): fields deliberately not sent upstream
     template: object = None
+    usage: tuple | None = None  # (input fn, output fn): the tokens the spec reports (`usage:`)
     # stream specs
     state: dict = field(default_factory=dict)
     init: object = None
@@ -76,6 +77,20 @@ class CompiledSpec:
 
     def apply(self, **values):
         return self.template(self.scope(**values))
+
+    def tokens(self, scope: dict) -> tuple:
+        """(input, output) tokens the spec's `usage:` reports over `scope` (response specs: their
+        own scope; stream specs: {state: the final state}); None where it reports no count."""
+        if self.usage is None:
+            return None, None
+        out = []
+        for fn in self.usage:
+            try:
+                v = fn(scope)
+            except Exception:  # noqa: BLE001 - an upstream that reports no usage: nothing is counted
+                v = None
+            out.append(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None)
+        return tuple(out)
 
     def initial_state(self) -> dict:
         # scalars are shared; each container is copied (copy.deepcopy's memo bookkeeping took

@@ -16,6 +16,12 @@ SCOPE_NAMES: dict[str, frozenset] = {
     "StreamMapping": frozenset(("event", "state") + _COMMON),
 }
 
+# the names a spec's `usage:` may read where they differ from the rest of the spec: a stream
+# reports its tokens once it has ended, over its final state alone
+USAGE_NAMES: dict[str, frozenset] = {
+    "StreamMapping": frozenset(("state",)),
+}
+
 # the spec's own sections that bind a scope name of the same name, per kind
 SECTION_NAMES: dict[str, tuple] = {
     "RequestMapping": ("vars",),

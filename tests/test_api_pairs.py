@@ -1,5 +1,5 @@
 """API pairs as data: a pair declared in mappings/<pair>/pair.yaml (with its specs and schemas) is
-served by `engine serve` with no Python; the tokens a pair reports come from its declaration."""
+served by `engine serve` with no Python; the tokens a pair reports come from its specs' `usage:`."""
 from __future__ import annotations
 
 import json
@@ -52,7 +52,7 @@ def test_a_toy_pair_declared_in_yaml_is_served_by_engine_serve(make_gateway, fak
     status, _, raw = post(gw, "/v1/prompt", {"model": "claude-sonnet-4-5", "prompt": 3})
     assert status == 400 and json.loads(raw)["error"]["param"] == "prompt"
     assert len(fake_anthropic.requests) == before
-    # the declared usage: both answers counted
+    # the specs' declared usage: both answers counted
     m = metrics(gw)
     assert m['engine_tokens_total{direction="in",model="claude*"}'] == 11 + 7
     assert m['engine_tokens_total{direction="out",model="claude*"}'] == 4 + 2
@@ -64,7 +64,7 @@ def test_a_toy_pair_declared_in_yaml_is_served_by_engine_serve(make_gateway, fak
 
 
 def test_translated_messages_streams_report_their_tokens(make_gateway, fake_openai):
-    """messages-to-chat: the stream's usage, as its pair declares it, reaches the metrics."""
+    """messages-to-chat: the stream's usage, as its stream spec declares it, reaches the metrics."""
     from support.fake_upstream import openai_chat_stream
     gw = make_gateway({"TOKLIGENCE_MODEL_ALIASES": "claude-*=>gpt-4o"})
     fake_openai.set_default(sse_reply(openai_chat_stream(["Hi"], usage={"prompt_tokens": 13,
@@ -91,7 +91,8 @@ def test_a_bad_declaration_names_file_line_and_field(tmp_path):
     with pytest.raises(PairError) as e:
         load_dir(tmp_path)
     assert re.search(r"x/pair\.yaml:\d+:\d+: upstream\.path: ", str(e.value)), str(e.value)
-    (tmp_path / "x" / "pair.yaml").write_text(text.replace("input: state.input", 'input: "length(state.input"'))
+    (tmp_path / "x" / "pair.yaml").write_text(text + "usage: {input: src.usage.input_tokens}\n")
     with pytest.raises(PairError) as e:
         load_dir(tmp_path)
-    assert "usage.stream.input" in str(e.value)
+    # the tokens a pair reports are its specs' `usage:` (tests/bad_specs/usage_reads_the_event.yaml)
+    assert re.search(r"x/pair\.yaml:\d+:\d+: <root>: .*usage", str(e.value)), str(e.value)

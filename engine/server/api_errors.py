@@ -8,12 +8,11 @@ import json
 
 from aiohttp import web
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-                 404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error",
-                    529: "overloaded_error"}
+from .. import error_types
+
+# status -> error type, per client API: the one table the error specs also read (mappings/errors.yaml)
+_TYPES = error_types.shipped()
+_ANTHROPIC_TYPES = _TYPES.types("anthropic")
 
 
 class ApiError(Exception):
@@ -31,18 +30,18 @@ class ApiError(Exception):
 
 
 def openai_body(status, message, param=None, code=None, type=None) -> dict:
-    return {"error": {"message": message, "type": type or _OPENAI_TYPES.get(status, "server_error"),
+    return {"error": {"message": message, "type": type or _TYPES.type_of("openai", status),
                       "param": param, "code": code}}
 
 
 def anthropic_body(status, message, type=None) -> dict:
-    return {"type": "error", "error": {"type": type or _ANTHROPIC_TYPES.get(status, "api_error"),
+    return {"type": "error", "error": {"type": type or _TYPES.type_of("anthropic", status),
                                        "message": message}}
 
 
 def render(api: str, err: ApiError, request_id: str | None = None) -> web.Response:
     if api == "anthropic":
-        atype = err.type if err.type in set(_ANTHROPIC_TYPES.values()) else None
+        atype = err.type if err.type in _ANTHROPIC_TYPES else None
         msg = f"{err.param}: {err.message}" if err.param and not err.message.startswith(err.param) else err.message
         body = anthropic_body(err.status, msg, atype)
         if request_id:

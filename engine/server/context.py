@@ -192,7 +192,7 @@ def add_pair(app, name: str) -> translate.Pair:
     versions = getattr(cfg, "mapping_versions", None) or {}
     decl = app[CATALOG].declared[name]
     pair = translate.Pair(name=name, specs=app[CATALOG].pair(name, versions), upstream_path=decl.upstream_path,
-                          keepalive=decl.keepalive, usage=decl.usage)
+                          keepalive=decl.keepalive)
     app[PAIRS][name] = pair
     for route in cfg.routes:
         if route.version and (name, route.version) not in app[PAIRS]:

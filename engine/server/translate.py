@@ -41,7 +41,6 @@ class Pair:
     specs: dict              # request / response / stream / error -> CompiledSpec
     upstream_path: str
     keepalive: bytes = b": keep-alive\n\n"
-    usage: object = None     # pairs.Usage: the tokens a request reports, as the pair declares them
 
 
 def _loads_utf8(raw: bytes):
@@ -330,11 +329,11 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
                 raise ApiError(502, f"the upstream sent an unreadable response: {type(e).__name__}: {e}",
                                type="server_error") from None
             _check_shape(pair, data)
-            if pair.usage is not None:
-                tokens_in, tokens_out = pair.usage.of_response(data)
-                ops.note(request, tokens_in=tokens_in, tokens_out=tokens_out)
             spec = pair.specs["response"]
             sc = spec.scope(src=data, req=body, **scope)
+            if spec.usage is not None:
+                tokens_in, tokens_out = spec.tokens(sc)
+                ops.note(request, tokens_in=tokens_in, tokens_out=tokens_out)
             text = getattr(spec.template, "json", None)
             if on_result is None and text is not None:
                 # written straight to JSON text (engine/serialize.py): no dict to encode
@@ -476,7 +475,7 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
         metrics.open_streams.dec()
         if rec is not None:
             rec.finish()
-        tokens_in, tokens_out = pair.usage.of_stream(translator.state) if pair.usage is not None else (None, None)
+        tokens_in, tokens_out = pair.specs["stream"].tokens({"state": translator.state})
         ops.note(request, ttfb=clock["ttfb"], tokens_in=tokens_in or None, tokens_out=tokens_out)
     return out
 
