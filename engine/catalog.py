@@ -134,6 +134,29 @@ def _error(source: Source, path: tuple, message: str) -> SpecError:
     return SpecError(file, line, col, ".".join(p for p in path if p != "<key>"), message, text)
 
 
+def _check_data_file(source, rel: str) -> list | None:
+    """The errors of a file under mappings/ that is data the server reads rather than a mapping
+    spec (a model-profile table, the status -> error type table, an API pair's declaration), each
+    only checked here; None for a mapping spec."""
+    kind = source.value.get("kind") if isinstance(source.value, dict) else None
+    try:
+        if kind == profiles.KIND:
+            profiles.check(source)
+        elif kind == error_types.KIND:
+            error_types.check(source)
+        elif pairs.is_declaration(source):
+            pairs.parse(source)
+        else:
+            return None
+    except profiles.ProfileError as e:
+        return [SpecError(rel, 1, 1, "<profiles>", str(e))]
+    except error_types.ErrorTypesError as e:
+        return [SpecError(rel, 1, 1, "<error types>", str(e))]
+    except pairs.PairError as e:
+        return list(e.errors)
+    return []
+
+
 def load_dir(root) -> tuple[list[Source], list[SpecError]]:
     sources, errors = [], []
     for path in sorted(Path(root).rglob("*.yaml")):
@@ -142,26 +165,9 @@ def load_dir(root) -> tuple[list[Source], list[SpecError]]:
         if source is None:  # a YAML syntax error: reported like the others, the other files go on
             errors.extend(found)
             continue
-        if isinstance(source.value, dict) and source.value.get("kind") == profiles.KIND:
-            # a model-profile table (engine/profiles.py), not a mapping spec: only checked here
-            try:
-                profiles.check(source)
-            except profiles.ProfileError as e:
-                errors.append(SpecError(rel, 1, 1, "<profiles>", str(e)))
-            continue
-        if isinstance(source.value, dict) and source.value.get("kind") == error_types.KIND:
-            # the status -> error type table (engine/error_types.py), not a mapping spec: only checked here
-            try:
-                error_types.check(source)
-            except error_types.ErrorTypesError as e:
-                errors.append(SpecError(rel, 1, 1, "<error types>", str(e)))
-            continue
-        if pairs.is_declaration(source):
-            # an API pair's declaration (engine/pairs.py), not a mapping spec: only checked here
-            try:
-                pairs.parse(source)
-            except pairs.PairError as e:
-                errors.extend(e.errors)
+        data_errors = _check_data_file(source, rel)
+        if data_errors is not None:
+            errors.extend(data_errors)
             continue
         sources.append(source)
     return sources, errors
