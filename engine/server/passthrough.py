@@ -29,7 +29,7 @@ from .api_errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
 from .upstream import (BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
-                       read_error_body, redact)
+                       read_error_body, redact, sent_keys)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -110,7 +110,7 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
                 out.headers.add(k, v)
         await out.prepare(request)
         # a body passed on as it came can still be scanned for the keys (not a compressed one)
-        keys = () if resp.headers.get("content-encoding") else keys_for(upstream, _sent_keys(auth_headers))
+        keys = () if resp.headers.get("content-encoding") else keys_for(upstream, sent_keys(auth_headers))
         return await _relay(request, upstream, resp, out, sse, limit, keys, rec)
     except (ConnectionResetError, asyncio.CancelledError):
         resp.close()
@@ -183,11 +183,6 @@ async def _relay(request, upstream, resp, out, sse: bool, limit: int | None, key
     return out
 
 
-def _sent_keys(auth_headers: dict | None) -> list:
-    return [v[7:] if k.lower() == "authorization" and v[:7].lower() == "bearer " else v
-            for k, v in (auth_headers or {}).items() if k.lower() in ("authorization", "x-api-key")]
-
-
 def _sse_error(api: str, message: str, kind: str) -> bytes:
     """An error event in the stream grammar of the client's API (what its SDK raises)."""
     if api == "anthropic":
@@ -206,7 +201,7 @@ async def _relay_error(request, upstream, resp, auth_headers: dict, rec=None) ->
         raise ApiError(502, f"the upstream answered {resp.status}, but {why}", code="upstream_error_unreadable",
                        type="server_error")
     text = data.decode("utf-8", "surrogateescape")
-    clean = redact(text, (*_sent_keys(auth_headers), *upstream.secrets))
+    clean = redact(text, (*sent_keys(auth_headers), *upstream.secrets))
     if clean is not text:
         data = clean.encode("utf-8", "surrogateescape")
     if rec is not None:

@@ -29,7 +29,7 @@ from .record import RECORDER
 from .shapes import event_guard
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
 from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
-                       redact)
+                       redact, sent_keys)
 
 log = logging.getLogger("engine")
 
@@ -217,18 +217,6 @@ def answer_headers(request: web.Request) -> dict | None:
 
 
 DROPPED_HEADER = "x-gateway-dropped"
-
-
-def sent_keys(headers: dict | None) -> list:
-    """The upstream key sent with a request (x-api-key, or a bearer token)."""
-    sent = []
-    for k, v in (headers or {}).items():
-        lk = k.lower()
-        if lk == "x-api-key":
-            sent.append(v)
-        elif lk == "authorization":
-            sent.append(v[7:] if v[:7].lower() == "bearer " else v)
-    return sent
 
 
 async def upstream_error(pair: Pair, resp, provider: str, upstream=None, secrets=(), rec=None) -> ApiError:

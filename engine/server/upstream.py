@@ -259,6 +259,18 @@ def redact(text: str, secrets) -> str:
     return text
 
 
+def sent_keys(headers: dict | None) -> list:
+    """The upstream key sent with a request (x-api-key, or a bearer token)."""
+    sent = []
+    for k, v in (headers or {}).items():
+        lk = k.lower()
+        if lk == "x-api-key":
+            sent.append(v)
+        elif lk == "authorization":
+            sent.append(v[7:] if v[:7].lower() == "bearer " else v)
+    return sent
+
+
 def secret_bytes(secrets) -> tuple:
     """The keys as bytes, for mask()."""
     return tuple({k.encode("utf-8", "surrogateescape") for k in secrets if k and len(k) >= 8})
