@@ -13,8 +13,8 @@ import time
 import pytest
 
 from engine.config import load
-from engine.server.httpclient import HttpClient
-from engine.server.upstream import RetryPolicy, UpstreamUnreachable, open_with_retries, retry_delay
+from engine.server.upstream import RetryPolicy, UpstreamUnreachable, retry_delay
+from support.retrying import post_with_retries
 from support.fake_upstream import FakeUpstream, anthropic_text_stream, error_reply, json_reply, sse_reply
 from support.gateway import GatewayProcess
 from support.raw_upstream import RawUpstream, chunk, chunked_head, reply
@@ -167,19 +167,6 @@ def test_serve_says_it_listens_on_loopback_and_warns_on_an_open_address(make_gat
 # ------------------------------------------------------------------ retry policy
 
 
-async def _call(url, policy, retries):
-    client = HttpClient(url)
-    try:
-        ctx, resp = await open_with_retries(lambda: client.post("/v1/messages", b"{}"), policy,
-                                            on_retry=retries.append)
-        try:
-            return resp.status, await resp.text()
-        finally:
-            await ctx.__aexit__(None, None, None)
-    finally:
-        await client.close()
-
-
 def test_retry_delay_reads_retry_after_ms_and_http_dates():
     p = RetryPolicy(max_delay=10)
     assert retry_delay(0, p, "3", "250") == 0.25
@@ -191,7 +178,7 @@ async def test_x_should_retry_false_is_honoured():
     with FakeUpstream("anthropic") as up:
         up.set_default(error_reply(529, headers={"x-should-retry": "false"}))
         retries = []
-        got, _ = await _call(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
+        got, _ = await post_with_retries(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
         assert got == 529 and retries == [] and len(up.requests) == 1
 
 
@@ -199,7 +186,7 @@ async def test_x_should_retry_true_is_honoured():
     with FakeUpstream("anthropic") as up:
         up.enqueue(error_reply(409, headers={"x-should-retry": "true", "retry-after-ms": "10"}), json_reply({"ok": 1}))
         retries = []
-        got, _ = await _call(up.url, RetryPolicy(max_retries=2), retries)
+        got, _ = await post_with_retries(up.url, RetryPolicy(max_retries=2), retries)
         assert got == 200 and retries == [1]
 
 
@@ -209,7 +196,7 @@ async def test_a_quota_exhausted_429_is_not_retried_and_its_body_is_kept():
     with FakeUpstream("openai") as up:
         up.set_default(error_reply(429, body))
         retries = []
-        got, text = await _call(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
+        got, text = await post_with_retries(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
         assert got == 429 and retries == [] and len(up.requests) == 1
         assert json.loads(text) == body
 
@@ -221,7 +208,7 @@ async def test_a_first_byte_timeout_is_not_retried():
         up.set_default(stall_reply(3, before_headers=True))
         retries = []
         with pytest.raises(UpstreamUnreachable, match="first byte"):
-            await _call(up.url, RetryPolicy(max_retries=2, first_byte_timeout=0.3), retries)
+            await post_with_retries(up.url, RetryPolicy(max_retries=2, first_byte_timeout=0.3), retries)
         assert retries == [] and len(up.requests) == 1
 
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from engine.server.httpclient import HttpClient
-from engine.server.upstream import RetryPolicy, UpstreamUnreachable, open_with_retries, retry_delay
+from engine.server.upstream import RetryPolicy, UpstreamUnreachable, retry_delay
+from support.retrying import post_with_retries
 from support.fake_upstream import FakeUpstream, error_reply, json_reply, stall_reply
 
 
@@ -19,25 +19,12 @@ def test_retry_delay_honours_retry_after_and_caps_it():
     assert 0 <= retry_delay(1, p, "soon") <= 1.0  # unreadable header: backoff
 
 
-async def _call(url, policy, retries):
-    client = HttpClient(url)
-    try:
-        ctx, resp = await open_with_retries(lambda: client.post("/v1/messages", b"{}"), policy,
-                                            on_retry=retries.append)
-        try:
-            return resp.status, await resp.text()
-        finally:
-            await ctx.__aexit__(None, None, None)
-    finally:
-        await client.close()
-
-
 async def test_429_with_retry_after_then_success():
     with FakeUpstream("anthropic") as up:
         up.enqueue(error_reply(429, headers={"retry-after": "0.2"}), json_reply({"ok": 1}))
         retries = []
         t = time.monotonic()
-        status, _ = await _call(up.url, RetryPolicy(max_retries=2), retries)
+        status, _ = await post_with_retries(up.url, RetryPolicy(max_retries=2), retries)
         assert status == 200 and retries == [1] and time.monotonic() - t >= 0.19
         assert len(up.requests) == 2
 
@@ -47,7 +34,7 @@ async def test_retryable_statuses_are_retried_up_to_the_maximum(status):
     with FakeUpstream("anthropic") as up:
         up.set_default(error_reply(status))
         retries = []
-        got, body = await _call(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
+        got, body = await post_with_retries(up.url, RetryPolicy(max_retries=2, base_delay=0.01), retries)
         assert got == status and retries == [1, 2] and len(up.requests) == 3
 
 
@@ -55,14 +42,14 @@ async def test_400_is_not_retried():
     with FakeUpstream("anthropic") as up:
         up.set_default(error_reply(400))
         retries = []
-        got, _ = await _call(up.url, RetryPolicy(max_retries=3, base_delay=0.01), retries)
+        got, _ = await post_with_retries(up.url, RetryPolicy(max_retries=3, base_delay=0.01), retries)
         assert got == 400 and retries == [] and len(up.requests) == 1
 
 
 async def test_connection_refused_raises_after_retries():
     retries = []
     with pytest.raises(UpstreamUnreachable, match="Connect"):
-        await _call("http://127.0.0.1:9", RetryPolicy(max_retries=2, base_delay=0.01), retries)
+        await post_with_retries("http://127.0.0.1:9", RetryPolicy(max_retries=2, base_delay=0.01), retries)
     assert retries == [1, 2]
 
 
@@ -70,4 +57,4 @@ async def test_first_byte_timeout():
     with FakeUpstream("anthropic") as up:
         up.set_default(stall_reply(2, before_headers=True))
         with pytest.raises(UpstreamUnreachable, match="first byte"):
-            await _call(up.url, RetryPolicy(max_retries=0, first_byte_timeout=0.3), [])
+            await post_with_retries(up.url, RetryPolicy(max_retries=0, first_byte_timeout=0.3), [])
