@@ -39,7 +39,14 @@ def _serve(args) -> int:
         print(f"engine: config error: pinned mapping versions the specs do not have:\n{e}", file=sys.stderr)
         return 2
     install_http_error_shapes()
+    try:
+        loop_factory = event_loop_factory(cfg.event_loop)
+    except ImportError:
+        print("engine: config error: event_loop=uvloop, but uvloop is not installed (pip install uvloop)",
+              file=sys.stderr)
+        return 2
     log.info("engine listening on http://%s:%s", cfg.host, cfg.port)
+    log.info("event loop: %s", "uvloop" if loop_factory.__module__.startswith("uvloop") else "asyncio")
     log.info("routes: %s", cfg.describe_routes())
     log.info("mapping specs: %s", ", ".join(s.ref for s in catalog._latest.values()))
     if cfg.auth_disabled:
@@ -74,9 +81,25 @@ def _serve(args) -> int:
     if workers <= 1:
         app.on_startup.append(_reopen_logs_on_sighup)
         web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True,
-                    shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
+                    shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True, loop=loop_factory())
         return 0
-    return _supervise(workers, lambda: _run_worker(app, cfg), log, cfg.port)
+    return _supervise(workers, lambda: _run_worker(app, cfg, loop_factory), log, cfg.port)
+
+
+def event_loop_factory(choice: str):
+    """What makes the serving event loop: uvloop's where `event_loop` is uvloop, or auto and uvloop
+    is importable (it takes less CPU per request and per stream event than asyncio's own loop);
+    else asyncio's. ImportError when uvloop is asked for by name and missing."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop
+    import asyncio
+    return asyncio.new_event_loop
 
 
 async def _reopen_logs_on_sighup(app):
@@ -120,7 +143,7 @@ def _raise_nofile():
         pass
 
 
-def _run_worker(app, cfg) -> None:
+def _run_worker(app, cfg, loop_factory) -> None:
     """One of N worker processes: its own socket on the shared port (SO_REUSEPORT, the kernel
     spreads connections), its own event loop and upstream connection pools. Answers carry
     `x-engine-worker: <pid>`. The first SIGTERM/SIGINT starts a graceful stop; repeats (the
@@ -152,7 +175,7 @@ def _run_worker(app, cfg) -> None:
     app.on_startup.append(_reopen_logs_on_sighup)
     logging.getLogger("engine").info("worker %s serving on http://%s:%s", pid, cfg.host, cfg.port)
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True, reuse_port=True,
-                shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True)
+                shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True, loop=loop_factory())
 
 
 def _supervise(n: int, run, log, port) -> int:

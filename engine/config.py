@@ -476,6 +476,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_grace_seconds": _DURATION,
     "forward_client_keys": parse_bool,
     "workers": _workers,
+    "event_loop": _choice(("auto", "uvloop", "asyncio")),
 }
 KNOWN_KEYS = frozenset(_PARSERS)
 
@@ -545,6 +546,7 @@ class Config:
     shutdown_grace_seconds: float
     forward_client_keys: bool
     workers: int | Literal["auto"]
+    event_loop: str  # auto (uvloop where installed) | uvloop | asyncio
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     config_file: str | None = None  # the INI file read, if any

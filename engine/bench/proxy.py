@@ -4,7 +4,8 @@ What any aiohttp gateway pays at least: the server side (parse the request, read
 pooled upstream ClientSession (connection reuse, no per-request session), the client side (send,
 parse the response head) and the copy back. A body with a length is read and returned in one
 piece; anything else (an SSE stream) is copied chunk by chunk as it arrives, one write per read.
-No parsing, no validation, no logging per request.
+No parsing, no validation, no logging per request. It runs on uvloop, the fastest event loop
+a plain-Python proxy can have.
 
 Run alone: ``python -m engine.bench.proxy --port 9200 --upstream http://127.0.0.1:9100``.
 """
@@ -58,6 +59,16 @@ def create_app(upstream: str) -> web.Application:
     return app
 
 
+def _loop():
+    """uvloop's loop: the strictest plain-Python baseline (issue 18); asyncio's where uvloop is not
+    installed (Windows), which the bench's header then names."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench.proxy", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
@@ -66,7 +77,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     raise_nofile()
     web.run_app(create_app(args.upstream), host=args.host, port=args.port, print=None, access_log=None,
-                backlog=4096, shutdown_timeout=1.0)
+                backlog=4096, shutdown_timeout=1.0, loop=_loop())
     return 0
 
 
