@@ -103,6 +103,11 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     assert res["engine"]["open"]["max_open"] >= 2
     assert res["engine"]["open"]["rss_peak_mb"] > 0
     assert "pinned" in table and "load generator ceiling" in table
+    for key in ("ns2", "text2"):  # the workers row shows what each side cost while it ran
+        cores = res["engine-w2"][key]["cores"]
+        assert cores["gateway"] > 0 and cores["upstream"] > 0 and cores["loadgen"] > 0, cores
+    assert "--workers 2, non-stream c=2: cores busy during the run: gateway workers" in table
+    assert "12 open streams: peak RSS MB" in table and "<= 80 MB" in table
     micro = res["micro"]
     assert any(r["spec"].startswith("chat-to-messages/stream") and r["events"] > 0 for r in micro["stream"])
     assert any(r["spec"].startswith("chat-to-messages/request") and "us" in r for r in micro["request"])

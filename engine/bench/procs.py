@@ -152,5 +152,26 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of these processes so far (0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            total += int(parts[11]) + int(parts[12])  # utime, stime (fields 14 and 15)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (the load generators it ran and waited for)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def python() -> str:
     return sys.executable
