@@ -1,7 +1,7 @@
 """The one place generated Python source becomes code.
 
 The compiler writes parts of a spec as Python source (stream handlers, object and array builders,
-JSON writers, checks, scope and state functions, JMESPath function calls). Every one is compiled
+JSON writers, checks, drops, scope and state functions, JMESPath function calls). Every one is compiled
 here, under a file name that says what it is, e.g.
 `<spec chat-to-messages/stream@2026-12-01 on.content_block_delta>`, and registered with
 `linecache`, so a traceback through generated code shows its lines. The sources generated while

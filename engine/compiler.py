@@ -668,6 +668,7 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
             out.template.json = serialize.settle(out.template.json)  # the server calls it per request
     out.scope = _scope_fn(out.vars)
     out.check = _check_fn(out.checks)
+    out.dropped = _drops_fn(out.drops)
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
     return out
@@ -763,3 +764,20 @@ def _check_fn(checks: tuple):
     lines.append("    return None")
     lines = lines[:1] + hoist_paths(lines[1:], env)
     return codegen.define("\n".join(lines), "checks", env, "check")
+
+
+def _drops_fn(drops: tuple):
+    """CompiledSpec.dropped as one generated function: each rule's condition inlined, in order,
+    the paths several rules read read once (most requests drop nothing: no list is built)."""
+    if not drops:
+        return lambda scope: []
+    env: dict = {}
+    lines = ["def dropped(scope):", "    out = None"]
+    for i, (cond, *answer) in enumerate(drops):
+        env[f"R{i}"] = tuple(answer)
+        src = _source(cond, env, i, "D")
+        lines.append(f"    if {f'({src})' if getattr(cond, 'boolish', False) else truthy_source(fresh_name('c'), src)}:")
+        lines.append(f"        out = [R{i}] if out is None else out + [R{i}]")
+    lines.append("    return [] if out is None else out")
+    lines = lines[:1] + hoist_paths(lines[1:], env)
+    return codegen.define("\n".join(lines), "drops", env, "dropped")

@@ -445,6 +445,36 @@ class _Gen:
                     f"or type({tmp}) is dict) else {self.bind(_caller('length', 1), 'f')}({tmp}))")
         if t == "function_expression" and node["value"] in _TYPE_TESTS and len(ch) == 1:
             return f"isinstance({self.gen(ch[0], cur, top)}, {_TYPE_TESTS[node['value']]})"
+        if t == "function_expression" and len(ch) == 2 and node["value"] in _FAST_PAIRS \
+                and node["value"] not in CUSTOM_FUNCTIONS:
+            # both arguments evaluated first, in order, as for any call; then, for the argument
+            # types the function takes, what it does (`in`, the string method), in place; any
+            # other types go through the function, which raises as the interpreter does
+            a, b = self.temp(), self.temp()
+            name = node["value"]
+            if name == "contains" and ch[0]["type"] == "multi_select_list" \
+                    and all(c["type"] == "literal" for c in ch[0]["children"]):
+                # `contains(['a', 'b'], x)`: the list built once; a string looked up in a set of
+                # the list's strings (no other value equals a string)
+                values = [c["value"] for c in ch[0]["children"]]
+                strings = self.bind(frozenset(v for v in values if type(v) is str), "l")
+                subject = self.bind(values, "l") if top else f"(None if {cur} is None else {self.bind(values, 'l')})"
+                return (f"(({b} in {strings} if type({b}) is str else {b} in {a}) if ({a} := {subject}) is not None "
+                        f"and ({b} := {self.gen(ch[1], cur, top)}) is {b} "
+                        f"else {self.bind(_caller(name, 2), 'f')}({a}, {self.gen(ch[1], cur, top)}))")
+            first, second = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
+            if ch[1]["type"] == "literal" and _SIMPLE.match(second):
+                # a constant is read where it is used: no temporary
+                b, args = second, f"({a} := {first}) is {a}"
+            else:
+                args = f"({a} := {first}) is {a} and ({b} := {second}) is {b}"
+            if name == "contains":
+                fast, when = f"{b} in {a}", f"(type({a}) is list or type({a}) is str)"
+            else:
+                fast, when = f"{a}.{_FAST_PAIRS[name]}({b})", f"type({a}) is str"
+                if not (ch[1]["type"] == "literal" and type(ch[1]["value"]) is str):
+                    when += f" and type({b}) is str"
+            return f"({fast} if {args} and {when} else {self.bind(_caller(name, 2), 'f')}({a}, {b}))"
         if t == "function_expression" and all(c["type"] != "expref" for c in ch):
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
@@ -528,6 +558,9 @@ def _dict_reads(head: list[str], rest: list[str], env: dict) -> list[str]:
 _PY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 # the custom type tests (functions.py), written in place: they are isinstance and nothing else
 _TYPE_TESTS = {"is_string": "str", "is_object": "dict", "is_array": "list"}
+# two-argument functions written in place for the argument types they take (_Gen.gen)
+_FAST_PAIRS = {"contains": None, "starts_with": "startswith", "ends_with": "endswith"}
+_SIMPLE = re.compile(r"^(_\w+|None|True|False|-?\d+)$")
 
 
 def flatten_present(base):
@@ -556,7 +589,9 @@ def boolish(node) -> bool:
         return type(node.get("value")) is bool
     if t in ("or_expression", "and_expression"):
         return all(boolish(c) for c in node.get("children", ()))
-    return t == "function_expression" and node.get("value") in _TYPE_TESTS
+    # contains, starts_with, ends_with give true or false (or raise)
+    return t == "function_expression" and (node.get("value") in _TYPE_TESTS or (
+        node.get("value") in _FAST_PAIRS and node.get("value") not in CUSTOM_FUNCTIONS))
 
 
 def flatten(base):

@@ -71,6 +71,13 @@ EDGE = [
     # the type tests written as isinstance, and tested as they are
     "is_array(a)", "is_object(@)", "is_string(z)", "a[?is_object(@)].b", "a[?!is_array(@)]",
     "is_string(s) && s || `null`", "is_object(b) || is_array(b)", "ns[?is_string(@)]",
+    # contains / starts_with / ends_with written in place for the types they take
+    "contains(a, `1`)", "contains(ns, `true`)", "contains(ns, n1)", "contains(b, 'p')", "contains(z, 'x')",
+    "contains(s, n1)", "contains(s, `null`)", "contains(['p', 'x'], s)", "a[?contains(['x', 'y'], c[0].x)]",
+    "starts_with(s, z)", "starts_with(n1, 'x')", "starts_with(ss, 'p')", "ends_with(s, 'c')",
+    "ends_with(s, n1)", "ss[?starts_with(@, 'p')]", "a[?starts_with(s || '', 'x')].b",
+    "contains(['p', `1`, `true`, `null`], n1)", "contains(['p', `1`, `true`], t)", "contains(['x'], s)",
+    "ss[*].contains(['p', 'z'], @)", "a[*].contains(['x'], @)", "a[?contains(['x', `1`], b)].b",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
