@@ -60,7 +60,8 @@ async def models(request):
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     """Raises PinError when a route or mapping_versions pins a version the specs do not have."""
-    catalog = catalog or Catalog.load(getattr(cfg, "mappings_dir", "") or MAPPINGS_DIR)
+    catalog = catalog or Catalog.load(getattr(cfg, "mappings_dir", "") or MAPPINGS_DIR,
+                                      serving=(getattr(cfg, "mapping_versions", None), cfg.routes))
     problems = catalog.pin_errors(cfg.routes, getattr(cfg, "mapping_versions", None))
     if problems:
         raise PinError(problems)
