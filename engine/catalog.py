@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jmespath.parser
 import yaml
 
 from . import error_types, metaschema, pairs, profiles, schemas
@@ -339,6 +340,8 @@ def _compile_dir(root, select=None) -> tuple[dict, list[SpecError], dict]:
         spec = compile_checked(source, errors)
         if spec is not None:
             specs[(spec.name, spec.version)] = spec
+    # every expression is compiled: jmespath's parse cache (128 ASTs, ~1 MB) would only be kept
+    jmespath.parser.Parser.purge()
     return specs, _unique(errors), known
 
 

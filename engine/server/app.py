@@ -91,13 +91,14 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
                          read_timeout=cfg.upstream_idle_timeout or cfg.upstream_first_byte_timeout,
                          max_error_bytes=cfg.upstream_max_error_bytes)
     secrets = tuple(k for k in (cfg.anthropic_api_key, cfg.openai_api_key) if k)
+    tls_contexts: dict = {}
     for up in app[UPSTREAMS].values():
         up.policy = policy
         up.secrets = secrets
         up.secret_keys = secret_bytes(secrets)
         up.max_body = cfg.upstream_max_body_bytes
         up.max_event = cfg.upstream_max_event_bytes
-        up.configure_egress(cfg)
+        up.configure_egress(cfg, tls_contexts)
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():
@@ -108,9 +109,11 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
 
     app.cleanup_ctx.append(sessions)
     shutdown.setup(app, cfg.shutdown_grace_seconds)
-    # every schema compiled now, not by the first request that needs it (and frozen with the rest)
-    for schema_id in schemas.schema_ids():
-        schemas.is_valid(schema_id)
+    # the validators of every client body an endpoint checks, built now, not by the first request
+    # that needs one (and frozen with the rest); the other schemas build on first use, if any
+    for decl in catalog.declared.values():
+        for schema_id in (decl.request_schema, *getattr(BUILT_IN.get(decl.handler), "MORE_SCHEMAS", ())):
+            schemas.is_valid(schema_id)
     ops.setup(app, cfg, app[UPSTREAMS])
     add_route(app, "GET", "/metrics", ops.metrics_handler)
     add_route(app, "GET", "/health", health)
