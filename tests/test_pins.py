@@ -79,3 +79,23 @@ def test_a_serving_catalog_compiles_the_versions_the_config_serves():
     assert pinned.pair("chat-to-messages", {"chat-to-messages": "2025-06-01"})["request"].version == "2025-06-01"
     assert pinned.pair("responses-to-messages")["request"].ref == full.pair("responses-to-messages")["request"].ref
     assert ("chat-to-messages/request", "2026-12-01") not in pinned.specs
+
+
+def test_a_serving_catalog_leaves_a_broken_file_it_does_not_serve_to_engine_check(tmp_path):
+    import shutil
+
+    from engine.catalog import MAPPINGS_DIR, Catalog
+    from engine.spec_errors import SpecErrors
+
+    root = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS_DIR, root)
+    old = root / "chat-to-messages" / "error" / "2024-01-01.yaml"
+    text = (root / "chat-to-messages" / "error" / "2025-06-01.yaml").read_text()
+    old.write_text(text.replace('version: "2025-06-01"', 'version: "2024-01-01"')
+                   .replace("  provider: \"src.provider || 'upstream'\"", "  provider: nowhere.provider"))
+    with pytest.raises(SpecErrors, match="nowhere"):
+        Catalog.load(root)
+    served = Catalog.load(root, serving=({}, ()))
+    assert "2024-01-01" in served.all_versions()
+    assert served.pair("chat-to-messages")["error"].version == "2025-06-01"
+    assert ("chat-to-messages/error", "2024-01-01") not in served.specs
