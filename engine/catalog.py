@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jmespath.parser
 import yaml
 
 from . import error_types, metaschema, pairs, profiles, schemas
@@ -28,57 +29,85 @@ class PinError(ValueError):
 
 
 class Catalog:
-    def __init__(self, specs: dict[tuple[str, str], CompiledSpec], declared: dict | None = None):
+    def __init__(self, specs: dict[tuple[str, str], CompiledSpec], declared: dict | None = None,
+                 known: dict[tuple[str, str], str] | None = None):
+        """`known`: (name, version) -> status of every spec file, when `specs` holds only some of
+        them compiled (a serving catalog, `Catalog.load(root, serving=...)`)."""
         self.specs = specs
         self.declared = declared or {}  # pair name -> pairs.PairDecl (mappings/<pair>/pair.yaml)
-        self._latest: dict[str, CompiledSpec] = {}
-        for (name, _), spec in sorted(specs.items()):
-            if spec.status != "deprecated" or name not in self._latest:
-                self._latest[name] = spec
+        self.known = known if known is not None else {k: s.status for k, s in specs.items()}
+        self._latest_keys: dict[str, tuple[str, str]] = {}
+        for key, status in sorted(self.known.items()):
+            if status != "deprecated" or key[0] not in self._latest_keys:
+                self._latest_keys[key[0]] = key
+        self._latest = {n: specs[k] for n, k in self._latest_keys.items() if k in specs}
 
     @classmethod
-    def load(cls, root=MAPPINGS_DIR) -> "Catalog":
-        specs, errors = compile_dir(root)
+    def load(cls, root=MAPPINGS_DIR, serving: tuple | None = None) -> "Catalog":
+        """Every spec of every version, compiled. With `serving` = (mapping_versions, routes) of
+        a config: only the files the gateway serves with it (each pair at its configured version
+        and at each version a route pins); the others are read and indexed, not compiled, so
+        every pin is still checked against every version."""
+        select = None if serving is None else (lambda known: served_keys(known, *serving))
+        specs, errors, known = _compile_dir(root, select)
         if errors:
             raise SpecErrors(errors)
-        return cls(specs, pairs.load_dir(root))
+        return cls(specs, pairs.load_dir(root), known)
 
     def names(self) -> list[str]:
-        return sorted(self._latest)
+        return sorted(self._latest_keys)
+
+    def latest_refs(self) -> list[str]:
+        """NAME@VERSION of each spec at its newest non-deprecated version."""
+        return [f"{n}@{v}" for n, v in self._latest_keys.values()]
 
     def versions(self, name: str) -> list[str]:
         """The versions that have a file for this spec."""
-        return sorted(v for (n, v) in self.specs if n == name)
+        return sorted(v for (n, v) in self.known if n == name)
 
     def all_versions(self) -> list[str]:
-        return sorted({v for (_, v) in self.specs})
+        return sorted({v for (_, v) in self.known})
 
     def pairs(self) -> list[str]:
-        return sorted({n.rsplit("/", 1)[0] for n in self._latest})
+        return sorted({n.rsplit("/", 1)[0] for n in self._latest_keys})
 
     def pair_versions(self, pair: str) -> list[str]:
-        return sorted({v for (n, v) in self.specs if n.startswith(pair + "/")})
+        return sorted({v for (n, v) in self.known if n.startswith(pair + "/")})
+
+    def _resolve_key(self, name: str, version: str) -> tuple[str, str] | None:
+        found = [v for v in self.versions(name) if v <= version]
+        return (name, found[-1]) if found else None
+
+    def _compiled(self, key: tuple[str, str]) -> CompiledSpec:
+        spec = self.specs.get(key)
+        if spec is None:
+            raise KeyError(f"{key[0]}@{key[1]} is not compiled in this catalog: a serving catalog "
+                           "compiles the versions its config serves")
+        return spec
 
     def resolve(self, name: str, version: str) -> CompiledSpec | None:
         """The newest file of `name` at or before `version`, or None."""
-        found = [v for v in self.versions(name) if v <= version]
-        return self.specs[(name, found[-1])] if found else None
+        key = self._resolve_key(name, version)
+        return None if key is None else self._compiled(key)
+
+    def _key(self, name: str, version: str | None) -> tuple[str, str]:
+        if name not in self._latest_keys:
+            raise KeyError(f"no mapping spec named {name!r}; known: {', '.join(self.names())}")
+        if version in (None, "", "latest"):
+            return self._latest_keys[name]
+        key = self._resolve_key(name, version) if version in self.all_versions() else None
+        if key is None:
+            raise KeyError(f"no version {version!r} of mapping {name!r}; versions: "
+                           f"{', '.join(self.versions(name)) or 'none'}")
+        return key
 
     def get(self, name: str, version: str | None = None) -> CompiledSpec:
         """`version` None or 'latest' -> newest non-deprecated version; else the newest file at
         or before it, when it is a version of the catalog."""
-        if name not in self._latest:
-            raise KeyError(f"no mapping spec named {name!r}; known: {', '.join(self.names())}")
-        if version in (None, "", "latest"):
-            return self._latest[name]
-        spec = self.resolve(name, version) if version in self.all_versions() else None
-        if spec is None:
-            raise KeyError(f"no version {version!r} of mapping {name!r}; versions: "
-                           f"{', '.join(self.versions(name)) or 'none'}")
-        return spec
+        return self._compiled(self._key(name, version))
 
-    def pair(self, pair: str, versions: dict | None = None) -> dict[str, CompiledSpec]:
-        """All specs of one API pair (e.g. chat-to-messages -> request/response/stream/error)."""
+    def pair_keys(self, pair: str, versions: dict | None = None) -> dict[str, tuple[str, str]]:
+        """The (name, version) of each spec of one API pair that `pair()` returns."""
         version = (versions or {}).get(pair)
         kinds = [n for n in self.names() if n.startswith(pair + "/")]
         if not kinds:
@@ -86,7 +115,11 @@ class Catalog:
         problem = self.pin_problem(pair, version) if version not in (None, "", "latest") else None
         if problem:
             raise KeyError(problem)
-        return {n[len(pair) + 1:]: self.get(n, version) for n in kinds}
+        return {n[len(pair) + 1:]: self._key(n, version) for n in kinds}
+
+    def pair(self, pair: str, versions: dict | None = None) -> dict[str, CompiledSpec]:
+        """All specs of one API pair (e.g. chat-to-messages -> request/response/stream/error)."""
+        return {kind: self._compiled(key) for kind, key in self.pair_keys(pair, versions).items()}
 
     def pin_problem(self, pair: str, version: str) -> str | None:
         """Why `pair` cannot be served at `version`, or None."""
@@ -95,7 +128,7 @@ class Catalog:
         if version not in self.all_versions():
             return (f"no version {version!r} of {pair}; versions: "
                     f"{', '.join(self.pair_versions(pair)) or 'none'}")
-        missing = [n for n in self.names() if n.startswith(pair + "/") and self.resolve(n, version) is None]
+        missing = [n for n in self.names() if n.startswith(pair + "/") and self._resolve_key(n, version) is None]
         if missing:
             return (f"{pair}@{version}: {', '.join(missing)} has no version at or before {version}; "
                     f"versions of {pair}: {', '.join(self.pair_versions(pair))}")
@@ -262,17 +295,54 @@ def resolve_sources(sources: list[Source], errors: list) -> list[Source]:
     return out
 
 
+def served_keys(known: dict, mapping_versions: dict | None, routes=()) -> set:
+    """The (name, version) files a gateway serves: each pair at its `mapping_versions` version
+    (else the newest) and at each version a route pins. A pin the catalog cannot serve adds
+    nothing (create_app refuses it with the catalog's message)."""
+    index = Catalog({}, known=known)
+    pins = {r.version for r in routes if getattr(r, "version", None)}
+    out: set = set()
+    for pair in index.pairs():
+        for version in {(mapping_versions or {}).get(pair), *pins}:
+            try:
+                out.update(index.pair_keys(pair, {pair: version}).values())
+            except KeyError:
+                pass
+    return out
+
+
 def compile_dir(root) -> tuple[dict, list[SpecError]]:
     """Compiles every *.yaml below root; returns (specs, every error of every spec)."""
+    specs, errors, _ = _compile_dir(root)
+    return specs, errors
+
+
+def _compile_dir(root, select=None) -> tuple[dict, list[SpecError], dict]:
+    """(specs, errors, known): `select(known)` names the (name, version) files to compile, where
+    `known` maps every (name, version) to its status; None compiles all. A file whose metadata
+    names no spec is always compiled, so the meta-schema reports it."""
     specs: dict = {}
     for folder in sorted(Path(root).glob("*/schemas")):
         schemas.add_dir(folder)  # an API pair's own client/upstream shapes
     sources, errors = load_dir(root)
-    for source in resolve_sources(sources, errors):
+    resolved = resolve_sources(sources, errors)
+    known = {}
+    for source in resolved:
+        name, version, _ = _meta(source)
+        if name is not None and version is not None:
+            status = source.value["metadata"].get("status", "stable")
+            known[(name, version)] = status if isinstance(status, str) else "stable"
+    wanted = None if select is None else select(known)
+    for source in resolved:
+        name, version, _ = _meta(source)
+        if wanted is not None and (name, version) in known and (name, version) not in wanted:
+            continue
         spec = compile_checked(source, errors)
         if spec is not None:
             specs[(spec.name, spec.version)] = spec
-    return specs, _unique(errors)
+    # every expression is compiled: jmespath's parse cache (128 ASTs, ~1 MB) would only be kept
+    jmespath.parser.Parser.purge()
+    return specs, _unique(errors), known
 
 
 def load_spec(path, rel: str):

@@ -29,7 +29,7 @@ def _serve(args) -> int:
     setup_logging(cfg)
     log = logging.getLogger("engine")
     try:
-        catalog = Catalog.load(cfg.mappings_dir or MAPPINGS_DIR)
+        catalog = Catalog.load(cfg.mappings_dir or MAPPINGS_DIR, serving=(cfg.mapping_versions, cfg.routes))
     except SpecErrors as e:
         print(f"engine: the mapping specs do not compile:\n{e}", file=sys.stderr)
         return 1
@@ -48,7 +48,7 @@ def _serve(args) -> int:
     log.info("engine listening on http://%s:%s", cfg.host, cfg.port)
     log.info("event loop: %s", "uvloop" if loop_factory.__module__.startswith("uvloop") else "asyncio")
     log.info("routes: %s", cfg.describe_routes())
-    log.info("mapping specs: %s", ", ".join(s.ref for s in catalog._latest.values()))
+    log.info("mapping specs: %s", ", ".join(catalog.latest_refs()))
     if cfg.auth_disabled:
         log.warning("auth disabled (auth_disabled=true, the dev default): every client is let through "
                     "without a gateway key")

@@ -5,7 +5,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
+import jsonschema_rs
 
 from .spec_errors import SpecError, spec_path
 from .names import nearest
@@ -14,9 +14,29 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 @lru_cache(maxsize=1)
-def _validator():
+def _schema() -> dict:
     with open(SCHEMA_DIR / "mapping-spec.json", encoding="utf-8") as f:
-        return Draft202012Validator(json.load(f))
+        return json.load(f)
+
+
+@lru_cache(maxsize=1)
+def _fast():
+    """jsonschema-rs's predicate: a valid spec (nearly all) never needs the Python validator."""
+    return jsonschema_rs.Draft202012Validator(_schema(), validate_formats=False).is_valid
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    """jsonschema's validator, whose errors are what a spec author reads."""
+    from jsonschema import Draft202012Validator
+    return Draft202012Validator(_schema())
+
+
+def _valid(value) -> bool:
+    try:
+        return _fast()(value)
+    except Exception:  # noqa: BLE001 - a value jsonschema-rs cannot take (a YAML date): jsonschema decides
+        return False
 
 
 _BRANCH_NOISE = {"required", "additionalProperties", "const", "enum", "type", "not"}
@@ -45,7 +65,7 @@ def _leaf(err):
 
 def sections() -> list[str]:
     """The top-level sections a spec may have: the meta-schema's own list, the one place to add one."""
-    return sorted(_validator().schema["properties"])
+    return sorted(_schema()["properties"])
 
 
 def _unknown_keys(source, leaf) -> list[SpecError] | None:
@@ -72,6 +92,8 @@ def check(source) -> list[SpecError]:
     if not isinstance(source.value, dict):
         line, col = source.mark(())
         return [SpecError(source.path, line, col, "<root>", "a spec is a YAML mapping", source.line(line))]
+    if _valid(source.value):
+        return []
     out = []
     seen = set()
     for err in _validator().iter_errors(source.value):

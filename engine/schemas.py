@@ -46,15 +46,17 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import jsonschema
 import jsonschema_rs
-import jsonschema.protocols
-import jsonschema.validators
-from jsonschema.exceptions import ValidationError, best_match, relevance
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+
+# jsonschema and referencing (the Python validator, which words the errors) are imported where
+# they are used: a body jsonschema-rs accepts never needs them, and a server that sees no
+# rejected body does not keep them in memory (~3 MB with attrs and rpds)
+if TYPE_CHECKING:
+    import jsonschema.protocols
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 __all__ = [
     "Issue",
@@ -92,7 +94,7 @@ def add_dir(folder) -> None:
     if folder in _EXTRA_DIRS or not folder.is_dir():
         return
     _EXTRA_DIRS.append(folder)
-    for cached in (_load, _rs_registry, is_valid, within_depth, validator):
+    for cached in (_load, _python, _rs_registry, is_valid, within_depth, validator):
         cached.cache_clear()
 
 
@@ -113,8 +115,16 @@ class Issue:
 @dataclass(frozen=True)
 class _Loaded:
     documents: dict[str, Any]  # id -> the file as parsed (what schema() returns)
-    registry: Registry  # over copies of the documents without a 2020-12 "$schema" (see below)
-    cls: type  # the validator class
+
+    @property
+    def registry(self) -> Registry:
+        """Over copies of the documents without a 2020-12 "$schema" (see _python)."""
+        return _python()[0]
+
+    @property
+    def cls(self) -> type:
+        """The validator class."""
+        return _python()[1]
 
 
 @functools.cache
@@ -129,7 +139,17 @@ def _load() -> _Loaded:
         if schema_id in documents:
             raise ValueError(f"{file}: duplicate schema $id {schema_id!r}")
         documents[schema_id] = doc
+    return _Loaded(documents=documents)
 
+
+@functools.cache
+def _python() -> tuple:
+    """(referencing.Registry, validator class) of the Python validator, built on first use."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    documents = _load().documents
     # A validator stepping into a document whose root names "$schema" switches to the class
     # registered for that dialect, which would drop the cached class below for that subtree.
     # Every file here is 2020-12 and the registry defaults to it, so register copies without it.
@@ -145,7 +165,7 @@ def _load() -> _Loaded:
 
     uses_dynamic_ref = any("$dynamicRef" in json.dumps(doc) for doc in documents.values())
     cls = jsonschema.Draft202012Validator if uses_dynamic_ref else _cached_class()
-    return _Loaded(documents=documents, registry=reg, cls=cls)
+    return reg, cls
 
 
 def registry() -> Registry:
@@ -257,6 +277,11 @@ def _discriminator(if_schema: Any) -> Callable[[Any], bool] | None:
 def _cached_class() -> type:
     """Draft202012Validator plus the caches described in the module docstring, or the plain class
     when this jsonschema lacks the internals they use."""
+    import jsonschema
+    import jsonschema.validators
+    from jsonschema.exceptions import ValidationError
+    from referencing.jsonschema import DRAFT202012
+
     base = jsonschema.Draft202012Validator
     probe = base({})
     if not (hasattr(probe, "_resolver") and hasattr(probe, "_validators") and hasattr(probe, "evolve")):
@@ -370,6 +395,8 @@ def _missing_property(error: ValidationError) -> str | None:
 
 def _descend(error: ValidationError) -> ValidationError:
     """For anyOf/oneOf, the most specific sub-error: the same descent best_match() does."""
+    from jsonschema.exceptions import relevance
+
     while error.context:
         smallest = heapq.nsmallest(2, error.context, key=relevance)
         if len(smallest) == 2 and relevance(smallest[0]) == relevance(smallest[1]):
@@ -392,6 +419,8 @@ def errors(schema_id: str, instance: Any) -> list[Issue]:
     """Every error, most relevant first (``errors(...)[0] == first_error(...)``); [] when valid."""
     if is_valid(schema_id)(instance):
         return []
+    from jsonschema.exceptions import relevance
+
     v = validator(schema_id)
     # best_match() takes the max by relevance; a reverse sort is stable, so equal keys keep the
     # order max() would see them in and the first issue is best_match's.
@@ -410,5 +439,7 @@ def first_error(schema_id: str, instance: Any) -> Issue | None:
     """The most relevant error (jsonschema's best_match), or None when ``instance`` is valid."""
     if is_valid(schema_id)(instance):
         return None
+    from jsonschema.exceptions import best_match
+
     best = best_match(validator(schema_id).iter_errors(instance))
     return _issue(best) if best is not None else None

@@ -345,3 +345,19 @@ def test_proxy_credentials_and_extra_headers_are_not_shown():
     with pytest.raises(config.ConfigError) as info:
         config.load({}, env={"TOKLIGENCE_UPSTREAM_PROXY": "socks5://u:proxy-s3cret@p:1"})
     assert "proxy-s3cret" not in str(info.value)
+
+
+def test_https_upstreams_of_one_app_share_one_tls_context_and_http_ones_load_none(pki):
+    cfg = config.load({}, env={})
+    contexts: dict = {}
+    a = Upstream("anthropic", "https://api.anthropic.com", {})
+    o = Upstream("openai", "https://api.openai.com/v1", {})
+    plain = Upstream("openai", "http://127.0.0.1:9/v1", {})
+    for up in (a, o, plain):
+        up.configure_egress(cfg, contexts)
+    assert isinstance(a.ssl_context, ssl.SSLContext) and o.ssl_context is a.ssl_context
+    assert plain.ssl_context is None and len(contexts) == 1
+    pinned = config.load({"set": [f"upstream_ca_file={pki / 'ca.pem'}"]}, env={})
+    b = Upstream("anthropic", "https://api.anthropic.com", {})
+    b.configure_egress(pinned, contexts)
+    assert b.ssl_context is not a.ssl_context and len(contexts) == 2

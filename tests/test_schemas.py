@@ -558,3 +558,22 @@ def test_cached_validator_agrees_with_plain_draft202012():
                 list(best_plain.absolute_path), best_plain.message)
         checked += 1
     assert checked > 700
+
+
+def test_serving_valid_specs_and_bodies_never_loads_the_python_validator():
+    """jsonschema (with referencing, attrs' rpds) words rejected specs and bodies only: a gateway
+    that compiles valid specs and sees valid bodies does not import it."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from engine import config, schemas\n"
+            "from engine.server.app import create_app\n"
+            "cfg = config.load({}, env={'TOKLIGENCE_ANTHROPIC_API_KEY': 'k'})\n"
+            "create_app(cfg)\n"
+            "assert schemas.first_error('openai/chat.request', {'model': 'm', 'messages': [{'role': 'user', 'content': 'hi'}]}) is None\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsonschema', 'referencing')))\n"
+            "print(schemas.first_error('openai/chat.request', {'model': 'm'}).path)\n"
+            "print('jsonschema' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "messages", "True"], out.stdout

@@ -60,7 +60,8 @@ async def models(request):
 
 def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     """Raises PinError when a route or mapping_versions pins a version the specs do not have."""
-    catalog = catalog or Catalog.load(getattr(cfg, "mappings_dir", "") or MAPPINGS_DIR)
+    catalog = catalog or Catalog.load(getattr(cfg, "mappings_dir", "") or MAPPINGS_DIR,
+                                      serving=(getattr(cfg, "mapping_versions", None), cfg.routes))
     problems = catalog.pin_errors(cfg.routes, getattr(cfg, "mapping_versions", None))
     if problems:
         raise PinError(problems)
@@ -90,13 +91,14 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
                          read_timeout=cfg.upstream_idle_timeout or cfg.upstream_first_byte_timeout,
                          max_error_bytes=cfg.upstream_max_error_bytes)
     secrets = tuple(k for k in (cfg.anthropic_api_key, cfg.openai_api_key) if k)
+    tls_contexts: dict = {}
     for up in app[UPSTREAMS].values():
         up.policy = policy
         up.secrets = secrets
         up.secret_keys = secret_bytes(secrets)
         up.max_body = cfg.upstream_max_body_bytes
         up.max_event = cfg.upstream_max_event_bytes
-        up.configure_egress(cfg)
+        up.configure_egress(cfg, tls_contexts)
 
     async def sessions(app):
         for up in app[UPSTREAMS].values():
@@ -107,9 +109,11 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
 
     app.cleanup_ctx.append(sessions)
     shutdown.setup(app, cfg.shutdown_grace_seconds)
-    # every schema compiled now, not by the first request that needs it (and frozen with the rest)
-    for schema_id in schemas.schema_ids():
-        schemas.is_valid(schema_id)
+    # the validators of every client body an endpoint checks, built now, not by the first request
+    # that needs one (and frozen with the rest); the other schemas build on first use, if any
+    for decl in catalog.declared.values():
+        for schema_id in (decl.request_schema, *getattr(BUILT_IN.get(decl.handler), "MORE_SCHEMAS", ())):
+            schemas.is_valid(schema_id)
     ops.setup(app, cfg, app[UPSTREAMS])
     add_route(app, "GET", "/metrics", ops.metrics_handler)
     add_route(app, "GET", "/health", health)

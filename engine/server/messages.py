@@ -22,6 +22,10 @@ from . import passthrough, translate
 from .context import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
 from .api_errors import ApiError
 
+# client bodies checked besides the pair's request_schema (created with the app)
+MORE_SCHEMAS = ("anthropic/count_tokens.request",)
+
+
 PAIR = "messages-to-chat"
 SPEC_CFG = web.AppKey("messages_spec_cfg", dict)
 

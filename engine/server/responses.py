@@ -30,6 +30,10 @@ from .api_errors import ApiError
 
 log = logging.getLogger("engine.responses")
 
+# client bodies checked besides the pair's request_schema (created with the app)
+MORE_SCHEMAS = ("openai/responses.submit_tool_outputs",)
+
+
 PAIR = "responses-to-messages"
 STORE = web.AppKey("response_store", object)
 _NOT_STORED = ("input", "previous_response_id", "stream")

@@ -13,9 +13,6 @@ import functools
 from typing import Any, Callable
 
 import jsonschema_rs
-from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from .. import schemas
 
@@ -121,7 +118,11 @@ def _open(node, loose: bool, in_if: bool = False):
 
 
 @functools.cache
-def _open_registry(loose: bool) -> Registry:
+def _open_registry(loose: bool):
+    """The Python validator's registry, built when an event is to be explained (never otherwise)."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     docs = schemas._load().documents
     return Registry().with_resources(
         (sid, Resource.from_contents(_open(doc, loose), default_specification=DRAFT202012))
@@ -157,6 +158,8 @@ def is_valid(schema_id: str, loose: bool = False) -> Callable[[Any], bool]:
 
 def first_error(schema_id: str, instance) -> str:
     """Where and why `instance` is not of the schema's shape, in words."""
+    from jsonschema.exceptions import best_match
+
     best = best_match(_validator(schema_id).iter_errors(instance))
     if best is None:
         return "wrong shape"

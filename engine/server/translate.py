@@ -268,6 +268,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     if request.get("request_id"):
         headers["x-request-id"] = request["request_id"]
     payload = dumpb(out_body)
+    del out_body  # a stream stays open for minutes: only the bytes are kept (for a retry)
     recorder = request.app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
     try:

@@ -14,6 +14,19 @@ import aiohttp
 from .httpclient import ConnectFailed, ConnectTimeout, HttpClient, TooLarge, proxy_for
 
 
+def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """A context trusting `ca` (else the system store) with the client certificate; ValueError
+    naming the files when they cannot be used."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca or None)
+        if cert:
+            ctx.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"upstream TLS files (upstream_ca_file={ca!r}, upstream_client_cert={cert!r}, "
+                         f"upstream_client_key={key!r}) cannot be used: {e}") from None
+    return ctx
+
+
 class Upstream:
     def __init__(self, name: str, base_url: str, headers: dict, connect_timeout: float = 10.0,
                  read_timeout: float | None = None, max_inflated: int = 64 * 1024 * 1024):
@@ -33,22 +46,20 @@ class Upstream:
         self.ssl_context: ssl.SSLContext | None = None
         self.extra_headers: tuple = ()       # (name, value) sent on every request to this provider
 
-    def configure_egress(self, cfg):
+    def configure_egress(self, cfg, contexts: dict | None = None):
         """Proxy, TLS trust and client certificate, and extra headers from the configuration
         (upstream_proxy, upstream_ca_file, upstream_client_cert/key, <name>_extra_headers,
-        openai_org/openai_project). Files are read now, so a bad one stops the start."""
+        openai_org/openai_project). Files are read now, so a bad one stops the start. `contexts`
+        (TLS files -> context) shares one context, and the trust store it loads (~1 MB), between
+        the https upstreams of one app; a plain http upstream loads none."""
         self.proxy_setting = getattr(cfg, "upstream_proxy", "") or ""
         ca, cert, key = (getattr(cfg, k, "") or "" for k in
                          ("upstream_ca_file", "upstream_client_cert", "upstream_client_key"))
-        if ca or cert:
-            try:
-                ctx = ssl.create_default_context(cafile=ca or None)
-                if cert:
-                    ctx.load_cert_chain(cert, key or None)
-            except (OSError, ssl.SSLError) as e:
-                raise ValueError(f"upstream TLS files (upstream_ca_file={ca!r}, upstream_client_cert={cert!r}, "
-                                 f"upstream_client_key={key!r}) cannot be used: {e}") from None
-            self.ssl_context = ctx
+        if ca or cert or self.base_url.lower().startswith("https:"):
+            contexts = {} if contexts is None else contexts
+            if (ca, cert, key) not in contexts:
+                contexts[(ca, cert, key)] = tls_context(ca, cert, key)
+            self.ssl_context = contexts[(ca, cert, key)]
         extra = []
         if self.name == "openai":
             if getattr(cfg, "openai_org", ""):
