@@ -570,7 +570,8 @@ def flatten_present(base):
     out = []
     for e in base:
         if type(e) is list:
-            out.extend(v for v in e if v is not None)
+            # most lists hold no null: extended as they are, without a generator
+            out.extend([v for v in e if v is not None] if None in e else e)
         elif e is not None:
             out.append(e)
     return out
