@@ -157,13 +157,24 @@ def _caller(name: str, nargs: int):
         if chk is None:
             continue
         top, sub = chk
-        env[f"T{i}"] = top
-        lines.append(f"    if type(a{i}).__name__ not in T{i}: {slow}")
+        # the JSON types whose names the parameter allows, tested by identity first: the same
+        # verdict as the name test, without reading __name__ of every value
+        env[f"T{i}"], env[f"P{i}"] = top, _plain(top)
+        lines.append(f"    if type(a{i}) not in P{i} and type(a{i}).__name__ not in T{i}: {slow}")
         if sub is not None:
-            env[f"S{i}"] = sub
-            lines += [f"    for e in a{i}:", f"        if type(e).__name__ not in S{i}: {slow}"]
+            env[f"S{i}"], env[f"Q{i}"] = sub, _plain(sub)
+            lines += [f"    for e in a{i}:",
+                      f"        if type(e) not in Q{i} and type(e).__name__ not in S{i}: {slow}"]
     lines.append(f"    return fn(FUNCS{''.join(', ' + p for p in params)})")
     return codegen.define("\n".join(lines), f"jmespath {name}", env, "callv")
+
+
+_JSON_TYPES = (str, int, float, bool, list, dict, type(None))
+
+
+def _plain(names: frozenset) -> frozenset:
+    """The JSON value types whose Python type name is in `names`."""
+    return frozenset(t for t in _JSON_TYPES if t.__name__ in names)
 
 
 def _function(name: str, args: tuple):
@@ -570,7 +581,8 @@ def flatten_present(base):
     out = []
     for e in base:
         if type(e) is list:
-            out.extend(v for v in e if v is not None)
+            # most lists hold no null: extended as they are, without a generator
+            out.extend([v for v in e if v is not None] if None in e else e)
         elif e is not None:
             out.append(e)
     return out

@@ -375,12 +375,11 @@ def when(cond, value, otherwise=None):
 
 
 def _concat(parts):
-    parts = [v for v in parts if v is not None]
-    if not parts:
-        return None
-    if all(type(p) is str for p in parts):
-        return "".join(parts)
-    return flatten(parts) or None
+    kept = [v for v in parts if v is not None]
+    for p in kept:  # a loop, not all(genexpr): this runs for every concat of every request
+        if type(p) is not str:
+            return flatten(kept) or None
+    return "".join(kept) if kept else None
 
 
 def concat(nodes):

@@ -78,6 +78,9 @@ EDGE = [
     "ends_with(s, n1)", "ss[?starts_with(@, 'p')]", "a[?starts_with(s || '', 'x')].b",
     "contains(['p', `1`, `true`, `null`], n1)", "contains(['p', `1`, `true`], t)", "contains(['x'], s)",
     "ss[*].contains(['p', 'z'], @)", "a[*].contains(['x'], @)", "a[?contains(['x', `1`], b)].b",
+    # argument types accepted by identity first: a boolean is no number, a null no string
+    "sum([n1, t])", "sum([n1, f0])", "abs(t)", "abs(n1)", "clamp(t, `0`, `1`)", "join(s, [s, `null`])",
+    "join(s, [s, s])", "max([s, n1])", "keys(a)", "to_number(t)",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
