@@ -432,6 +432,7 @@ def compile_action(ctx: Ctx, a, path):
                 scope.pop(name, None)
             else:
                 scope[name] = before
+        do_each.shape = ("each", src, name, body)
         return do_each
     if "set" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["set", k]))) for k, v in a["set"].items())
@@ -453,6 +454,7 @@ def compile_action(ctx: Ctx, a, path):
             key = kf(scope)
             scope["state"][m][key if type(key) is str else str(key)] = vf(scope)
             _changed(out)
+        do_put.shape = ("put", m, kf, vf)
         return do_put
     if "incr" in a:
         spec = a["incr"]

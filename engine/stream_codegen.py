@@ -18,12 +18,16 @@ from . import nodes as N
 from .expr import hoist_paths, truthy_source
 
 
+_MISSING = object()
+
+
 class _Gen:
     def __init__(self):
         self.env: dict = {}
         self.ids = itertools.count()
         self.lines: list[str] = []
         self.inlining: list[str] = []  # procs being inlined: a recursive `do` is called instead
+        self.loops: set[str] = set()  # scope names an inlined `each` binds: read where they are read
 
     def bind(self, value, prefix: str) -> str:
         name = self.name(prefix)
@@ -104,6 +108,31 @@ class _Gen:
                         f"{indent}        {st}[{key}] = {cur}"]
             if kind != "append":
                 self.lines.append(f"{indent}out.memo = None")
+        elif kind == "each":
+            # as do_each does it (compiler.py); the loop name is read from the scope in place
+            _, src, name, body = shape
+            items, before, item = self.name("i"), self.name("b"), self.name("e")
+            key = self.bind(name, "K")
+            self.loops.add(name)
+            self.lines += [f"{indent}if {items} := {self.source(src)}:",
+                           f"{indent}    {before} = scope.get({key}, _MISSING)",
+                           f"{indent}    for {item} in {items} if type({items}) is list else ({items},):",
+                           f"{indent}        scope[{key}] = {item}",
+                           f"{indent}        out.memo = None"]
+            self.block(body, indent + "        ")
+            self.lines += [f"{indent}    if {before} is _MISSING:",
+                           f"{indent}        scope.pop({key}, None)",
+                           f"{indent}    else:",
+                           f"{indent}        scope[{key}] = {before}"]
+            self.env["_MISSING"] = _MISSING
+        elif kind == "put":
+            # as do_put does it: the key first, then the value, then the map
+            _, m, kf, vf = shape
+            k = self.name("k")
+            self.lines += [f"{indent}{k} = {self.source(kf)}",
+                           f"{indent}scope['state'][{self.bind(m, 'K')}][{k} if type({k}) is str else str({k})] = "
+                           f"{self.source(vf)}",
+                           f"{indent}out.memo = None"]
         elif kind == "do" and shape[2] not in self.inlining:
             _, procs, name = shape
             self.inlining.append(name)
@@ -130,6 +159,7 @@ def text_handler(fn, part: str = "handler"):
     g = _Gen()
     g.block(fn, "    ")
     # state's keys change as the handler runs; every name of the scope stays (each restores its own)
-    src = "\n".join(["def handler(scope, out):", *hoist_paths(g.lines, g.env, written=frozenset({"state"}))])
+    src = "\n".join(["def handler(scope, out):",
+                     *hoist_paths(g.lines, g.env, written=frozenset({"state"}), loops=frozenset(g.loops))])
     with codegen.part(part):
         return codegen.define(src, "handler", g.env, "handler")
