@@ -16,6 +16,7 @@ import itertools
 from . import codegen
 from . import nodes as N
 from .expr import hoist_paths, truthy_source
+from .program import mutated
 
 
 _MISSING = object()
@@ -101,6 +102,7 @@ class _Gen:
                     self.lines += [
                         f"{indent}if ({v} := {self.source(f)}) is not None:",
                         f"{indent}    if type({cur} := {st}.get({key})) is list:",
+                        *([f"{indent}        {self.bind(mutated, 'M')}()"] if k in shape[2] else []),
                         f"{indent}        {cur}.append({v})",
                         f"{indent}    else:",
                         f"{indent}        {cur} = {st}.pop({key}, None) or ''",
@@ -127,9 +129,12 @@ class _Gen:
             self.env["_MISSING"] = _MISSING
         elif kind == "put":
             # as do_put does it: the key first, then the value, then the map
-            _, m, kf, vf = shape
+            _, m, kf, vf, aliased = shape
             k = self.name("k")
-            self.lines += [f"{indent}{k} = {self.source(kf)}",
+            self.lines.append(f"{indent}{k} = {self.source(kf)}")
+            if aliased:
+                self.lines.append(f"{indent}{self.bind(mutated, 'M')}()")
+            self.lines += [
                            f"{indent}scope['state'][{self.bind(m, 'K')}][{k} if type({k}) is str else str({k})] = "
                            f"{self.source(vf)}",
                            f"{indent}out.memo = None"]

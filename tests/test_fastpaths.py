@@ -78,6 +78,10 @@ EDGE = [
     "ends_with(s, n1)", "ss[?starts_with(@, 'p')]", "a[?starts_with(s || '', 'x')].b",
     "contains(['p', `1`, `true`, `null`], n1)", "contains(['p', `1`, `true`], t)", "contains(['x'], s)",
     "ss[*].contains(['p', 'z'], @)", "a[*].contains(['x'], @)", "a[?contains(['x', `1`], b)].b",
+    # join of a literal list and to_string written in place for strings and integers
+    "join('', ['m_', s, to_string(n1)])", "join('__', [s, s])", "join('-', [s, n1])", "join('', [z])",
+    "join('', ['a', 'b'])", "join(',', [s, ss])", "to_string(s)", "to_string(t)", "to_string(f0)",
+    "to_string(ns)", "to_string(z)", "a[*].join('', [s, 'x'])", "ss[?join('', [@, 'x']) == 'px']",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
