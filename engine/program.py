@@ -129,11 +129,10 @@ class Echo:
     once and spliced in after that (msgspec.Raw): the same bytes. Only a stream rule can
     change the request, by put/append on a state value that may alias it; those bump
     MUTATIONS, which retires the texts."""
-    __slots__ = ("req", "keys", "texts", "gen")
+    __slots__ = ("req", "texts", "gen")
 
     def __init__(self, req):
         self.req = req
-        self.keys = None  # the request's members that hold an object or an array
         self.texts: dict = {}  # name -> (the member, its text)
         self.gen = MUTATIONS[0]
 
@@ -142,14 +141,10 @@ class Echo:
         req = self.req
         if self.gen != MUTATIONS[0] or type(req) is not dict:
             return dumps(v)
-        keys = self.keys
-        if keys is None:
-            keys = self.keys = tuple(k for k, x in req.items() if type(x) is list or type(x) is dict)
         spliced = None
         texts = self.texts
-        for k in keys:
-            x = v.get(k)
-            if x is None or x is not req.get(k):
+        for k, x in req.items():
+            if v.get(k) is not x or not (type(x) is list or type(x) is dict):
                 continue
             kept = texts.get(k)
             if kept is None or kept[0] is not x:
