@@ -12,7 +12,7 @@ from .stream_codegen import noop as _noop
 from . import nodes as N
 from . import serialize
 from .spec_errors import SpecError, spec_path
-from .program import END, CompiledSpec, Raw, TextOut
+from .program import END, CompiledSpec, Raw, TextOut, mutated
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
@@ -64,6 +64,7 @@ class Ctx:
         self.known: dict = {}                # path tuple -> the value a switch or `on:` fixed there
         self.rebound: frozenset = frozenset()  # names some `use ... with` binds: unshaped in defs
         self.loop_shapes: dict = {}          # loop name -> (schema id, path of its items)
+        self.set_keys: frozenset = frozenset()  # state keys some `set`/`incr` writes (_set_keys)
 
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
@@ -432,6 +433,7 @@ def compile_action(ctx: Ctx, a, path):
                 scope.pop(name, None)
             else:
                 scope[name] = before
+        do_each.shape = ("each", src, name, body)
         return do_each
     if "set" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["set", k]))) for k, v in a["set"].items())
@@ -449,10 +451,15 @@ def compile_action(ctx: Ctx, a, path):
         kf = N.as_fn(compile_template(ctx, p["key"], path + ["put", "key"]))
         vf = N.as_fn(compile_template(ctx, p["value"], path + ["put", "value"]))
 
+        aliased = m in ctx.set_keys
+
         def do_put(scope, out):
             key = kf(scope)
+            if aliased:
+                mutated()
             scope["state"][m][key if type(key) is str else str(key)] = vf(scope)
             _changed(out)
+        do_put.shape = ("put", m, kf, vf, aliased)
         return do_put
     if "incr" in a:
         spec = a["incr"]
@@ -469,6 +476,7 @@ def compile_action(ctx: Ctx, a, path):
         return do_incr
     if "append" in a:
         items = tuple((k, N.as_fn(compile_template(ctx, v, path + ["append", k]))) for k, v in a["append"].items())
+        aliased = frozenset(k for k, _ in items if k in ctx.set_keys)
 
         def do_append(scope, out):
             _changed(out)
@@ -479,6 +487,8 @@ def compile_action(ctx: Ctx, a, path):
                     continue
                 cur = state.get(k)
                 if type(cur) is list:
+                    if k in aliased:
+                        mutated()
                     cur.append(v)
                 else:
                     # popped first, the string has one reference and CPython extends it in
@@ -486,7 +496,7 @@ def compile_action(ctx: Ctx, a, path):
                     cur = state.pop(k, None) or ""
                     cur += v
                     state[k] = cur
-        do_append.shape = ("append", items)
+        do_append.shape = ("append", items, aliased)
         return do_append
     if "emit" in a:
         one = not isinstance(a["emit"], list)
@@ -566,6 +576,26 @@ def compile_action(ctx: Ctx, a, path):
 
 # ---------------------------------------------------------------- whole spec
 
+def _set_keys(node, found=None) -> frozenset:
+    """Every state key a `set` or `incr` anywhere in these rules writes (a literal object with
+    such a key counts too: more keys only cost speed). A key no rule sets holds the container
+    initial_state made for it, which no request object can be: put/append on it changes
+    nothing of the request (program.Echo)."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("set", "incr"):
+                if isinstance(v, dict):
+                    found.update(str(x) for x in v)
+                elif isinstance(v, str):
+                    found.add(v)
+            _set_keys(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _set_keys(v, found)
+    return frozenset(found)
+
+
 def compile_spec(source, errors: list) -> CompiledSpec | None:
     """Compile a meta-schema-valid spec; appends to `errors`, returns None if any were added.
     The Python it generates is named for the spec and kept on it (`generated`, engine/codegen.py)."""
@@ -601,6 +631,7 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.in_def = None
     procs = spec.get("procs") or {}
     ctx.proc_names = set(procs)
+    ctx.set_keys = _set_keys([spec.get(k) for k in ("init", "on", "procs", "eof", "error")])
     for name, body in procs.items():
         with codegen.part(f"procs.{name}"):
             ctx.procs[name] = compile_actions(ctx, body, ["procs", name]) or _noop

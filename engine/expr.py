@@ -486,6 +486,31 @@ class _Gen:
                 if not (ch[1]["type"] == "literal" and type(ch[1]["value"]) is str):
                     when += f" and type({b}) is str"
             return f"({fast} if {args} and {when} else {self.bind(_caller(name, 2), 'f')}({a}, {b}))"
+        if t == "function_expression" and node["value"] == "join" and len(ch) == 2 and top \
+                and "join" not in CUSTOM_FUNCTIONS and ch[0]["type"] == "literal" \
+                and type(ch[0]["value"]) is str and ch[1]["type"] == "multi_select_list":
+            # `join('_', [a, b])` (ids): every item read once, in order (`&` does not stop early);
+            # strings are joined in place, anything else goes to the function, which raises
+            temps, tests = [], []
+            for c in ch[1]["children"]:
+                if c["type"] == "literal" and type(c["value"]) is str:
+                    temps.append(self.bind(c["value"], "l"))
+                else:
+                    temps.append(self.temp())
+                    tests.append(f"(type({temps[-1]} := {self.gen(c, cur, top)}) is str)")
+            tests = " & ".join(tests)
+            sep = ch[0]["value"]
+            glue = f" + {self.bind(sep, 'l')} + " if sep else " + "
+            joined = glue.join(temps) if temps else "''"
+            return (f"({joined} if {tests or 'True'} else "
+                    f"{self.bind(_caller('join', 2), 'f')}({self.bind(sep, 'l')}, [{', '.join(temps)}]))")
+        if t == "function_expression" and node["value"] == "to_string" and len(ch) == 1 \
+                and "to_string" not in CUSTOM_FUNCTIONS:
+            # a string as it is, an integer as its digits (what JSON writes); the rest the function
+            tmp = self.temp()
+            return (f"({tmp} if type({tmp} := {self.gen(ch[0], cur, top)}) is str else "
+                    f"int.__repr__({tmp}) if type({tmp}) is int else "
+                    f"{self.bind(_caller('to_string', 1), 'f')}({tmp}))")
         if t == "function_expression" and all(c["type"] != "expref" for c in ch):
             args = ", ".join(self.gen(c, cur, top) for c in ch)
             return f"{self.bind(_caller(node['value'], len(ch)), 'f')}({args})"
@@ -502,20 +527,22 @@ _ROOT_READ = re.compile(r"scope\.get\((_kr_\w+)\)")
 _PAIR_READ = re.compile(r"\(_pa_(\w+)\.get\(_kr_\w+\) if type\(_pa_\1 := scope\.get\(_kr_\1\)\) is dict else None\)")
 
 
-def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
+def hoist_paths(body: list[str], env: dict, written=frozenset(), loops=frozenset()) -> list[str]:
     """The lines of a function of `scope` with every root path read at least twice (one key, or
     two keys deep) read once into a local by lines placed before them. Only for functions that
     never rebind a name of the scope, so a value read at the top is the value read anywhere
     later; `written` names the roots whose keys the function writes (`vars`, a stream's
     `state`): their keys are read where they are. The reads cannot fail (a type test guards
-    every step), so reading one ahead of its branch is harmless."""
+    every step), so reading one ahead of its branch is harmless. `loops` names the roots a loop
+    in the function binds anew for each item: they are read where they are."""
     text = "\n".join(body)
     defs = []
     pairs = {}
     for m in _PAIR_READ.finditer(text):
         pairs[m.group(0)] = pairs.get(m.group(0), 0) + 1
     for src, n in pairs.items():
-        if n > 1 and _PAIR_READ.match(src).group(1) not in written:
+        root = _PAIR_READ.match(src).group(1)
+        if n > 1 and root not in written and root not in loops:
             name = fresh_name("h")
             defs.append(f"    {name} = {src}")
             text = text.replace(src, name)
@@ -524,7 +551,7 @@ def hoist_paths(body: list[str], env: dict, written=frozenset()) -> list[str]:
         roots[k] = roots.get(k, 0) + 1
     first = []
     for k, n in roots.items():
-        if n > 1:
+        if n > 1 and k[4:] not in loops:
             name = fresh_name("h")
             read = f"scope.get({k})"
             first.append(f"    {name} = {read}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .jsontext import dumps
+import msgspec
+
+from .jsontext import dumps, encode
 
 
 def truthy(v) -> bool:
@@ -110,17 +112,69 @@ def _json_copy(v):
     return v
 
 
+# Bumped by every in-place change (put, append to a list) of a state value some `set` may have
+# made an alias of the request's objects: an Echo made before it no longer trusts its texts.
+MUTATIONS = [0]
+
+
+def mutated():
+    MUTATIONS[0] += 1
+
+
+class Echo:
+    """The JSON text of the request's members (`req.tools`, `req.text`, ...) kept for one stream.
+    A Responses stream echoes the request in response.created, response.in_progress and
+    response.completed (its 10 KB of tools three times): an object or array the request holds
+    at the top, found under the same name in a wide object written to the stream, is encoded
+    once and spliced in after that (msgspec.Raw): the same bytes. Only a stream rule can
+    change the request, by put/append on a state value that may alias it; those bump
+    MUTATIONS, which retires the texts."""
+    __slots__ = ("req", "texts", "gen")
+
+    def __init__(self, req):
+        self.req = req
+        self.texts: dict = {}  # name -> (the member, its text)
+        self.gen = MUTATIONS[0]
+
+    def dumps(self, v: dict) -> str:
+        """dumps(v), the request's members among v's written from their kept text."""
+        req = self.req
+        if self.gen != MUTATIONS[0] or type(req) is not dict:
+            return dumps(v)
+        spliced = None
+        texts = self.texts
+        for k, x in req.items():
+            if v.get(k) is not x or not (type(x) is list or type(x) is dict):
+                continue
+            kept = texts.get(k)
+            if kept is None or kept[0] is not x:
+                try:
+                    kept = texts[k] = (x, msgspec.Raw(encode(x)))
+                except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
+                    return dumps(v)  # what msgspec refuses: the json module writes all of v
+            if spliced is None:
+                spliced = dict(v)
+            spliced[k] = kept[1]
+        if spliced is None:
+            return dumps(v)
+        try:
+            return encode(spliced).decode()
+        except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
+            return dumps(v)
+
+
 class TextOut(list):
     """What the actions of one upstream read emit on the byte path (StreamTranslator.feed):
     finished SSE frames, in order, sequence numbers stamped as they are written. The event path
     (StreamTranslator.event) collects dicts in a plain list instead."""
-    __slots__ = ("seq", "ended", "event_field", "seq_field", "memo")
+    __slots__ = ("seq", "ended", "event_field", "seq_field", "memo", "echo")
 
-    def __init__(self, seq: int, event_field: str | None, seq_field: str | None):
+    def __init__(self, seq: int, event_field: str | None, seq_field: str | None, echo: Echo | None = None):
         super().__init__()
         self.seq = seq
         self.ended = False
         self.memo = None  # (object, its JSON text): serialize.enc_memo
+        self.echo = echo  # the stream's Echo: serialize.enc_memo
         self.event_field = event_field
         self.seq_field = seq_field
 

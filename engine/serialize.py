@@ -29,6 +29,7 @@ from .jsontext import dumps, float_text, str_text
 _str = str_text  # a string's JSON text, as nodes.dumps writes it
 _long_str = str_text  # msgspec's C loop is the faster for long text as well
 _LONG = 128
+_WIDE = 16
 
 
 def enc(v) -> str:
@@ -63,7 +64,9 @@ def enc_memo(v: dict, out) -> str:
     memo = out.memo
     if memo is not None and memo[0] is v:
         return memo[1]
-    text = dumps(v)
+    # a response object (30 members) may echo the request's objects: their text is kept for
+    # the stream (program.Echo); an item or a part (a few members) is written as it is
+    text = dumps(v) if len(v) < _WIDE or out.echo is None else out.echo.dumps(v)
     out.memo = (v, text)
     return text
 

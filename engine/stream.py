@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .program import END, CompiledSpec, Raw, TextOut
+from .program import END, CompiledSpec, Echo, Raw, TextOut
 from .sse import SSEDecoder
 
 from .jsontext import decode as _decode, loads as _loads
@@ -25,7 +25,7 @@ class MalformedEvent(ValueError):
 
 class StreamTranslator:
     __slots__ = ("spec", "scope", "state", "decoder", "ended", "seq", "handlers", "disc", "event_field",
-                 "seq_field", "events_in", "guard")
+                 "seq_field", "events_in", "guard", "echo")
 
     def __init__(self, spec: CompiledSpec, req=None, cfg=None, **extra):
         self.spec = spec
@@ -41,6 +41,7 @@ class StreamTranslator:
         self.events_in = 0
         # event -> bool: False for an upstream event of the wrong shape (engine/server/shapes.py)
         self.guard = None
+        self.echo = Echo(req)
 
     # -- event level (dicts in, emitted items out): used by replay tools and tests
     def start(self) -> list:
@@ -124,13 +125,13 @@ class StreamTranslator:
         return self._text(self.spec.text_init)
 
     def feed(self, chunk: bytes) -> bytes:
-        out = TextOut(self.seq, self.event_field, self.seq_field)
+        out = TextOut(self.seq, self.event_field, self.seq_field, self.echo)
         self._dispatch(self.decoder.feed(chunk), out)
         return self._close(out)
 
     def finish(self) -> bytes:
         """The upstream closed: a trailing event without its blank line, then the `eof` rules."""
-        out = TextOut(self.seq, self.event_field, self.seq_field)
+        out = TextOut(self.seq, self.event_field, self.seq_field, self.echo)
         self._dispatch([(n, d) for n, d in self.decoder.flush() if _is_object(d)], out)
         head = self._close(out)
         return head + self._text(self.spec.text_eof, {"type": "eof"})
@@ -141,7 +142,7 @@ class StreamTranslator:
     def _text(self, actions, event=None) -> bytes:
         if self.ended or actions is None:
             return b""
-        out = TextOut(self.seq, self.event_field, self.seq_field)
+        out = TextOut(self.seq, self.event_field, self.seq_field, self.echo)
         if event is not None:
             self.scope["event"] = event  # a fresh TextOut: nothing remembered yet
         actions(self.scope, out)

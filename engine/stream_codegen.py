@@ -4,8 +4,9 @@ Per upstream event the compiled actions are closures calling closures: the handl
 on the delta type, an `emit`, its frame writer, each a Python call with its own checks (~0.5
 µs of a text delta's 2.5 µs). For StreamTranslator.feed, each handler is also written as one
 function: `switch` and `when` become if/elif on inlined expressions, `do` inlines the named
-list, `emit` calls its frame writers directly, `set`/`incr`/`append` assign inlined values;
-every other action (put, each, end) calls its closure, which behaves the same on both paths.
+list, `emit` calls its frame writers directly, `set`/`incr`/`append`/`put` assign inlined values,
+`each` is a loop binding its name in the scope (read in place, never hoisted); `end` calls its
+closure, which behaves the same on both paths.
 The result is the same bytes as the closures give (tests/test_fastpaths.py,
 tests/test_serialize.py compare every stream).
 """
@@ -16,6 +17,10 @@ import itertools
 from . import codegen
 from . import nodes as N
 from .expr import hoist_paths, truthy_source
+from .program import mutated
+
+
+_MISSING = object()
 
 
 class _Gen:
@@ -24,6 +29,7 @@ class _Gen:
         self.ids = itertools.count()
         self.lines: list[str] = []
         self.inlining: list[str] = []  # procs being inlined: a recursive `do` is called instead
+        self.loops: set[str] = set()  # scope names an inlined `each` binds: read where they are read
 
     def bind(self, value, prefix: str) -> str:
         name = self.name(prefix)
@@ -97,6 +103,7 @@ class _Gen:
                     self.lines += [
                         f"{indent}if ({v} := {self.source(f)}) is not None:",
                         f"{indent}    if type({cur} := {st}.get({key})) is list:",
+                        *([f"{indent}        {self.bind(mutated, 'M')}()"] if k in shape[2] else []),
                         f"{indent}        {cur}.append({v})",
                         f"{indent}    else:",
                         f"{indent}        {cur} = {st}.pop({key}, None) or ''",
@@ -104,6 +111,34 @@ class _Gen:
                         f"{indent}        {st}[{key}] = {cur}"]
             if kind != "append":
                 self.lines.append(f"{indent}out.memo = None")
+        elif kind == "each":
+            # as do_each does it (compiler.py); the loop name is read from the scope in place
+            _, src, name, body = shape
+            items, before, item = self.name("i"), self.name("b"), self.name("e")
+            key = self.bind(name, "K")
+            self.loops.add(name)
+            self.lines += [f"{indent}if {items} := {self.source(src)}:",
+                           f"{indent}    {before} = scope.get({key}, _MISSING)",
+                           f"{indent}    for {item} in {items} if type({items}) is list else ({items},):",
+                           f"{indent}        scope[{key}] = {item}",
+                           f"{indent}        out.memo = None"]
+            self.block(body, indent + "        ")
+            self.lines += [f"{indent}    if {before} is _MISSING:",
+                           f"{indent}        scope.pop({key}, None)",
+                           f"{indent}    else:",
+                           f"{indent}        scope[{key}] = {before}"]
+            self.env["_MISSING"] = _MISSING
+        elif kind == "put":
+            # as do_put does it: the key first, then the value, then the map
+            _, m, kf, vf, aliased = shape
+            k = self.name("k")
+            self.lines.append(f"{indent}{k} = {self.source(kf)}")
+            if aliased:
+                self.lines.append(f"{indent}{self.bind(mutated, 'M')}()")
+            self.lines += [
+                           f"{indent}scope['state'][{self.bind(m, 'K')}][{k} if type({k}) is str else str({k})] = "
+                           f"{self.source(vf)}",
+                           f"{indent}out.memo = None"]
         elif kind == "do" and shape[2] not in self.inlining:
             _, procs, name = shape
             self.inlining.append(name)
@@ -130,6 +165,7 @@ def text_handler(fn, part: str = "handler"):
     g = _Gen()
     g.block(fn, "    ")
     # state's keys change as the handler runs; every name of the scope stays (each restores its own)
-    src = "\n".join(["def handler(scope, out):", *hoist_paths(g.lines, g.env, written=frozenset({"state"}))])
+    src = "\n".join(["def handler(scope, out):",
+                     *hoist_paths(g.lines, g.env, written=frozenset({"state"}), loops=frozenset(g.loops))])
     with codegen.part(part):
         return codegen.define(src, "handler", g.env, "handler")

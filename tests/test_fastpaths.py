@@ -81,6 +81,10 @@ EDGE = [
     # argument types accepted by identity first: a boolean is no number, a null no string
     "sum([n1, t])", "sum([n1, f0])", "abs(t)", "abs(n1)", "clamp(t, `0`, `1`)", "join(s, [s, `null`])",
     "join(s, [s, s])", "max([s, n1])", "keys(a)", "to_number(t)",
+    # join of a literal list and to_string written in place for strings and integers
+    "join('', ['m_', s, to_string(n1)])", "join('__', [s, s])", "join('-', [s, n1])", "join('', [z])",
+    "join('', ['a', 'b'])", "join(',', [s, ss])", "to_string(s)", "to_string(t)", "to_string(f0)",
+    "to_string(ns)", "to_string(z)", "a[*].join('', [s, 'x'])", "ss[?join('', [@, 'x']) == 'px']",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],

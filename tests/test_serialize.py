@@ -163,3 +163,49 @@ def test_long_strings_are_written_as_the_encoder_writes_them(text):
     spec, errors = compile_text(REQUEST)
     scope = spec.scope(src={"s": text, "p": text})
     assert spec.template.json(scope) == dumps(spec.template(scope))
+
+
+ECHO = """
+state: {final: null, m: null, seen: {}}
+framing: {event_field: type, sequence_field: sequence_number}
+discriminator: event.type
+init:
+  - set:
+      final: {a0: req.a, a1: req.a, a2: req.a, a3: req.a, a4: req.a, a5: req.a, a6: req.a, a7: req.a,
+              a8: req.a, a9: req.a, a10: req.a, a11: req.a, a12: req.a, a13: req.a, a14: req.a,
+              tools: req.tools, meta: req.meta}
+  - emit: {type: {const: created}, response: state.final}
+on:
+  # state.m becomes the request's own `meta` object: a put into it changes what is echoed
+  alias:
+    set: {m: req.meta}
+  poke:
+    put: {map: m, key: event.k, value: event.v}
+  # `seen` is only ever the state's own object: a put into it changes nothing of the request
+  note:
+    put: {map: seen, key: event.k, value: event.v}
+  show:
+    emit: {type: {const: shown}, response: state.final}
+"""
+
+
+def test_the_echoed_request_is_written_as_it_is_when_written():
+    """The request's members echoed in a wide object are encoded once per stream (program.Echo);
+    a rule that changes one in place (put through an alias) is seen in what follows."""
+    spec, errors = compile_text(ECHO, kind="StreamMapping", name="stream")
+    assert not errors, "\n".join(map(str, errors))
+    events = [{"type": "show"}, {"type": "note", "k": "x", "v": 1}, {"type": "show"}, {"type": "alias"},
+              {"type": "poke", "k": "added", "v": [1, 2]}, {"type": "show"}]
+    raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode()
+
+    def request():
+        return {"a": "é", "tools": [{"type": "function", "name": "f", "parameters": {"x": 1.5}}], "meta": {"k": "v"}}
+    fast, slow = StreamTranslator(spec, req=request()), StreamTranslator(spec, req=request())
+    fast_bytes = fast.start_bytes() + b"".join(fast.feed(raw[i:i + 40]) for i in range(0, len(raw), 40))
+    slow_bytes = slow.encode(slow.start())
+    for e in events:
+        slow_bytes += slow.encode(slow.event(e))
+    assert fast_bytes == slow_bytes
+    shown = [json.loads(line[6:])["response"] for line in fast_bytes.decode().split("\n") if line.startswith("data: ")]
+    assert [r["meta"] for r in shown] == [{"k": "v"}] * 3 + [{"k": "v", "added": [1, 2]}]
+    assert all(r["tools"] == request()["tools"] for r in shown)
