@@ -325,17 +325,15 @@ def _compile_dir(root, select=None) -> tuple[dict, list[SpecError], dict]:
     for folder in sorted(Path(root).glob("*/schemas")):
         schemas.add_dir(folder)  # an API pair's own client/upstream shapes
     sources, errors = load_dir(root)
-    resolved = resolve_sources(sources, errors)
+    resolved = [(source, _meta(source)[:2]) for source in resolve_sources(sources, errors)]
     known = {}
-    for source in resolved:
-        name, version, _ = _meta(source)
+    for source, (name, version) in resolved:
         if name is not None and version is not None:
             status = source.value["metadata"].get("status", "stable")
             known[(name, version)] = status if isinstance(status, str) else "stable"
     wanted = None if select is None else select(known)
-    for source in resolved:
-        name, version, _ = _meta(source)
-        if wanted is not None and (name, version) in known and (name, version) not in wanted:
+    for source, key in resolved:
+        if wanted is not None and key in known and key not in wanted:
             continue
         spec = compile_checked(source, errors)
         if spec is not None:

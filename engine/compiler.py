@@ -781,6 +781,12 @@ def _scope_fn(vars_: tuple):
     return codegen.define("\n".join(lines), "scope", env, "scope")
 
 
+def _rule_test(cond, env: dict, i: int, prefix: str) -> str:
+    """The source of a checks/drops rule's condition as an `if` test (JMESPath truthiness)."""
+    src = _source(cond, env, i, prefix)
+    return f"({src})" if getattr(cond, "boolish", False) else truthy_source(fresh_name("c"), src)
+
+
 def _check_fn(checks: tuple):
     """CompiledSpec.check as one generated function: each rule's condition inlined, in order."""
     if not checks:
@@ -789,8 +795,7 @@ def _check_fn(checks: tuple):
     lines = ["def check(scope):"]
     for i, (cond, *answer) in enumerate(checks):
         env[f"R{i}"] = tuple(answer)
-        src = _source(cond, env, i, "C")
-        lines.append(f"    if {f'({src})' if getattr(cond, 'boolish', False) else truthy_source(fresh_name('c'), src)}:")
+        lines.append(f"    if {_rule_test(cond, env, i, 'C')}:")
         lines.append(f"        return R{i}")
     lines.append("    return None")
     lines = lines[:1] + hoist_paths(lines[1:], env)
@@ -806,8 +811,7 @@ def _drops_fn(drops: tuple):
     lines = ["def dropped(scope):", "    out = None"]
     for i, (cond, *answer) in enumerate(drops):
         env[f"R{i}"] = tuple(answer)
-        src = _source(cond, env, i, "D")
-        lines.append(f"    if {f'({src})' if getattr(cond, 'boolish', False) else truthy_source(fresh_name('c'), src)}:")
+        lines.append(f"    if {_rule_test(cond, env, i, 'D')}:")
         lines.append(f"        out = [R{i}] if out is None else out + [R{i}]")
     lines.append("    return [] if out is None else out")
     lines = lines[:1] + hoist_paths(lines[1:], env)

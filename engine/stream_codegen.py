@@ -135,8 +135,7 @@ class _Gen:
             self.lines.append(f"{indent}{k} = {self.source(kf)}")
             if aliased:
                 self.lines.append(f"{indent}{self.bind(mutated, 'M')}()")
-            self.lines += [
-                           f"{indent}scope['state'][{self.bind(m, 'K')}][{k} if type({k}) is str else str({k})] = "
+            self.lines += [f"{indent}scope['state'][{self.bind(m, 'K')}][{k} if type({k}) is str else str({k})] = "
                            f"{self.source(vf)}",
                            f"{indent}out.memo = None"]
         elif kind == "do" and shape[2] not in self.inlining:
