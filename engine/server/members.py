@@ -1,0 +1,122 @@
+"""A request's `tools` decoded and checked once per distinct text.
+
+Codex and Claude Code send the same `tools` array with every request of a session: 5-17 KB, about
+85% of what msgspec spends decoding their bodies, and most of what the schema and nesting checks
+walk. A body that holds `"tools"` is split into its top-level members as raw text (msgspec.Raw:
+scanned, not built); a `tools` member whose text was seen before gets the value decoded then,
+and the checks it passed then (the client schema, the nesting limit) are not run on it again:
+the rest of the body is checked on its own. Each top-level member is independent in the client
+schemas (no rule at the top ties one member to another), so the body is valid exactly when the
+rest is and the tools were.
+
+The value is shared by the requests that sent the same text. Nothing in the gateway changes a
+client body in place (specs build new values); the one kind of rule that can write into a
+request's objects, a stream `put`/`append` on a value a `set` may have aliased, bumps
+program.MUTATIONS, and the memo then starts over rather than hand out a value that may have
+changed. Bounded in entries and in bytes of text, least recently used first out."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+
+from .. import jsontext
+from ..program import MUTATIONS
+
+MEMBER = "tools"
+MEMBER_KEY = b'"tools"'
+MIN_BODY = 2048      # below this the whole body decodes faster than it splits
+MIN_MEMBER = 1024    # a shorter member decodes faster than it is looked up
+MAX_ENTRIES = 32
+MAX_BYTES = 1 << 20  # of member text kept
+
+_split = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode = jsontext.decode
+
+
+class Entry:
+    """One member text and what is known of it."""
+    __slots__ = ("text", "value", "valid", "depth_ok")
+
+    def __init__(self, text: bytes, value):
+        self.text = text
+        self.value = value
+        self.valid: set = set()      # schema ids the member passed (as part of a valid body)
+        self.depth_ok: set = set()   # nesting limits a body holding it passed
+
+
+class Memo:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
+        self.by_id: dict[int, Entry] = {}
+        self.size = 0
+        self.gen = MUTATIONS[0]
+        self.hits = self.misses = 0
+
+    def clear(self):
+        self.entries.clear()
+        self.by_id.clear()
+        self.size = 0
+        self.gen = MUTATIONS[0]
+
+    def load(self, raw: bytes):
+        """(body, entry of its tools or None), or None when this body is not split here: no
+        tools, a short body, or text msgspec refuses (the caller's whole-body path words it)."""
+        if len(raw) < MIN_BODY or MEMBER_KEY not in raw:
+            return None
+        try:
+            parts = _split(raw)
+        except msgspec.DecodeError:  # not an object, not UTF-8, not JSON: the caller's path
+            return None
+        member = parts.get(MEMBER)
+        if member is None or len(member) < MIN_MEMBER:
+            return None
+        if self.gen != MUTATIONS[0]:
+            self.clear()
+        text = bytes(member)
+        entry = self.entries.get(text)
+        body = {}
+        try:
+            for k, v in parts.items():
+                if k != MEMBER:
+                    body[k] = _decode(v)
+                elif entry is None:
+                    body[k] = _decode(v)
+                else:
+                    body[k] = entry.value
+        except msgspec.DecodeError:
+            return None
+        if entry is None:
+            self.misses += 1
+            entry = self._add(text, body[MEMBER])
+        else:
+            self.hits += 1
+            self.entries.move_to_end(text)
+        return body, entry
+
+    def _add(self, text: bytes, value) -> Entry:
+        entry = Entry(text, value)
+        self.entries[text] = entry
+        self.by_id[id(value)] = entry
+        self.size += len(text)
+        while len(self.entries) > self.max_entries or self.size > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.size -= len(old.text)
+            if self.by_id.get(id(old.value)) is old:
+                del self.by_id[id(old.value)]
+        return entry
+
+    def entry_of(self, value) -> Entry | None:
+        """The entry whose value `value` is (the very object), while it is kept."""
+        entry = self.by_id.get(id(value))
+        if entry is None or entry.value is not value or self.gen != MUTATIONS[0]:
+            return None
+        return entry
+
+
+MEMO = Memo()
+
+
+def without_member(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != MEMBER}

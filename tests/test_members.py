@@ -1,0 +1,176 @@
+"""A request's `tools` decoded and checked once per distinct text (engine/server/members.py): the
+body is the one a whole decode gives, what the checks refuse is refused the same, the kept value
+is never changed by serving it, and the memo stays within its bounds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine import program
+from engine.server import translate
+from engine.server.api_errors import ApiError
+from engine.server.members import MEMBER, Memo
+
+CLIENTS = Path(__file__).parent / "fixtures" / "clients"
+CAPTURES = {  # capture -> (client schema, path, model the default routes translate)
+    "codex-0.169-responses-req1.json": ("openai/responses.request", "/v1/responses", "claude-sonnet-4-5"),
+    "codex-0.94-chat-req1.json": ("openai/chat.request", "/v1/chat/completions", "claude-sonnet-4-5"),
+    "claude-code-2.1.332-messages-gpt5-req1.json": ("anthropic/messages.request", "/v1/messages", "gpt-4o"),
+}
+
+
+def _raw(name: str, **change) -> bytes:
+    body = json.loads((CLIENTS / name).read_text())["body"]
+    body.update(change)
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+@pytest.fixture
+def memo(monkeypatch):
+    fresh = Memo()
+    monkeypatch.setattr(translate, "MEMO", fresh)
+    return fresh
+
+
+def _error(raw: bytes, schema_id: str) -> tuple:
+    with pytest.raises(ApiError) as e:
+        translate.parse_body(raw, schema_id)
+    return e.value.status, e.value.message, e.value.param
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_a_split_body_is_the_whole_decode_and_its_tools_are_kept(memo, name):
+    raw = _raw(name)
+    first, entry = memo.load(raw)
+    assert first == msgspec.json.decode(raw) and list(first) == list(msgspec.json.decode(raw))
+    again, same = memo.load(raw)
+    assert same is entry and again[MEMBER] is first[MEMBER] and again == first
+    assert (memo.hits, memo.misses) == (1, 1)
+
+
+def test_bodies_it_does_not_split():
+    memo = Memo()
+    tools = [{"type": "function", "name": f"t{i}", "parameters": {"type": "object"}} for i in range(40)]
+    assert memo.load(json.dumps({"model": "m", "input": "x" * 4000}).encode()) is None  # no tools
+    assert memo.load(json.dumps({"model": "m", "tools": tools[:1]}).encode()) is None  # short body
+    assert memo.load(json.dumps({"tools": tools[:1], "input": "x" * 4000}).encode()) is None  # short member
+    assert memo.load(json.dumps([{"tools": tools}]).encode()) is None  # not an object
+    assert memo.load(b'{"tools": ' + json.dumps(tools).encode() + b', "x": "\\ud800"}') is None  # lone surrogate
+    assert memo.load(b'{"tools": ' + json.dumps(tools).encode() + b', "x": NaN}') is None
+    assert not memo.entries
+
+
+def test_duplicate_keys_and_big_integers_read_as_a_whole_decode_reads_them(memo):
+    tools = json.dumps([{"type": "function", "name": f"t{i}", "n": 10 ** 30} for i in range(40)]).encode()
+    raw = b'{"model": "a", "tools": [], "model": "b", "max": 123456789012345678901234567890, "tools": ' \
+        + tools + b', "pad": "' + b"x" * 2048 + b'"}'
+    body, _ = memo.load(raw)
+    assert body == msgspec.json.decode(raw) and list(body) == list(msgspec.json.decode(raw))
+    assert body["max"] == 123456789012345678901234567890 and body[MEMBER][0]["n"] == 10 ** 30
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_known_tools_do_not_hide_an_error_elsewhere_in_the_body(memo, name):
+    schema_id = CAPTURES[name][0]
+    translate.parse_body(_raw(name), schema_id)  # the tools are now known and valid
+    bad = _raw(name, model=42)
+    got = _error(bad, schema_id)
+    assert memo.hits == 1
+    memo.clear()
+    assert got == _error(bad, schema_id) and got[2] == "model"
+
+
+def test_tools_that_failed_are_checked_again_every_time(memo):
+    name = "codex-0.94-chat-req1.json"
+    body = json.loads((CLIENTS / name).read_text())["body"]
+    body["tools"][0]["type"] = 7
+    raw = json.dumps(body).encode()
+    first = _error(raw, "openai/chat.request")
+    assert first == _error(raw, "openai/chat.request") and memo.hits == 1
+    assert first[2].startswith("tools[0]")
+    assert not next(iter(memo.entries.values())).valid
+
+
+def test_known_tools_do_not_hide_a_body_nested_too_deep(memo):
+    name = "codex-0.169-responses-req1.json"
+    translate.parse_body(_raw(name), "openai/responses.request", max_depth=30)
+    deep = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    with pytest.raises(ApiError) as e:
+        translate.parse_body(_raw(name, metadata=deep), "openai/responses.request", max_depth=30)
+    assert "nested deeper than 30 levels" in e.value.message and memo.hits == 1
+    # and tools that are themselves too deep for a lower limit are refused under it
+    with pytest.raises(ApiError) as e:
+        translate.parse_body(_raw(name), "openai/responses.request", max_depth=4)
+    assert "nested deeper than 4 levels" in e.value.message
+
+
+def test_a_write_into_a_request_object_makes_the_memo_start_over(memo):
+    raw = _raw("codex-0.94-chat-req1.json")
+    first, entry = memo.load(raw)
+    assert memo.entry_of(first[MEMBER]) is entry
+    program.mutated()
+    assert memo.entry_of(first[MEMBER]) is None
+    again, other = memo.load(raw)
+    assert other is not entry and again[MEMBER] is not first[MEMBER] and memo.misses == 2
+
+
+def test_the_memo_keeps_its_bounds():
+    memo = Memo(max_entries=3, max_bytes=40_000)
+    texts = []
+    for i in range(6):
+        tools = [{"type": "function", "name": f"tool{i}_{k}", "parameters": {"type": "object"}} for k in range(60)]
+        raw = json.dumps({"model": "m", "tools": tools}).encode()
+        body, entry = memo.load(raw)
+        texts.append((raw, body[MEMBER]))
+        assert len(memo.entries) <= 3 and memo.size <= 40_000
+        assert memo.size == sum(len(t) for t in memo.entries)
+        assert set(memo.by_id) == {id(e.value) for e in memo.entries.values()}
+    assert memo.entry_of(texts[0][1]) is None and memo.entry_of(texts[-1][1]) is not None
+    small = Memo(max_entries=3, max_bytes=100)  # a text over the byte bound is not kept
+    small.load(texts[0][0])
+    assert not small.entries and small.size == 0 and not small.by_id
+
+
+async def test_serving_never_changes_a_kept_value(fake_anthropic, fake_openai, tmp_path, monkeypatch):
+    """Every capture through the running app, streamed and not, three times: the later ones reuse
+    the tools, the answers match the first, and every kept value still equals its text."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from conftest import gateway_env
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server.app import create_app
+
+    memo = Memo()
+    monkeypatch.setattr(translate, "MEMO", memo)
+    app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
+    server = TestServer(app)
+    await server.start_server()
+    sent: dict = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            for name, (_, path, model) in sorted(CAPTURES.items()):
+                for stream in (False, True):
+                    raw = _raw(name, model=model, stream=stream, store=False) if "responses" in name \
+                        else _raw(name, model=model, stream=stream)
+                    for turn in range(3):
+                        async with s.post(server.make_url(path), data=raw,
+                                          headers={"content-type": "application/json"}) as r:
+                            assert r.status == 200, await r.text()
+                            await r.read()
+                        upstream = fake_openai if model.startswith("gpt") else fake_anthropic
+                        body = upstream.last.json
+                        body.pop("metadata", None)
+                        sent.setdefault((name, stream), body)
+                        assert body == sent[(name, stream)]
+    finally:
+        await server.close()
+    assert memo.hits >= 12 and memo.entries
+    for text, entry in memo.entries.items():
+        assert entry.value == msgspec.json.decode(text)
