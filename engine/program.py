@@ -121,6 +121,22 @@ def mutated():
     MUTATIONS[0] += 1
 
 
+# Values requests share and nothing changes (engine/server/members.py keeps a client's `tools`):
+# id -> [the value, its JSON text (None until first written), MUTATIONS when it was kept]. The
+# Responses API echoes the request's tools in its answer: 10 KB written once, not per answer.
+SHARED: dict[int, list] = {}
+
+
+def shared_text(v) -> str | None:
+    """The JSON text of a shared value, encoded once; None for any other value."""
+    s = SHARED.get(id(v))
+    if s is None or s[0] is not v or s[2] != MUTATIONS[0]:
+        return None
+    if s[1] is None:
+        s[1] = dumps(v)
+    return s[1]
+
+
 class Echo:
     """The JSON text of the request's members (`req.tools`, `req.text`, ...) kept for one stream.
     A Responses stream echoes the request in response.created, response.in_progress and
@@ -149,7 +165,8 @@ class Echo:
             kept = texts.get(k)
             if kept is None or kept[0] is not x:
                 try:
-                    kept = texts[k] = (x, msgspec.Raw(encode(x)))
+                    shared = shared_text(x)
+                    kept = texts[k] = (x, msgspec.Raw(encode(x) if shared is None else shared.encode()))
                 except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
                     return dumps(v)  # what msgspec refuses: the json module writes all of v
             if spliced is None:

@@ -25,6 +25,7 @@ from . import codegen
 from .constant import Const
 from .expr import OPAQUE, hoist_paths
 from .jsontext import dumps, float_text, str_text
+from .program import SHARED, shared_text
 
 _str = str_text  # a string's JSON text, as nodes.dumps writes it
 _long_str = str_text  # msgspec's C loop is the faster for long text as well
@@ -47,6 +48,10 @@ def enc(v) -> str:
         return int.__repr__(v)
     if t is float:
         return float_text(v)
+    if id(v) in SHARED:
+        text = shared_text(v)
+        if text is not None:
+            return text
     return dumps(v)
 
 

@@ -32,7 +32,8 @@ def _raw(name: str, **change) -> bytes:
 def memo(monkeypatch):
     fresh = Memo()
     monkeypatch.setattr(translate, "MEMO", fresh)
-    return fresh
+    yield fresh
+    fresh.clear()  # its values leave program.SHARED with it
 
 
 def _error(raw: bytes, schema_id: str) -> tuple:
@@ -174,3 +175,32 @@ async def test_serving_never_changes_a_kept_value(fake_anthropic, fake_openai, t
     assert memo.hits >= 12 and memo.entries
     for text, entry in memo.entries.items():
         assert entry.value == msgspec.json.decode(text)
+
+
+def test_an_echoed_kept_value_is_written_from_text_kept_once(memo):
+    from engine import serialize
+    from engine.jsontext import dumps
+
+    body, entry = memo.load(_raw("codex-0.169-responses-req1.json"))
+    tools = body[MEMBER]
+    assert program.SHARED[id(tools)][1] is None
+    assert serialize.enc(tools) == dumps(tools) == program.SHARED[id(tools)][1]
+    wide = {f"k{i}": i for i in range(20)} | {"tools": tools}
+    assert program.Echo(body).dumps(wide) == dumps(wide)
+    # a value some rule may have changed is written afresh, and the memo lets it go
+    program.mutated()
+    assert program.shared_text(tools) is None
+    tools.append({"type": "function", "name": "changed"})
+    assert serialize.enc(tools) == dumps(tools) != program.SHARED[id(tools)][1]
+    memo.load(_raw("codex-0.94-chat-req1.json"))
+    assert id(tools) not in program.SHARED
+
+
+def test_values_the_memo_lets_go_are_no_longer_shared():
+    memo = Memo(max_entries=1)
+    first, _ = memo.load(_raw("codex-0.94-chat-req1.json"))
+    assert id(first[MEMBER]) in program.SHARED
+    second, _ = memo.load(_raw("codex-0.169-responses-req1.json"))
+    assert id(first[MEMBER]) not in program.SHARED and id(second[MEMBER]) in program.SHARED
+    memo.clear()
+    assert id(second[MEMBER]) not in program.SHARED

@@ -13,7 +13,9 @@ The value is shared by the requests that sent the same text. Nothing in the gate
 client body in place (specs build new values); the one kind of rule that can write into a
 request's objects, a stream `put`/`append` on a value a `set` may have aliased, bumps
 program.MUTATIONS, and the memo then starts over rather than hand out a value that may have
-changed. Bounded in entries and in bytes of text, least recently used first out."""
+changed. The kept value's JSON text is written once too, where an answer echoes it (the
+Responses API's `tools`, program.SHARED). Bounded in entries and in bytes of text, least
+recently used first out."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -21,7 +23,7 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS
+from ..program import MUTATIONS, SHARED
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -55,6 +57,8 @@ class Memo:
         self.hits = self.misses = 0
 
     def clear(self):
+        for entry in self.entries.values():
+            _unshare(entry.value)
         self.entries.clear()
         self.by_id.clear()
         self.size = 0
@@ -99,12 +103,14 @@ class Memo:
         entry = Entry(text, value)
         self.entries[text] = entry
         self.by_id[id(value)] = entry
+        SHARED[id(value)] = [value, None, MUTATIONS[0]]
         self.size += len(text)
         while len(self.entries) > self.max_entries or self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
             self.size -= len(old.text)
             if self.by_id.get(id(old.value)) is old:
                 del self.by_id[id(old.value)]
+            _unshare(old.value)
         return entry
 
     def entry_of(self, value) -> Entry | None:
@@ -113,6 +119,12 @@ class Memo:
         if entry is None or entry.value is not value or self.gen != MUTATIONS[0]:
             return None
         return entry
+
+
+def _unshare(value):
+    s = SHARED.get(id(value))
+    if s is not None and s[0] is value:
+        del SHARED[id(value)]
 
 
 MEMO = Memo()
