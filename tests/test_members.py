@@ -204,3 +204,16 @@ def test_values_the_memo_lets_go_are_no_longer_shared():
     assert id(first[MEMBER]) not in program.SHARED and id(second[MEMBER]) in program.SHARED
     memo.clear()
     assert id(second[MEMBER]) not in program.SHARED
+
+
+def test_an_answer_holding_a_shared_value_encodes_to_the_same_bytes(memo):
+    from engine.jsontext import dumpb
+    from engine.server.members import shared_members
+
+    body, _ = memo.load(_raw("codex-0.169-responses-req1.json"))
+    answer = {"id": "resp_1", "tools": body[MEMBER], "text": {"format": {"type": "text"}}}
+    swapped = shared_members(answer)
+    assert swapped is not answer and type(swapped["tools"]) is msgspec.Raw and answer["tools"] is body[MEMBER]
+    assert dumpb(swapped) == dumpb(answer)
+    plain = {"id": "resp_2", "tools": json.loads(json.dumps(body[MEMBER]))}
+    assert shared_members(plain) is plain

@@ -23,7 +23,7 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS, SHARED
+from ..program import MUTATIONS, SHARED, shared_text
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -128,6 +128,20 @@ def _unshare(value):
 
 
 MEMO = Memo()
+
+
+def shared_members(v: dict) -> dict:
+    """`v`, or a copy whose shared members (program.SHARED) are their kept JSON text, for the
+    encoder to copy rather than write again."""
+    out = None
+    for k, x in v.items():
+        if id(x) in SHARED:
+            text = shared_text(x)
+            if text is not None:
+                if out is None:
+                    out = dict(v)
+                out[k] = msgspec.Raw(text.encode())
+    return v if out is None else out
 
 
 def without_member(body: dict) -> dict:

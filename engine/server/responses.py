@@ -225,5 +225,6 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
             saved.append(True)
             await _save(app, _record(response_id, body, req_vars, final, translator.state.get("items"), owner))
 
+    # an answer not stored is written straight to JSON text (translate.call), as other pairs' are
     return await translate.call(request, pair, app[UPSTREAMS][provider], body, out_body, scope, auth,
-                                on_result=on_result, on_write=on_write)
+                                on_result=on_result if store else None, on_write=on_write if store else None)

@@ -24,7 +24,7 @@ from ..stream import MalformedEvent, StreamTranslator
 from . import ops
 from .api_errors import ApiError
 from .httpclient import TooLarge
-from .members import MEMBER, MEMO, without_member
+from .members import MEMBER, MEMO, shared_members, without_member
 from . import shapes
 from .record import RECORDER
 from .shapes import event_guard
@@ -350,7 +350,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             result = spec.template(sc)
             if on_result is not None:
                 await on_result(result, sc)
-            return web.Response(body=dumpb(result), content_type="application/json",
+            return web.Response(body=dumpb(shared_members(result)), content_type="application/json",
                                 headers=answer_headers(request))
         return await _stream(request, pair, resp, body, scope, upstream, on_write, keys, rec)
     finally:
