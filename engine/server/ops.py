@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -16,7 +15,6 @@ from ..logs import AccessLog, field
 from .counters import Collector, LabelledCounter, LabelledHistogram
 from .api_errors import ApiError
 
-log = logging.getLogger("engine.access")
 access_log = AccessLog("engine.access")
 
 METRICS = web.AppKey("metrics", object)
