@@ -217,6 +217,10 @@ def one_line(text: str) -> str:
     return text
 
 
+# default_msec_format's tail ("%s,%03d" % (stamp, n)) for every n: a concatenation, not a format
+_MSECS = tuple(logging.Formatter.default_msec_format % ("", n) for n in range(1001))
+
+
 class TextFormatter(logging.Formatter):
     """logging's default asctime (`2026-11-26 10:06:09,123`), its strftime done once a second
     rather than once a line."""
@@ -236,8 +240,8 @@ class TextFormatter(logging.Formatter):
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(created))
             self._second = second
-        # the millisecond part as LogRecord computes it
-        return self.default_msec_format % (self._stamp, int((created - second) * 1000))
+        # the millisecond part as LogRecord computes it (0 to 999; 1000 would read ",1000")
+        return self._stamp + _MSECS[int((created - second) * 1000)]
 
     def format(self, record) -> str:
         """logging's format with the message kept on one line; a traceback's lines follow
@@ -257,6 +261,8 @@ class TextFormatter(logging.Formatter):
             s += "\n" + "\n".join("\t" + line for line in extra.splitlines())
         return s
 
+    reads_fields = False  # access() writes the message alone
+
     def can_write_access(self) -> bool:
         return type(self) is TextFormatter and self._fmt == TEXT_FORMAT
 
@@ -265,18 +271,23 @@ class TextFormatter(logging.Formatter):
         return f"{self._asctime(created)} INFO {name} {message}"
 
 
+# json.dumps(x, ensure_ascii=False), without the encoder it builds on every call for a non-default argument
+_dumps_line = json.JSONEncoder(ensure_ascii=False).encode
+
+
 class JsonFormatter(TextFormatter):
     def format(self, record):
         out = {"time": self.formatTime(record), "level": record.levelname.lower(), "msg": record.getMessage()}
         out.update(getattr(record, "fields", {}) or {})
-        return json.dumps(out, ensure_ascii=False)
+        return _dumps_line(out)
+
+    reads_fields = True
 
     def can_write_access(self) -> bool:
         return type(self) is JsonFormatter
 
     def access(self, created: float, name: str, message: str, fields: dict) -> str:
-        return json.dumps({"time": self._asctime(created), "level": "info", "msg": message, **fields},
-                          ensure_ascii=False)
+        return _dumps_line({"time": self._asctime(created), "level": "info", "msg": message, **fields})
 
 
 class AccessLog:
@@ -291,11 +302,24 @@ class AccessLog:
         self.logger = logging.getLogger(name)
         self._seen: tuple | None = None
         self._direct: tuple | None = None
+        self._reads = True
 
     def __call__(self, message: str, fields: dict):
+        if self.wanted() is not None:
+            self.write(message, fields)
+
+    def wanted(self) -> bool | None:
+        """None when the line is not logged (the level), else whether its fields are read: by the
+        JSON format or through logging; the text format's line is the message alone, so a caller
+        need not build them. write() follows, with the handlers this call found."""
         if not self.logger.isEnabledFor(logging.INFO):
-            return
-        direct = self._handlers()
+            return None
+        return self._handlers() is None or self._reads
+
+    def write(self, message: str, fields: dict | None):
+        """The line, once wanted() said it is logged; `fields` may be None when it said they
+        are not read."""
+        direct = self._direct
         if direct is None:
             self.logger.info(message, extra={"fields": fields})
             return
@@ -312,6 +336,7 @@ class AccessLog:
         seen = tuple(root.handlers)
         if seen != self._seen:
             self._seen, self._direct = seen, self._direct_handlers(root)
+            self._reads = self._direct is None or any(h.formatter.reads_fields for h in self._direct)
         return self._direct
 
     def _direct_handlers(self, root) -> tuple | None:

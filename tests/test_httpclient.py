@@ -484,3 +484,53 @@ async def test_ambiguous_framing_is_refused(reply):
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
     assert conn.transport.closed and conn not in client.idle
+
+
+def test_headers_decoded_when_first_read_are_those_decoded_at_once():
+    """Headers.of_raw (the client's, decoded on first use) answers get, [], in, items and repr as
+    Headers of the decoded pairs: the first of repeated names, the case kept, any byte kept."""
+    from engine.server.httpresponse import Headers
+    raw = [b"Content-Type", b"application/json", b"X-Caf\xc3\xa9", b"\xff\xfe  ", b"set-cookie", b"a=1",
+           b"Set-Cookie", b"b=2", b"X-Empty", b""]
+    pairs = [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+             for n, v in zip(raw[::2], raw[1::2])]
+    eager = Headers(pairs)
+    for read in (lambda h: h.get("SET-COOKIE"), lambda h: h["x-café"], lambda h: "x-empty" in h,
+                 lambda h: 3 in h, lambda h: h.get("absent", "-"), lambda h: list(h.items()), repr):
+        assert read(Headers.of_raw(list(raw))) == read(eager)
+    assert eager.get("set-cookie") == "a=1" and eager["x-café"] == "\udcff\udcfe  "
+    assert list(Headers.of_raw([]).items()) == [] and Headers.of_raw([]).get("a") is None
+
+
+@pytest.mark.parametrize("names", [
+    ["Content-Length", "Connection"], ["connection", "CONTENT-LENGTH", "Keep-Alive", "content-length"],
+    ["X-Connection", "Connection-X", "content-lengthy", "Content-Length"],
+    ["Transfer-Encoding", "Content-Encoding", "content-encoding"],
+])
+def test_framing_headers_are_read_as_headers_get_reads_them(names):
+    """_header, which finds a framing header without decoding the head, gives what Headers.get
+    gives, for names in any case, repeated, or holding another as a part."""
+    from engine.server.httpclient import _header
+    from engine.server.httpresponse import Headers
+    items = []
+    for i, n in enumerate(names):
+        items += [n.encode(), f"v{i} ".encode()]
+    joined = b"\0%s\0" % b"\0".join(items[::2]).lower()
+    headers = Headers.of_raw(items)
+    for name in ("connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"):
+        assert _header(items, joined, b"\0%s\0" % name.encode()) == headers.get(name), name
+
+
+async def test_the_answer_headers_are_decoded_only_when_read():
+    client = HttpClient("http://127.0.0.1:1")
+    client.loop = asyncio.get_running_loop()
+    conn = _Conn(client)
+    conn.connection_made(_Transport())
+    task = asyncio.create_task(conn.send("POST", b"head", b"", True, None))
+    await asyncio.sleep(0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                       b"Content-Length: 2\r\n\r\nok")
+    resp = await task
+    assert resp.headers._map is None  # the framing was read without them
+    assert (resp.content_length, conn.keep_alive, conn.idle_limit) == (2, True, 4.0)
+    assert await resp.read() == b"ok" and resp.headers["x-a"] == "1"

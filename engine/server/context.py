@@ -41,6 +41,9 @@ def guarded(handler, api: str | None = None):
         request["request_id"] = rid
         request["started"] = start
         request["log"] = {}
+        # read by every translated answer (translate.answer_headers): present, as a missing key
+        # costs request.get a KeyError raised and caught
+        request["dropped"] = None
         status = 499  # the client went away before an answer
         try:
             try:

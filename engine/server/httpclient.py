@@ -226,27 +226,32 @@ class _Conn(asyncio.Protocol):
             raise _BadResponse("the upstream answered 101 Switching Protocols")
         items = self.items
         # the complete head: status line, and each header line's name, ": " and CRLF
-        if sum(map(len, items)) + 2 * len(items) + len(self.reason) + 17 > _MAX_HEAD:
+        if len(b"".join(items)) + 2 * len(items) + len(self.reason) + 17 > _MAX_HEAD:
             raise _BadResponse("response head over 64 KiB")
-        # one decode for the whole head (llhttp refuses a NUL in a name or value)
-        text = b"\0".join(items).decode("utf-8", "surrogateescape").split("\0") if items else []
-        headers = Headers(list(zip(text[::2], text[1::2])))
-        conn_hdr = (headers.get("connection") or "").lower()
+        headers = Headers.of_raw(items)  # decoded if someone reads them
+        # the framing headers, found in the names lowercased together (llhttp allows only ASCII
+        # token characters in a name, and no NUL)
+        names = b"\0" + b"\0".join(items[::2]).lower() + b"\0"
+        # (most are absent: an `in` first, the call only for one that is there)
+        conn_hdr = _header(items, names, b"\0connection\0").lower() if b"\0connection\0" in names else ""
         self.keep_alive = self.parser.get_http_version() == "1.1" and "close" not in conn_hdr
-        self.idle_limit = _idle_limit(headers.get("keep-alive"))
+        self.idle_limit = _idle_limit(_header(items, names, b"\0keep-alive\0")) if b"\0keep-alive\0" in names \
+            else KEEPALIVE_SECONDS
         length = None
         bodiless = self.method == "HEAD" or status in (204, 304)
         if bodiless:
             mode = _BODY
-        elif "chunked" in (headers.get("transfer-encoding") or "").lower():
+        elif b"\0transfer-encoding\0" in names and \
+                "chunked" in _header(items, names, b"\0transfer-encoding\0").lower():
             mode = _BODY
-        elif headers.get("content-length") is not None:
-            length = int(headers.get("content-length"))  # llhttp has checked it is digits
+        elif b"\0content-length\0" in names:
+            length = int(_header(items, names, b"\0content-length\0"))  # llhttp has checked it is digits
             mode = _BODY
         else:
             mode = _UNTIL_CLOSE
             self.keep_alive = False
-        enc = (headers.get("content-encoding") or "").strip().lower() if self.decompress else ""
+        enc = _header(items, names, b"\0content-encoding\0").strip().lower() \
+            if self.decompress and b"\0content-encoding\0" in names else ""
         # a compressed body is inflated by its reader, a step at a time (httpresponse.Body), so
         # backpressure holds on the compressed bytes and a bomb costs no more than one step
         inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
@@ -293,6 +298,16 @@ class _Conn(asyncio.Protocol):
             self.client._release(self)
         else:
             self.abort(None)
+
+
+def _header(items: list, names: bytes, key: bytes) -> str | None:
+    """The first value of a header as Headers.get gives it: `key` is its lowercase name between
+    NULs, `names` every name of `items` (names and values alternating) lowercased and joined
+    with NULs, with a NUL at each end."""
+    i = names.find(key)
+    if i < 0:
+        return None
+    return items[2 * names.count(b"\0", 0, i) + 1].decode("utf-8", "surrogateescape")
 
 
 def _idle_limit(keep_alive: str | None) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -16,7 +15,6 @@ from ..logs import AccessLog, field
 from .counters import Collector, LabelledCounter, LabelledHistogram
 from .api_errors import ApiError
 
-log = logging.getLogger("engine.access")
 access_log = AccessLog("engine.access")
 
 METRICS = web.AppKey("metrics", object)
@@ -121,8 +119,10 @@ def check_key(request: web.Request):
 def record(request: web.Request, status: int, elapsed: float):
     info = request.get("log") or {}
     m: Metrics = request.app[METRICS]
-    route = info.get("route") or (request.match_info.route.resource.canonical
-                                  if request.match_info.route.resource else "unmatched")
+    route = info.get("route")
+    if not route:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource else "unmatched"
     model = info.get("model_label") or "-"
     m.requests.inc((route, model, str(status)))
     m.latency.observe((route,), elapsed)
@@ -135,27 +135,58 @@ def record(request: web.Request, status: int, elapsed: float):
     if tout:
         m.tokens.inc(("out", model), tout)
     path = request.path
-    if path in OPEN_PATHS or path == "/metrics" or not log.isEnabledFor(logging.INFO):
+    if path in OPEN_PATHS or path == "/metrics":
+        return
+    wanted = access_log.wanted()
+    if wanted is None:
         return
     method, rid, provider, mode, ups = (request.method, request.get("request_id"), info.get("provider"),
                                         info.get("mode"), info.get("upstream_status"))
     model = info.get("model")
-    # what the client chose, escaped for the text line (the JSON line escapes on its own)
-    tpath = field(path)
-    tmodel = None if model is None else field(model) if type(model) is str else field(str(model))
     trid = None if rid is None else field(rid)
-    latency = round(elapsed * 1000, 1)
-    ttfb_ms = round(ttfb * 1000, 1) if ttfb is not None else None
-    fields = {
-        "method": method, "path": path, "route": route, "model": model,
-        "provider": provider, "mode": mode, "status": status,
-        "upstream_status": ups, "latency_ms": latency, "ttfb_ms": ttfb_ms,
-        "tokens_in": tin, "tokens_out": tout, "request_id": rid,
-    }
+    if wanted:
+        latency = round(elapsed * 1000, 1)
+        ttfb_ms = round(ttfb * 1000, 1) if ttfb is not None else None
+        fields = {
+            "method": method, "path": path, "route": route, "model": model,
+            "provider": provider, "mode": mode, "status": status,
+            "upstream_status": ups, "latency_ms": latency, "ttfb_ms": ttfb_ms,
+            "tokens_in": tin, "tokens_out": tout, "request_id": rid,
+        }
+    else:
+        # the text line alone: str(round(x, 1)) is "%.1f" % x (both round the exact binary
+        # value half to even, to one decimal) while repr writes no exponent, far below 1e15 ms
+        fields = None
+        latency = elapsed * 1000
+        latency = f"{latency:.1f}" if latency < 1e15 else round(latency, 1)
+        ttfb_ms = None if ttfb is None else f"{ttfb * 1000:.1f}" if ttfb < 1e12 else round(ttfb * 1000, 1)
     # the fields in order as key=value, those without a value left out: one string build, no call
-    access_log(f"method={method} path={tpath} route={route}{'' if tmodel is None else f' model={tmodel}'}"
-               f"{'' if provider is None else f' provider={provider}'}{'' if mode is None else f' mode={mode}'}"
-               f" status={status}{'' if ups is None else f' upstream_status={ups}'} latency_ms={latency}"
-               f"{'' if ttfb_ms is None else f' ttfb_ms={ttfb_ms}'}{'' if tin is None else f' tokens_in={tin}'}"
-               f"{'' if tout is None else f' tokens_out={tout}'}{'' if trid is None else f' request_id={trid}'}",
-               fields)
+    access_log.write(f"{_line_start(method, path, route, model, provider, mode)} status={status}"
+                     f"{'' if ups is None else f' upstream_status={ups}'} latency_ms={latency}"
+                     f"{'' if ttfb_ms is None else f' ttfb_ms={ttfb_ms}'}{'' if tin is None else f' tokens_in={tin}'}"
+                     f"{'' if tout is None else f' tokens_out={tout}'}{'' if trid is None else f' request_id={trid}'}",
+                     fields)
+
+
+# the access line's start, the same for every request of one route and model: made once
+_STARTS: dict = {}
+_STARTS_MAX = 1024
+
+
+def _line_start(method: str, path: str, route: str, model, provider, mode) -> str:
+    key = (method, path, route, model, provider, mode)
+    # what the client chose (path, model), escaped for the text line; only short text names are
+    # kept, and the memo starts over when full (clients choose them)
+    memo = (model is None or type(model) is str and len(model) <= 256) and len(path) <= 256
+    if memo:
+        start = _STARTS.get(key)
+        if start is not None:
+            return start
+    tmodel = None if model is None else field(model) if type(model) is str else field(str(model))
+    start = (f"method={method} path={field(path)} route={route}{'' if tmodel is None else f' model={tmodel}'}"
+             f"{'' if provider is None else f' provider={provider}'}{'' if mode is None else f' mode={mode}'}")
+    if memo:
+        if len(_STARTS) >= _STARTS_MAX:
+            _STARTS.clear()
+        _STARTS[key] = start
+    return start

@@ -282,27 +282,28 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     translates the answer back. `on_result(result, scope)` sees a non-streamed
     result before it is sent; `on_write(translator)` runs before each write of a stream (the
     Responses store uses both)."""
-    metrics = request.app[ops.METRICS]
+    app = request.app
     headers = dict(upstream_headers or ())
-    if request.get("request_id"):
-        headers["x-request-id"] = request["request_id"]
+    rid = request.get("request_id")
+    if rid:
+        headers["x-request-id"] = rid
     payload = dumpb(out_body)
     del out_body  # a stream stays open for minutes: only the bytes are kept (for a retry)
-    recorder = request.app.get(RECORDER)
+    recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
-            on_retry=lambda n: metrics.retries.labels(upstream.name).inc())
+            on_retry=lambda n: app[ops.METRICS].retries.labels(upstream.name).inc())
     except UpstreamUnreachable as e:
-        metrics.upstream_errors.labels(upstream.name, "unreachable").inc()
+        app[ops.METRICS].upstream_errors.labels(upstream.name, "unreachable").inc()
         timed_out = e.timed_out
         raise ApiError(504 if timed_out else 502,
                        f"could not reach the upstream provider ({upstream.name}): {e}",
                        code="upstream_timeout" if timed_out else "upstream_unreachable",
                        type="timeout_error" if timed_out else "server_error") from None
     except BadUpstreamStatus as e:
-        metrics.upstream_errors.labels(upstream.name, str(e.status)).inc()
+        app[ops.METRICS].upstream_errors.labels(upstream.name, str(e.status)).inc()
         ops.note(request, upstream_status=e.status)
         raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
     ops.note(request, upstream_status=resp.status)
@@ -311,7 +312,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     try:
         sent = sent_keys(headers)
         if resp.status != 200:
-            metrics.upstream_errors.labels(upstream.name, str(resp.status)).inc()
+            app[ops.METRICS].upstream_errors.labels(upstream.name, str(resp.status)).inc()
             raise await upstream_error(pair, resp, upstream.name, upstream, (*sent, *upstream.secrets), rec)
         keys = keys_for(upstream, sent)
         if not body.get("stream"):
