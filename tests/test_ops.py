@@ -437,3 +437,43 @@ def test_route_decisions_are_remembered_per_model_within_a_bound(fake_anthropic,
         context.resolve(app, f"claude-{i}", "openai")
         assert len(app[context.RESOLVED]) <= 3
     assert context.pair_for(app, "chat-to-messages", "claude-x") is app[context.PAIRS]["chat-to-messages"]
+
+
+async def test_the_access_line_and_metrics_come_after_the_answer_is_written(fake_anthropic, fake_openai,
+                                                                             tmp_path, monkeypatch):
+    """ops.record runs once the answer is on its way: the client does not wait for the log line
+    and the metrics. Its figures are the handler's own (status, time up to the answer)."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server import ops
+    from engine.server.app import create_app
+    from conftest import gateway_env
+
+    seen = []
+    real = ops.record
+
+    def record(request, status, elapsed):
+        seen.append((request.path, status, request._payload_writer.output_size, elapsed))
+        real(request, status, elapsed)
+
+    monkeypatch.setattr(ops, "record", record)
+    app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(server.make_url("/health")) as r:
+                assert r.status == 200
+            async with s.post(server.make_url("/v1/chat/completions"), json={"model": "claude-x"}) as r:
+                assert r.status == 400
+            async with s.get(server.make_url("/metrics")) as r:
+                text = await r.text()
+    finally:
+        await server.close()
+    assert [(p, st) for p, st, _, _ in seen] == [("/health", 200), ("/v1/chat/completions", 400), ("/metrics", 200)]
+    assert all(written > 0 and 0 <= elapsed < 5 for _, _, written, elapsed in seen), seen
+    # the scrape sees the requests before it
+    assert 'status="400"' in text and "/v1/chat/completions" in text

@@ -3,6 +3,7 @@ the application, below app.py so that none of them imports the module that regis
 app keys, the guarded route, model resolution, upstream auth, the API pairs and their versions."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -81,7 +82,9 @@ def guarded(handler, api: str | None = None):
             status = resp.status
             return resp
         finally:
-            ops.record(request, status, time.monotonic() - start)
+            # the metrics and the access line after the answer is written (aiohttp writes what
+            # is returned before this task yields): the client does not wait for them
+            asyncio.get_running_loop().call_soon(ops.record, request, status, time.monotonic() - start)
     return guarded_handler
 
 
