@@ -292,6 +292,9 @@ def resolve_sources(sources: list[Source], errors: list) -> list[Source]:
         merged = resolve(key)
         if merged is not None:
             out.append(merged)
+    # resolve() calls itself through its closure: a cycle that would keep every file read (and
+    # what it holds) alive until the next full collection, rather than until the caller is done
+    del resolve
     return out
 
 
@@ -332,10 +335,15 @@ def _compile_dir(root, select=None) -> tuple[dict, list[SpecError], dict]:
             status = source.value["metadata"].get("status", "stable")
             known[(name, version)] = status if isinstance(status, str) else "stable"
     wanted = None if select is None else select(known)
-    for source, key in resolved:
-        if wanted is not None and key in known and key not in wanted:
-            continue
+    # each file let go once compiled (those not wanted before any is): what compiling the next
+    # one allocates reuses its memory, rather than the process growing by all the files at once
+    todo = [(s, key) for s, key in resolved if wanted is None or key not in known or key in wanted]
+    del resolved, sources
+    todo.reverse()
+    while todo:
+        source, key = todo.pop()
         spec = compile_checked(source, errors)
+        del source
         if spec is not None:
             specs[(spec.name, spec.version)] = spec
     # every expression is compiled: jmespath's parse cache (128 ASTs, ~1 MB) would only be kept

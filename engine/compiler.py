@@ -4,6 +4,7 @@ The compiler assumes the structure was checked by the meta-schema (engine.metasc
 adds is what a schema cannot see: JMESPath syntax, helper declarations, `use` targets."""
 from __future__ import annotations
 
+import contextlib
 import re
 import jmespath.functions
 
@@ -91,41 +92,37 @@ class Ctx:
             return self.shaped[root], list(steps)
         return None
 
+    # generator context managers, not a class per call: a class is a reference cycle, and one
+    # holding the context would keep the spec's source alive until the next full collection
+    @contextlib.contextmanager
     def knowing(self, selector, value):
         """A context in which the plain path `selector` is known to hold `value` (a switch case)."""
-        ctx = self
-        outer = ctx.known
+        outer = self.known
         steps = selector.split(".") if isinstance(selector, str) and _PLAIN_PATH.match(selector) else None
-        shape = ctx.shape_of(steps)
+        shape = self.shape_of(steps)
+        if shape is not None:
+            self.known = {**outer, tuple(shape[1]): value}
+        try:
+            yield
+        finally:
+            self.known = outer
 
-        class _K:
-            def __enter__(self):
-                if shape is not None:
-                    ctx.known = {**outer, tuple(shape[1]): value}
-
-            def __exit__(self, *exc):
-                ctx.known = outer
-        return _K()
-
+    @contextlib.contextmanager
     def bound(self, *names, over=None):
         """A context binding loop names: `with ctx.bound('x', over=source): ...`; the first name
         takes the shape of the items of `over` when that is a plain path with a known schema."""
-        ctx = self
-        outer, outer_shapes = ctx.local, ctx.loop_shapes
+        outer, outer_shapes = self.local, self.loop_shapes
         shapes = {k: v for k, v in outer_shapes.items() if k not in names}
         steps = over.split(".") if isinstance(over, str) and _PLAIN_PATH.match(over) else None
-        shape = ctx.shape_of(steps)
+        shape = self.shape_of(steps)
         if shape is not None and names and names[0]:
             shapes[names[0]] = (shape[0], tuple(shape[1]) + (ITEM,))
-
-        class _B:
-            def __enter__(self):
-                ctx.local = outer | {n for n in names if n}
-                ctx.loop_shapes = shapes
-
-            def __exit__(self, *exc):
-                ctx.local, ctx.loop_shapes = outer, outer_shapes
-        return _B()
+        self.local = outer | {n for n in names if n}
+        self.loop_shapes = shapes
+        try:
+            yield
+        finally:
+            self.local, self.loop_shapes = outer, outer_shapes
 
 
 # ---------------------------------------------------------------- templates
@@ -510,7 +507,8 @@ def compile_action(ctx: Ctx, a, path):
                 fns.append(N.as_fn(compile_template(ctx, item, path + (["emit"] if one else ["emit", i]))))
         fns = tuple(fns)
         framed: list = []  # (template, frame writer): written once the whole spec is compiled
-        ctx.finalizers.append(codegen.within(lambda: framed.extend((f, _frame_writer(f, ctx.framing)) for f in fns)))
+        framing = ctx.framing  # not ctx: a finalizer held by ctx and holding it is a reference cycle
+        ctx.finalizers.append(codegen.within(lambda: framed.extend((f, _frame_writer(f, framing)) for f in fns)))
 
         def do_emit(scope, out):
             if type(out) is TextOut:  # the byte path: whole SSE frames, written now
@@ -722,19 +720,21 @@ def _check_def_reads(ctx: Ctx):
     """A name a block of defs reads and the spec does not provide is a parameter of the block: some
     `use` of it binds it (by `with`, by an enclosing each/as, or through the use sites of the
     block that uses it); a use that does not bind it reads null."""
-    def provided(block, name, seen):
-        for binds, local, in_def in ctx.use_sites.get(block, ()):
-            if name in binds or name in local:
-                return True
-            if in_def is not None and in_def not in seen and provided(in_def, name, seen | {block}):
-                return True
-        return False
     for block, name, text, path, offset, in_scope in ctx.def_reads:
-        if provided(block, name, frozenset()):
+        if _provided(ctx, block, name, frozenset()):
             continue
         msg = _not_in_scope(ctx, name, text, path, in_scope)
         msg += f"; no `use: {block}` binds it (with: {{{name}: ...}})"
         ctx.error(path, msg, col_offset=offset)
+
+
+def _provided(ctx: Ctx, block, name, seen) -> bool:
+    for binds, local, in_def in ctx.use_sites.get(block, ()):
+        if name in binds or name in local:
+            return True
+        if in_def is not None and in_def not in seen and _provided(ctx, in_def, name, seen | {block}):
+            return True
+    return False
 
 
 def _state_fn(state: dict):

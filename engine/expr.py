@@ -650,7 +650,7 @@ def _generated(parsed):
     """(fn, (source, env)) for a parsed expression evaluated on the scope dict."""
     g = _Gen()
     src = g.gen(parsed, "scope", True)
-    fn = eval(f"lambda scope: {src}", dict(g.env))  # noqa: S307 - source built from the AST above
+    fn = eval(f"lambda scope: {src}", g.env)  # noqa: S307 - its names are its globals, as in nodes._Src.make
     return fn, (src, g.env)
 
 

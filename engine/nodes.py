@@ -185,7 +185,9 @@ class _Src:
         if not _fits(src):
             return closure
         try:
-            fn = eval(f"lambda scope: {src}", dict(self.names))  # noqa: S307 - built from compiled parts
+            # the names are the lambda's globals too, not a copy: one dict per node (eval adds
+            # __builtins__, which parents merge as they merge any name: the same module everywhere)
+            fn = eval(f"lambda scope: {src}", self.names)  # noqa: S307 - built from compiled parts
         except (SyntaxError, RecursionError, MemoryError):
             return closure
         fn.code = (src, self.names)

@@ -61,3 +61,25 @@ def test_the_cli_names_an_unknown_spec():
     r = subprocess.run([sys.executable, "-m", "engine", "explain", "no-such/spec"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "no mapping spec named 'no-such/spec'" in r.stderr
+
+
+def test_linecache_gives_every_line_of_every_generated_source():
+    """The lines of a generated source are kept unsplit until read; read, they are its lines."""
+    import linecache
+    spec, errors = compile_text("""
+    vars: {n: req.n || `1`}
+    template:
+      a: vars.n
+      b: {when: req.x, value: {c: req.y, d: vars.n}}
+    """, kind="RequestMapping", name="request")
+    assert not errors, errors
+    assert spec.generated
+    for filename, src in spec.generated:
+        lines = src.splitlines(True)
+        assert type(linecache.cache[filename][2]) is not list  # split only when read: kept once
+        assert linecache.getlines(filename) == lines
+        assert [linecache.getline(filename, i + 1) for i in range(len(lines))] == lines
+        assert linecache.getline(filename, len(lines) + 1) == ""
+        assert linecache.getlines(filename)[1:] == lines[1:]  # slices, as inspect reads them
+    linecache.checkcache()  # entries without an mtime stay (no file to compare with)
+    assert linecache.getlines(spec.generated[0][0]) == spec.generated[0][1].splitlines(True)

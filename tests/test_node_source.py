@@ -192,3 +192,13 @@ def test_a_switch_of_many_cases_calls_them_and_is_opaque():
     assert OPAQUE in fields["big"].code[1]  # its cases are called from a table
     assert not _reads_only_whole(fields["big"], frozenset({"src"}))
     assert OPAQUE not in fields["small"].code[1]  # constants and paths only, all in its source
+
+
+def test_a_node_with_source_keeps_one_dict_of_names():
+    """A node's names are its globals too: one dict per node, not a copy for the lambda."""
+    from engine.expr import compile_expr
+    fn, _ = compile_expr("src.a || src.b")
+    assert fn.__globals__ is fn.code[1]
+    node = nodes.coalesce([fn, compile_expr("src.c")[0]])
+    assert node.__globals__ is node.code[1]
+    assert node({"src": {"b": 2}}) == 2
