@@ -217,3 +217,17 @@ def test_an_answer_holding_a_shared_value_encodes_to_the_same_bytes(memo):
     assert dumpb(swapped) == dumpb(answer)
     plain = {"id": "resp_2", "tools": json.loads(json.dumps(body[MEMBER]))}
     assert shared_members(plain) is plain
+
+
+def test_texts_of_the_same_length_are_told_apart():
+    memo = Memo()
+    bodies = []
+    for name in ("alpha", "bravo"):  # same length, other text
+        tools = [{"type": "function", "name": f"{name}{k:02d}", "parameters": {"type": "object"}} for k in range(40)]
+        bodies.append(json.dumps({"model": "m", "tools": tools}).encode())
+    assert len(bodies[0]) == len(bodies[1])
+    a, ea = memo.load(bodies[0])
+    b, eb = memo.load(bodies[1])
+    assert ea is not eb and a[MEMBER][0]["name"] == "alpha00" and b[MEMBER][0]["name"] == "bravo00"
+    assert memo.load(bodies[0])[1] is ea and memo.load(bodies[1])[1] is eb and memo.hits == 2
+    assert len(memo.by_len) == 1 and len(next(iter(memo.by_len.values()))) == 2

@@ -50,16 +50,24 @@ class Entry:
 class Memo:
     def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES):
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
+        # looked up by length, then compared: hashing 17 KB of text would cost five times the
+        # comparison of texts of equal length
+        self.by_len: dict[int, list[Entry]] = {}
+        self.order: OrderedDict[Entry, None] = OrderedDict()  # least recently used first
         self.by_id: dict[int, Entry] = {}
         self.size = 0
         self.gen = MUTATIONS[0]
         self.hits = self.misses = 0
 
+    @property
+    def entries(self) -> dict[bytes, Entry]:
+        return {e.text: e for e in self.order}
+
     def clear(self):
-        for entry in self.entries.values():
+        for entry in self.order:
             _unshare(entry.value)
-        self.entries.clear()
+        self.by_len.clear()
+        self.order.clear()
         self.by_id.clear()
         self.size = 0
         self.gen = MUTATIONS[0]
@@ -79,7 +87,11 @@ class Memo:
         if self.gen != MUTATIONS[0]:
             self.clear()
         text = bytes(member)
-        entry = self.entries.get(text)
+        entry = None
+        for known in self.by_len.get(len(text), ()):
+            if known.text == text:
+                entry = known
+                break
         body = {}
         try:
             for k, v in parts.items():
@@ -96,17 +108,22 @@ class Memo:
             entry = self._add(text, body[MEMBER])
         else:
             self.hits += 1
-            self.entries.move_to_end(text)
+            self.order.move_to_end(entry)
         return body, entry
 
     def _add(self, text: bytes, value) -> Entry:
         entry = Entry(text, value)
-        self.entries[text] = entry
+        self.by_len.setdefault(len(text), []).append(entry)
+        self.order[entry] = None
         self.by_id[id(value)] = entry
         SHARED[id(value)] = [value, None, MUTATIONS[0]]
         self.size += len(text)
-        while len(self.entries) > self.max_entries or self.size > self.max_bytes:
-            _, old = self.entries.popitem(last=False)
+        while len(self.order) > self.max_entries or self.size > self.max_bytes:
+            old, _ = self.order.popitem(last=False)
+            same = self.by_len[len(old.text)]
+            same.remove(old)
+            if not same:
+                del self.by_len[len(old.text)]
             self.size -= len(old.text)
             if self.by_id.get(id(old.value)) is old:
                 del self.by_id[id(old.value)]
