@@ -231,3 +231,35 @@ def test_texts_of_the_same_length_are_told_apart():
     assert ea is not eb and a[MEMBER][0]["name"] == "alpha00" and b[MEMBER][0]["name"] == "bravo00"
     assert memo.load(bodies[0])[1] is ea and memo.load(bodies[1])[1] is eb and memo.hits == 2
     assert len(memo.by_len) == 1 and len(next(iter(memo.by_len.values()))) == 2
+
+
+@pytest.mark.parametrize("shape", ["nested", "other_key", "duplicate_first", "duplicate_last", "twice"])
+def test_a_kept_text_found_elsewhere_in_a_body_reads_as_the_whole_decode(shape):
+    memo = Memo()
+    raw = _raw("codex-0.94-chat-req1.json")
+    known, entry = memo.load(raw)
+    text = entry.text
+    other = json.dumps([{"type": "function", "function": {"name": f"other{k}"}} for k in range(30)]).encode()
+    bodies = {
+        "nested": b'{"model": "m", "metadata": {"copy": ' + text + b'}, "tools": ' + other + b'}',
+        "other_key": b'{"model": "m", "tools_before": ' + text + b', "tools": ' + other + b'}',
+        "duplicate_first": b'{"model": "m", "tools": ' + text + b', "tools": ' + other + b'}',
+        "duplicate_last": b'{"model": "m", "tools": ' + other + b', "tools": ' + text + b'}',
+        "twice": b'{"model": "m", "metadata": {"copy": ' + text + b'}, "tools": ' + text + b'}',
+    }
+    body = bodies[shape]
+    got, got_entry = memo.load(body)
+    assert got == msgspec.json.decode(body) and list(got) == list(msgspec.json.decode(body))
+    assert (got[MEMBER] is known[MEMBER]) == (shape in ("duplicate_last", "twice"))
+    assert (got_entry is entry) == (shape in ("duplicate_last", "twice"))
+
+
+def test_a_body_with_a_kept_text_that_msgspec_refuses_goes_to_the_whole_decode_path():
+    memo = Memo()
+    raw = _raw("codex-0.94-chat-req1.json")
+    memo.load(raw)
+    bad = raw[:-1] + b', "x": NaN}'
+    assert memo.load(bad) is None
+    with pytest.raises(ApiError) as e:
+        translate.load_json(bad)
+    assert e.value.status == 400

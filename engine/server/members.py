@@ -2,10 +2,12 @@
 
 Codex and Claude Code send the same `tools` array with every request of a session: 5-17 KB, about
 85% of what msgspec spends decoding their bodies, and most of what the schema and nesting checks
-walk. A body that holds `"tools"` is split into its top-level members as raw text (msgspec.Raw:
-scanned, not built); a `tools` member whose text was seen before gets the value decoded then,
-and the checks it passed then (the client schema, the nesting limit) are not run on it again:
-the rest of the body is checked on its own. Each top-level member is independent in the client
+walk. A `tools` text seen before is looked for in the body (the most recently used first); where
+it is the body's `tools`, the rest of the body is decoded around it and `tools` is the value
+decoded then. Any other body that holds `"tools"` is split into its top-level members as raw
+text (msgspec.Raw: scanned, not built), so that its `tools` text can be kept. The checks a kept
+value passed (the client schema, the nesting limit) are not run on it again: the rest of the
+body is checked on its own. Each top-level member is independent in the client
 schemas (no rule at the top ties one member to another), so the body is valid exactly when the
 rest is and the tools were.
 
@@ -18,6 +20,7 @@ Responses API's `tools`, program.SHARED). Bounded in entries and in bytes of tex
 recently used first out."""
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 
 import msgspec
@@ -32,7 +35,12 @@ MIN_MEMBER = 1024    # a shorter member decodes faster than it is looked up
 MAX_ENTRIES = 32
 MAX_BYTES = 1 << 20  # of member text kept
 
+KNOWN_TRIES = 3      # kept texts looked for in a body, most recently used first
+
 _split = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+# what stands in for a kept text while the rest of a body is decoded: no client can send it
+_MARK = "\u0000members-" + secrets.token_hex(16)
+_MARK_TEXT = msgspec.json.encode(_MARK)
 _decode = jsontext.decode
 
 
@@ -73,9 +81,17 @@ class Memo:
         self.gen = MUTATIONS[0]
 
     def load(self, raw: bytes):
-        """(body, entry of its tools or None), or None when this body is not split here: no
-        tools, a short body, or text msgspec refuses (the caller's whole-body path words it)."""
-        if len(raw) < MIN_BODY or MEMBER_KEY not in raw:
+        """(body, entry of its tools), or None when this body is not read here: no tools, a
+        short body, or text msgspec refuses (the caller's whole-body path words it)."""
+        if len(raw) < MIN_BODY:
+            return None
+        if self.gen != MUTATIONS[0]:
+            self.clear()
+        if self.order:
+            found = self._known(raw)
+            if found is not None:
+                return found
+        if MEMBER_KEY not in raw:
             return None
         try:
             parts = _split(raw)
@@ -84,8 +100,6 @@ class Memo:
         member = parts.get(MEMBER)
         if member is None or len(member) < MIN_MEMBER:
             return None
-        if self.gen != MUTATIONS[0]:
-            self.clear()
         text = bytes(member)
         entry = None
         for known in self.by_len.get(len(text), ()):
@@ -110,6 +124,35 @@ class Memo:
             self.hits += 1
             self.order.move_to_end(entry)
         return body, entry
+
+    def _known(self, raw: bytes):
+        """The body read around a kept text found in it, when that text is its `tools`: the
+        rest decoded with a marker in the text's place, which must come out as `tools` (the
+        text may also sit deeper, or under another name). Finding a short head of the text
+        and comparing the rest costs 1-2 µs where splitting the body costs 8-26."""
+        tried = 0
+        for entry in reversed(self.order):
+            if tried == KNOWN_TRIES:
+                break
+            tried += 1
+            text = entry.text
+            head = text[:48]
+            at = raw.find(head)
+            while at >= 0 and not raw.startswith(text, at):
+                at = raw.find(head, at + 1)
+            if at < 0:
+                continue
+            try:
+                body = _decode(raw[:at] + _MARK_TEXT + raw[at + len(text):])
+            except msgspec.DecodeError:
+                return None
+            if type(body) is not dict or body.get(MEMBER) != _MARK:
+                continue
+            body[MEMBER] = entry.value
+            self.hits += 1
+            self.order.move_to_end(entry)
+            return body, entry
+        return None
 
     def _add(self, text: bytes, value) -> Entry:
         entry = Entry(text, value)
