@@ -55,6 +55,21 @@ def enc(v) -> str:
     return dumps(v)
 
 
+_KEPT: dict = {}
+_KEPT_MAX = 4096
+
+
+def kept_str(v: str) -> str:
+    """_str(v) of a short string, kept for the next frame that writes it (a str caches its
+    hash, so finding it costs less than writing it). Bounded: past _KEPT_MAX it starts over."""
+    t = _KEPT.get(v)
+    if t is None:
+        if len(_KEPT) >= _KEPT_MAX:
+            _KEPT.clear()
+        t = _KEPT[v] = str_text(v)
+    return t
+
+
 def _key(k) -> str:
     """`"key":` as the JSON encoder writes a dict key (a YAML key may be a number or a boolean)."""
     if not isinstance(k, str):
@@ -121,7 +136,7 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_lstr": _long_str, "_int": int.__repr__,
+        self.env: dict = {"enc": enc, "_str": _str, "_lstr": _long_str, "_kstr": kept_str, "_int": int.__repr__,
                           "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
@@ -171,7 +186,10 @@ class _Gen:
         # in a frame, an object is encoded through the frame's memo: the Responses stream
         # emits the same response object twice in a row (created, in_progress)
         other = "(enc_memo(v, out) if type(v) is dict else enc(v))" if self.framed else "enc(v)"
-        text = f"(_str(v) if len(v) < {_LONG} else _lstr(v))"
+        # a stream state's strings (the message id, the model) stay the same over the stream's
+        # every frame: their text is kept, not written again per event
+        kept = self.framed and path and len(path) > 1 and path[0] == "state"
+        text = f"({'_kstr' if kept else '_str'}(v) if len(v) < {_LONG} else _lstr(v))"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
                           f"({text} if type(v) is str else _int(v) if type(v) is int else {other})")
         if raw:

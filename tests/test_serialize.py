@@ -209,3 +209,36 @@ def test_the_echoed_request_is_written_as_it_is_when_written():
     shown = [json.loads(line[6:])["response"] for line in fast_bytes.decode().split("\n") if line.startswith("data: ")]
     assert [r["meta"] for r in shown] == [{"k": "v"}] * 3 + [{"k": "v", "added": [1, 2]}]
     assert all(r["tools"] == request()["tools"] for r in shown)
+
+
+def test_kept_state_strings_are_written_as_any_string_and_the_keep_is_bounded(monkeypatch):
+    from engine import serialize
+    from engine.jsontext import str_text
+
+    monkeypatch.setattr(serialize, "_KEPT", {})
+    monkeypatch.setattr(serialize, "_KEPT_MAX", 8)
+    values = ["msg_01", "claude-sonnet-4-5", 'q"uote', "tab\there", "é\u2028", "\x00", "", "x" * 127]
+    for v in values * 2:
+        assert serialize.kept_str(v) == str_text(v)
+    assert set(serialize._KEPT) == set(values)
+    serialize.kept_str("one more")
+    assert serialize._KEPT == {"one more": str_text("one more")}
+
+
+def test_a_stream_keeps_the_text_of_its_state_strings_not_of_its_deltas(catalog, monkeypatch):
+    from pathlib import Path
+
+    from engine import serialize
+    from engine.stream import StreamTranslator
+
+    monkeypatch.setattr(serialize, "_KEPT", {})
+    t = StreamTranslator(catalog.get("chat-to-messages/stream"), req={"model": "claude-x", "stream": True},
+                         model="claude-x", cfg={})
+    raw = (Path(__file__).parent / "fixtures" / "anthropic-text.sse").read_bytes()
+    out = t.start_bytes() + t.feed(raw) + t.finish()
+    chunks = [json.loads(line[6:]) for line in out.decode().splitlines() if line.startswith("data: {")]
+    ids, models = {c["id"] for c in chunks}, {c["model"] for c in chunks}
+    deltas = [e["delta"]["text"] for e in (json.loads(line[6:]) for line in raw.decode().splitlines()
+                                          if line.startswith("data: ") and '"text_delta"' in line)]
+    assert len(ids) == len(models) == 1 and ids | models <= set(serialize._KEPT)
+    assert deltas and not set(deltas) & set(serialize._KEPT)
