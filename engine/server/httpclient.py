@@ -232,26 +232,22 @@ class _Conn(asyncio.Protocol):
         # the framing headers, found in the names lowercased together (llhttp allows only ASCII
         # token characters in a name, and no NUL)
         names = b"\0" + b"\0".join(items[::2]).lower() + b"\0"
-        # (most are absent: an `in` first, the call only for one that is there)
-        conn_hdr = _header(items, names, b"\0connection\0").lower() if b"\0connection\0" in names else ""
+        conn_hdr = (_header(items, names, b"\0connection\0") or "").lower()
         self.keep_alive = self.parser.get_http_version() == "1.1" and "close" not in conn_hdr
-        self.idle_limit = _idle_limit(_header(items, names, b"\0keep-alive\0")) if b"\0keep-alive\0" in names \
-            else KEEPALIVE_SECONDS
+        self.idle_limit = _idle_limit(_header(items, names, b"\0keep-alive\0"))
         length = None
         bodiless = self.method == "HEAD" or status in (204, 304)
         if bodiless:
             mode = _BODY
-        elif b"\0transfer-encoding\0" in names and \
-                "chunked" in _header(items, names, b"\0transfer-encoding\0").lower():
+        elif "chunked" in (_header(items, names, b"\0transfer-encoding\0") or "").lower():
             mode = _BODY
-        elif b"\0content-length\0" in names:
-            length = int(_header(items, names, b"\0content-length\0"))  # llhttp has checked it is digits
+        elif (text := _header(items, names, b"\0content-length\0")) is not None:
+            length = int(text)  # llhttp has checked it is digits
             mode = _BODY
         else:
             mode = _UNTIL_CLOSE
             self.keep_alive = False
-        enc = _header(items, names, b"\0content-encoding\0").strip().lower() \
-            if self.decompress and b"\0content-encoding\0" in names else ""
+        enc = (_header(items, names, b"\0content-encoding\0") or "").strip().lower() if self.decompress else ""
         # a compressed body is inflated by its reader, a step at a time (httpresponse.Body), so
         # backpressure holds on the compressed bytes and a bomb costs no more than one step
         inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None

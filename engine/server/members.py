@@ -109,12 +109,7 @@ class Memo:
         body = {}
         try:
             for k, v in parts.items():
-                if k != MEMBER:
-                    body[k] = _decode(v)
-                elif entry is None:
-                    body[k] = _decode(v)
-                else:
-                    body[k] = entry.value
+                body[k] = entry.value if k == MEMBER and entry is not None else _decode(v)
         except msgspec.DecodeError:
             return None
         if entry is None:
