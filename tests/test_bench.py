@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 
 import aiohttp
 import pytest
@@ -23,6 +24,23 @@ from engine.bench.upstream import (
     scenario,
     stream_events,
 )
+
+
+@pytest.fixture(autouse=True)
+def _cpu_affinity_kept():
+    """A bench run pins its caller to one CPU (Pinning.pin_self) and never unpins it: without this,
+    the pytest process, and every gateway and CLI it starts afterwards, would run on that one CPU."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, before)
+
+
+# Each full bench run pins the gateway to CPU 0 and the upstream and load generator to CPU 1: two at
+# once (on two xdist workers) would share those CPUs, so they run one after the other on one worker.
+one_bench_at_a_time = pytest.mark.xdist_group("bench")
 
 WRK_OUT = """\
 Running 1s test @ http://127.0.0.1:1/v1/chat/completions
@@ -69,6 +87,7 @@ def test_scenarios_from_model_names():
         chat_body(gpt)["choices"][0]["message"]["content"]
 
 
+@one_bench_at_a_time
 def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     log = io.StringIO()
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
@@ -236,6 +255,7 @@ async def test_the_fake_upstream_injects_each_fault():
         await up.stop()
 
 
+@one_bench_at_a_time
 def test_fault_load_test_200_streams(tmp_path):
     """`engine bench --faults`: 200 streams at once through engine serve, 20 % faulted with every
     kind in turn; each outcome exactly as planned, nothing lost, nothing left open."""
