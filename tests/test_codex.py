@@ -56,8 +56,10 @@ def run_codex(gateway_url: str, prompt: str, *config: str, timeout: float = 120,
             shutil.rmtree(work, ignore_errors=True)
 
 
-def test_codex_version():
-    out = subprocess.run([CODEX, "--version"], capture_output=True, text=True, timeout=60)
+def test_codex_version(tmp_path):
+    # a home of its own, like every other run here: Codex keeps temp files under CODEX_HOME even for this
+    env = {**os.environ, "CODEX_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    out = subprocess.run([CODEX, "--version"], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0 and "0.169" in out.stdout, out.stdout + out.stderr
 
 
