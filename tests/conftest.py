@@ -18,6 +18,7 @@ Fixtures:
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,20 @@ def gateway_env(fake_anthropic: FakeUpstream, fake_openai: FakeUpstream, data_di
 
 
 PINNED_2025 = "chat-to-messages=2025-06-01,responses-to-messages=2025-06-01"
+
+
+# ------------------------------------------------------------------ xdist workers
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the default, pyproject addopts): one worker more than the CPUs this process may use.
+    Part of every end-to-end test is spent waiting on a gateway, a CLI or a socket, so one worker per
+    CPU leaves the CPUs idle at times (on 2 CPUs: 2 workers 138-161 s, 3 workers 127 s, 4 workers
+    127 s, 6 workers 157 s). PYTEST_XDIST_AUTO_NUM_WORKERS still overrides it."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cpus + 1
 
 
 # ------------------------------------------------------------------ the engine alone

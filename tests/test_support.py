@@ -524,6 +524,8 @@ def test_snapshot_json_extension(snapshot_json):
 # --------------------------------------------------------------------------- session fakes
 
 
+# the second test checks what the first left behind was reset: both in one process (xdist worker)
+@pytest.mark.xdist_group("session-fake-reset")
 def test_session_fake_first(fake_anthropic_session):
     fake_anthropic_session.enqueue(json_reply({"leftover": True}))
     with urllib.request.urlopen(fake_anthropic_session.url + "/v1/models") as r:
@@ -532,6 +534,7 @@ def test_session_fake_first(fake_anthropic_session):
     assert len(fake_anthropic_session.requests) == 1
 
 
+@pytest.mark.xdist_group("session-fake-reset")
 def test_session_fake_is_reset_between_tests(fake_anthropic_session):
     assert fake_anthropic_session.requests == []
     assert fake_anthropic_session.pending == 0
