@@ -133,11 +133,12 @@ def test_raw_stream_grammar(gw, upstream):
 async def test_async_client_and_anthropic_prefix(gw, upstream):
     upstream.enqueue(sse_reply(openai_chat_stream(["x", "y"])))
     upstream.enqueue(json_reply(openai_chat_completion("plain")))
-    client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0, timeout=20)
-    async with client.messages.stream(model=MODEL, max_tokens=10,
-                                      messages=[{"role": "user", "content": "x"}]) as stream:
-        final = await stream.get_final_message()
-    r = await client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "y"}])
+    async with anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0,
+                                        timeout=20) as client:  # closed in this loop, not a later test's
+        async with client.messages.stream(model=MODEL, max_tokens=10,
+                                          messages=[{"role": "user", "content": "x"}]) as stream:
+            final = await stream.get_final_message()
+        r = await client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "y"}])
     assert final.content[0].text == "xy" and r.content[0].text == "plain"
     assert [q.path for q in upstream.requests] == ["/v1/chat/completions"] * 2
 
