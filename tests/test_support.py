@@ -475,6 +475,29 @@ def test_gateway_process_reports_early_exit():
     gw.close()
 
 
+def test_gateway_process_moves_off_a_port_taken_before_it_binds():
+    """free_port's pick taken by another process (a parallel worker) before the gateway binds it:
+    the first start tries another port; a port the test chose is never changed."""
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        gw = GatewayProcess({"TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-test"})
+        gw.port = busy
+        try:
+            gw.start()
+            assert gw.port != busy and gw.is_running() and gw.runs == 2
+        finally:
+            gw.close()
+        fixed = GatewayProcess({"TOKLIGENCE_ANTHROPIC_API_KEY": "sk-ant-test"}, port=busy, startup_timeout=5)
+        try:
+            with pytest.raises(GatewayStartError, match="(?i)address already in use"):
+                fixed.start()
+        finally:
+            fixed.close()
+
+
 def test_gateway_process_start_timeout():
     gw = GatewayProcess(cmd=[sys.executable, "-c", "import time; print('sleeping'); time.sleep(60)"],
                         startup_timeout=0.5)

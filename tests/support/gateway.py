@@ -69,6 +69,7 @@ class GatewayProcess:
         self.startup_timeout = startup_timeout
         self.host = host
         self.port = port or free_port(host)
+        self.port_chosen = port is None  # free_port's pick: another may be retried
         self.cwd = str(cwd or REPO_ROOT)
         self.tmpdir = Path(tempfile.mkdtemp(prefix="gateway-"))
         self.log_path = self.tmpdir / "gateway.log"
@@ -140,6 +141,20 @@ class GatewayProcess:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> "GatewayProcess":
+        """Starts the gateway and waits until it is healthy. A port free_port picked can be taken
+        by another process (a parallel test worker) before the gateway binds it: then, on the
+        first start only, another port is tried."""
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except GatewayStartError as e:
+                taken = "address already in use" in str(e).lower()
+                if not (taken and self.port_chosen and self.runs == attempt + 1 and attempt < 2):
+                    raise
+                self.port = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "GatewayProcess":
         if self.is_running():
             return self
         self.runs += 1
