@@ -16,7 +16,7 @@ from .spec_errors import SpecError, spec_path
 from .program import END, CompiledSpec, Raw, TextOut, mutated
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
-from .functions import CUSTOM_FUNCTIONS, TRANSFORMS
+from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
 from .names import ITEM, near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
 from .scope import USAGE_NAMES, names_for, schemas_for
@@ -66,6 +66,10 @@ class Ctx:
         self.rebound: frozenset = frozenset()  # names some `use ... with` binds: unshaped in defs
         self.loop_shapes: dict = {}          # loop name -> (schema id, path of its items)
         self.set_keys: frozenset = frozenset()  # state keys some `set`/`incr` writes (_set_keys)
+        self.binders: list = []              # each/as and index names, innermost last
+        self.reading: list = []              # _Reads of the regions being compiled (item memos)
+        self.def_reading: dict = {}          # block of defs -> _Reads of its body
+        self.memos: list = []                # (nodes.ItemMemo, _Reads of the `each` body, its path)
 
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
@@ -119,10 +123,46 @@ class Ctx:
             shapes[names[0]] = (shape[0], tuple(shape[1]) + (ITEM,))
         self.local = outer | {n for n in names if n}
         self.loop_shapes = shapes
+        depth = len(self.binders)
+        self.binders.extend(n for n in names if n)
         try:
             yield
         finally:
             self.local, self.loop_shapes = outer, outer_shapes
+            del self.binders[depth:]
+
+    @contextlib.contextmanager
+    def reading_into(self, reads: "_Reads"):
+        """A region whose free reads `reads` collects, besides the regions around it."""
+        reads.depth = len(self.binders)
+        self.reading.append(reads)
+        try:
+            yield
+        finally:
+            self.reading.pop()
+
+
+class _Reads:
+    """What a region of a template (an `each` body, a block of defs) reads from outside itself:
+    its free root names, the blocks it uses (name, names its `with` binds, names bound inside the
+    region around the use) and whether it calls a volatile function. An `each` whose body, blocks
+    included, reads only its item and STABLE_ROOTS keeps what it made of shared items
+    (nodes.ItemMemo)."""
+    __slots__ = ("roots", "uses", "volatile", "depth")
+
+    def __init__(self):
+        self.roots: set = set()
+        self.uses: list = []
+        self.volatile = False
+        self.depth = 0
+
+    def read(self, ctx: Ctx, names) -> None:
+        inner = ctx.binders[self.depth:]
+        self.roots.update(n for n in names if n not in inner)
+
+
+# what an ItemMemo is keyed on: the same objects for every request to one model under one config
+STABLE_ROOTS = frozenset({"profile", "cfg", "model"})
 
 
 # ---------------------------------------------------------------- templates
@@ -137,6 +177,9 @@ def compile_expression(ctx: Ctx, text: str, path):
         ctx.error(path, str(e), col_offset=e.offset + (1 if quoted else 0))
         return N.Const(None)
     check_names(ctx, text, path)
+    if used & VOLATILE:
+        for r in ctx.reading:
+            r.volatile = True
     if negates_before_path(text):
         ctx.error(path, "`!a.b` reads as `(!a).b` in JMESPath, which is always null; write `!(a.b)`")
     word = bare_keyword(text)
@@ -173,7 +216,10 @@ def check_names(ctx: Ctx, text: str, path):
     """Every root name of the expression is one the spec kind provides or the spec binds; names a
     block of defs reads are checked against what its `use` sites bind (compile_spec)."""
     in_scope = ctx.names | ctx.local
-    for name in roots(text):
+    names = roots(text)
+    for r in ctx.reading:
+        r.read(ctx, names)
+    for name in names:
         if name in in_scope:
             continue
         if name in ("null", "true", "false") and (text.strip() == "null" or bare_keyword(text)):
@@ -285,9 +331,15 @@ def compile_template(ctx: Ctx, t, path):
         return N.obj([(k, compile_template(ctx, v, path + ["fields", k])) for k, v in inner.items()], keep_set)
     if head == "each":
         source = sub("each")
-        with ctx.bound(t.get("as", "item"), t.get("index"), over=t["each"]):
-            body = sub("map") if "map" in t else N.Const(None)
-        return N.each(source, t.get("as", "item"), body, bool(t.get("flatten")), t.get("index"))
+        item, index = t.get("as", "item"), t.get("index")
+        memo, reads = (N.ItemMemo(), _Reads()) if index is None else (None, None)
+        with contextlib.ExitStack() as region:
+            if reads is not None:
+                region.enter_context(ctx.reading_into(reads))
+                ctx.memos.append((memo, reads, spec_path(path)))
+            with ctx.bound(item, index, over=t["each"]):
+                body = sub("map") if "map" in t else N.Const(None)
+        return N.each(source, item, body, bool(t.get("flatten")), index, memo)
     if head == "switch":
         cases = {}
         for k, v in (t.get("cases") or {}).items():
@@ -311,7 +363,10 @@ def compile_template(ctx: Ctx, t, path):
             ctx.error(path + ["use"], f"no block named {name!r} under defs:")
             return N.Const(None)
         binds = [(k, compile_template(ctx, v, path + ["with", k])) for k, v in (t.get("with") or {}).items()]
-        ctx.use_sites.setdefault(name, []).append((frozenset(k for k, _ in binds), ctx.local, ctx.in_def))
+        bound = frozenset(k for k, _ in binds)
+        ctx.use_sites.setdefault(name, []).append((bound, ctx.local, ctx.in_def))
+        for r in ctx.reading:
+            r.uses.append((name, bound, frozenset(ctx.binders[r.depth:])))
         return N.use(ctx.defs, name, binds)
     if head == "pipe":
         name = t["pipe"]
@@ -624,7 +679,8 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     ctx.def_names = set(defs)
     for name, body in defs.items():
         ctx.in_def = name
-        with codegen.part(f"defs.{name}"):
+        ctx.def_reading[name] = reads = _Reads()
+        with codegen.part(f"defs.{name}"), ctx.reading_into(reads):
             ctx.defs[name] = N.as_fn(compile_template(ctx, body, ["defs", name]))
     ctx.in_def = None
     procs = spec.get("procs") or {}
@@ -683,6 +739,8 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     _check_def_reads(ctx)
     if len(errors) != before:
         return None
+    _enable_memos(ctx)
+    out.item_memos = {p: memo for memo, _, p in ctx.memos}
     for finish in ctx.finalizers:
         finish()
     if out.kind == "StreamMapping":
@@ -701,6 +759,33 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     if out.state:
         out.initial_state = _state_fn(out.state) or out.initial_state
     return out
+
+
+def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> set | None:
+    """The root names a region reads from outside itself, through the blocks it uses; None
+    when that cannot be known (a block using itself) or it calls a volatile function."""
+    if reads.volatile:
+        return None
+    out = set(reads.roots)
+    for name, binds, inner in reads.uses:
+        block = ctx.def_reading.get(name)
+        if block is None or name in seen:
+            return None
+        sub = _free_reads(ctx, block, seen + (name,))
+        if sub is None:
+            return None
+        out |= sub - binds - inner
+    return out
+
+
+def _enable_memos(ctx: Ctx) -> None:
+    """Turns on the item memo of each `each` whose body reads only its item and STABLE_ROOTS.
+    A stable name some `use ... with` rebinds is read from a local in generated code, not from
+    the scope the memo is keyed on: such a body is not memoized."""
+    for memo, reads, _ in ctx.memos:
+        found = _free_reads(ctx, reads, ())
+        if found is not None and found <= STABLE_ROOTS and not (found & ctx.rebound):
+            memo.roots = tuple(sorted(found))
 
 
 def _with_names(v, out=None) -> set:

@@ -11,7 +11,7 @@ from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-from .program import truthy
+from .program import MUTATIONS, SHARED_ITEMS, truthy
 
 
 def as_fn(node):
@@ -194,13 +194,77 @@ class _Src:
         return fn
 
 
-def each(source, name, body, flatten=False, index=None):
+class ItemMemo:
+    """What an `each` made of each shared item (program.SHARED_ITEMS: a client's tools, sent
+    again with every request of a session), kept for the next request. The compiler enables it
+    (`roots`) only for a body that reads nothing but its item and names whose values it is keyed
+    on (the model's profile, the config: the same objects request after request) and calls no
+    volatile function; the key is those values, an item is known by identity, and a change of
+    MUTATIONS retires everything. Items that are not shared are mapped as usual."""
+    __slots__ = ("roots", "cache")
+    LIMIT = 256  # items kept per `each`; past it the memo starts over
+
+    def __init__(self):
+        self.roots: tuple | None = None
+        self.cache: dict = {}
+
+    def map(self, items, fn, scope, flat: bool) -> list:
+        """_mapped / _mapped_flat, each shared item's value from the memo where it is there."""
+        key = tuple([scope.get(r) for r in self.roots])
+        gen = MUTATIONS[0]
+        cache = self.cache
+        out = []
+        for item in _as_items(items):
+            s = SHARED_ITEMS.get(id(item))
+            if s is not None and s[0] is item and s[1] == gen:
+                hit = cache.get(id(item))
+                if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == key:
+                    v = hit[3]
+                else:
+                    v = fn(item)
+                    if len(cache) >= self.LIMIT:
+                        cache.clear()
+                    cache[id(item)] = (item, gen, key, v)
+            else:
+                v = fn(item)
+            if v is None:
+                continue
+            if flat and type(v) is list:
+                out.extend(v)
+            else:
+                out.append(v)
+        return out
+
+
+def _memo_mapped(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
+    if memo.roots is None or not _shared_list(items):
+        return _mapped_flat(items, fn) if flat else _mapped(items, fn)
+    return memo.map(items, fn, scope, flat)
+
+
+def _shared_list(items) -> bool:
+    """A list whose first item is shared (a client's tools, or what a filter kept of them): one
+    lookup, so a conversation's items, never shared, are mapped at the usual cost."""
+    if type(items) is not list or not items:
+        return False
+    s = SHARED_ITEMS.get(id(items[0]))
+    return s is not None and s[0] is items[0]
+
+
+def each(source, name, body, flatten=False, index=None, memo: ItemMemo | None = None):
     src = as_fn(source)
     f = as_fn(body)
 
     def items_of(items, scope):
         if items is None:
             return None
+        if memo is not None and memo.roots is not None and _shared_list(items):
+            inner = dict(scope)
+
+            def one(item):
+                inner[name] = item
+                return f(inner)
+            return memo.map(items, one, scope, flatten)
         if type(items) is dict:
             items = [{"key": k, "value": v} for k, v in items.items()]
         elif type(items) is not list:
@@ -235,6 +299,10 @@ def each(source, name, body, flatten=False, index=None):
         if index is not None:
             mapped = mapped.replace(f"scope.get(_kr_{index})", pos)
             params = f"{item}, {pos}"
+        if memo is not None and index is None:
+            return g.make(f"(None if ({given} := {g.part(source)}) is None else "
+                          f"{g.bind(_memo_mapped, 'e')}({given}, lambda {params}: {mapped}, scope, "
+                          f"{g.bind(memo, 'y')}, {flatten!r}))", run)
         walk = _mapped_flat if flatten else _mapped
         if index is not None:
             walk = _mapped_flat_index if flatten else _mapped_index

@@ -52,6 +52,7 @@ class CompiledSpec:
     sequence_field: str | None = None
     disc_key: str | None = None  # the discriminator is `event.<disc_key>`
     generated: list = field(default_factory=list)  # [(file name, Python source)]: engine/codegen.py
+    item_memos: dict = field(default_factory=dict)  # spec path of an `each` -> its nodes.ItemMemo
 
     @property
     def ref(self) -> str:
@@ -125,6 +126,31 @@ def mutated():
 # id -> [the value, its JSON text (None until first written), MUTATIONS when it was kept]. The
 # Responses API echoes the request's tools in its answer: 10 KB written once, not per answer.
 SHARED: dict[int, list] = {}
+# The objects in a shared list (a client's tools, one by one): id -> (the item, MUTATIONS when
+# kept). What an `each` makes of such an item may be kept for the next request (nodes.ItemMemo).
+SHARED_ITEMS: dict[int, tuple] = {}
+
+
+def share(value) -> None:
+    """Marks `value` (and each object in it, when it is a list) as shared: nothing changes it
+    while MUTATIONS stays where it is now."""
+    gen = MUTATIONS[0]
+    SHARED[id(value)] = [value, None, gen]
+    if type(value) is list:
+        for x in value:
+            if type(x) is dict:
+                SHARED_ITEMS[id(x)] = (x, gen)
+
+
+def unshare(value) -> None:
+    s = SHARED.get(id(value))
+    if s is not None and s[0] is value:
+        del SHARED[id(value)]
+    if type(value) is list:
+        for x in value:
+            s = SHARED_ITEMS.get(id(x))
+            if s is not None and s[0] is x:
+                del SHARED_ITEMS[id(x)]
 
 
 def shared_text(v) -> str | None:

@@ -26,7 +26,7 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS, SHARED, shared_text
+from ..program import MUTATIONS, SHARED, share, shared_text, unshare
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -73,7 +73,7 @@ class Memo:
 
     def clear(self):
         for entry in self.order:
-            _unshare(entry.value)
+            unshare(entry.value)
         self.by_len.clear()
         self.order.clear()
         self.by_id.clear()
@@ -154,7 +154,7 @@ class Memo:
         self.by_len.setdefault(len(text), []).append(entry)
         self.order[entry] = None
         self.by_id[id(value)] = entry
-        SHARED[id(value)] = [value, None, MUTATIONS[0]]
+        share(value)
         self.size += len(text)
         while len(self.order) > self.max_entries or self.size > self.max_bytes:
             old, _ = self.order.popitem(last=False)
@@ -165,7 +165,7 @@ class Memo:
             self.size -= len(old.text)
             if self.by_id.get(id(old.value)) is old:
                 del self.by_id[id(old.value)]
-            _unshare(old.value)
+            unshare(old.value)
         return entry
 
     def entry_of(self, value) -> Entry | None:
@@ -174,12 +174,6 @@ class Memo:
         if entry is None or entry.value is not value or self.gen != MUTATIONS[0]:
             return None
         return entry
-
-
-def _unshare(value):
-    s = SHARED.get(id(value))
-    if s is not None and s[0] is value:
-        del SHARED[id(value)]
 
 
 MEMO = Memo()

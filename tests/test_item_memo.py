@@ -1,0 +1,166 @@
+"""An `each` over shared items (a client's tools, sent again with every request) keeps what its
+body made of each item (nodes.ItemMemo): which bodies the compiler lets keep it, and that a kept
+value is always what the body would make now."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import program
+from engine.catalog import Catalog
+from engine.program import share, unshare
+from test_compiler import compile_text
+
+CLIENTS = Path(__file__).parent / "fixtures" / "clients"
+
+ANALYSED = """
+helpers: [new_id]
+defs:
+  reads_vars: {n: vars.k}
+  reads_item: {n: t.name}
+  reads_param: {n: label}
+vars:
+  k: src.k
+template:
+  item_and_profile: {each: src.xs, as: t, map: {n: t.name, p: profile.strict_tools, c: cfg.c, m: model}}
+  reads_a_var: {each: src.xs, as: t, map: {n: t.name, k: vars.k}}
+  volatile: {each: src.xs, as: t, map: {id: "new_id('x_')"}}
+  var_through_a_block: {each: src.xs, as: t, map: {use: reads_vars}}
+  item_through_a_block: {each: src.xs, as: t, map: {use: reads_item}}
+  bound_block_param: {each: src.xs, as: t, map: {use: reads_param, with: {label: t.name}}}
+  nested:
+    each: src.xs
+    as: t
+    map: {n: t.name, ys: {each: t.ys, as: y, map: {y: y, n: t.name}}}
+  indexed: {each: src.xs, as: t, index: i, map: {n: t.name, i: i}}
+  shadowed:
+    each: src.xs
+    as: t
+    map: {k: src.k, inner: {each: t.ys, as: src, map: {v: src}}}
+"""
+
+REBOUND = """
+defs:
+  profiled: {each: src.xs, as: t, map: {p: profile.strict_tools}}
+template:
+  rebound: {use: profiled, with: {profile: src.other}}
+"""
+
+
+def _roots(spec) -> dict:
+    return {path: memo.roots for path, memo in spec.item_memos.items()}
+
+
+def test_only_a_body_reading_its_item_and_stable_names_keeps_its_values():
+    spec, errors = compile_text(ANALYSED)
+    assert not errors, "\n".join(map(str, errors))
+    roots = _roots(spec)
+    assert roots["template.item_and_profile"] == ("cfg", "model", "profile")
+    assert roots["template.item_through_a_block"] == ()
+    assert roots["template.bound_block_param"] == ()
+    assert roots["template.nested"] == ()
+    # reads something that changes from request to request, or calls new_id: never kept
+    assert roots["template.reads_a_var"] is None
+    assert roots["template.volatile"] is None
+    assert roots["template.var_through_a_block"] is None
+    assert roots["template.nested.map.ys"] is None  # reads the outer item
+    # `as: src` inside the body hides the scope's src from the analysis: not kept
+    assert roots["template.shadowed"] is None
+    assert "template.indexed" not in roots  # an index is a position, not the item
+
+
+def test_a_stable_name_some_with_binds_is_not_a_key():
+    """A name a `with` binds is a local in generated code, not the scope the key is read from."""
+    spec, errors = compile_text(REBOUND)
+    assert not errors, "\n".join(map(str, errors))
+    assert _roots(spec) == {"defs.profiled": None}
+
+
+def _apply(spec, body, **scope):
+    sc = spec.scope(src=body, **scope)
+    assert spec.check(sc) is None
+    return spec.template(sc)
+
+
+@pytest.fixture
+def shared():
+    kept = []
+
+    def make(value):
+        share(value)
+        kept.append(value)
+        return value
+    yield make
+    for v in kept:
+        unshare(v)
+
+
+def test_kept_values_are_reused_only_while_item_key_and_mutations_hold(shared):
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name, p: profile.strict_tools}}}")
+    assert not errors
+    xs = shared([{"name": "a"}, {"name": "b"}])
+    profile = {"strict_tools": True}
+    first = _apply(spec, {"xs": xs}, profile=profile)["out"]
+    again = _apply(spec, {"xs": xs}, profile=profile)["out"]
+    assert again == first == [{"n": "a", "p": True}, {"n": "b", "p": True}]
+    assert all(x is y for x, y in zip(again, first))  # from the memo
+
+    other = _apply(spec, {"xs": xs}, profile={"strict_tools": False})["out"]  # another key: made anew
+    assert other == [{"n": "a", "p": False}, {"n": "b", "p": False}]
+
+    program.mutated()  # a stream rule wrote into a request: nothing kept is trusted
+    after = _apply(spec, {"xs": xs}, profile=profile)["out"]
+    assert after == first and not any(x is y for x, y in zip(after, first))
+
+
+def test_items_not_shared_are_mapped_every_time(shared):
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    xs = [{"name": "a"}]
+    first = _apply(spec, {"xs": xs})["out"]
+    again = _apply(spec, {"xs": xs})["out"]
+    assert first == again == [{"n": "a"}] and first[0] is not again[0]
+    # a filter's new list of shared items still finds them kept
+    ys = shared([{"name": "a", "keep": True}, {"name": "b"}])
+    spec, errors = compile_text("template: {out: {each: 'src.ys[?keep]', as: t, map: {n: t.name}}}")
+    assert not errors
+    one = _apply(spec, {"ys": ys})["out"]
+    two = _apply(spec, {"ys": ys})["out"]
+    assert one == two == [{"n": "a"}] and one[0] is two[0]
+
+
+def test_an_unshared_value_is_no_longer_kept(shared):
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    xs = shared([{"name": "a"}])
+    first = _apply(spec, {"xs": xs})["out"]
+    unshare(xs)
+    again = _apply(spec, {"xs": xs})["out"]
+    assert again == first and again[0] is not first[0]
+
+
+CAPTURES = [
+    ("responses-to-messages/request", "codex-0.169-responses-req1.json", "claude-sonnet-4-5"),
+    ("chat-to-messages/request", "codex-0.94-chat-req1.json", "claude-sonnet-4-5"),
+    ("messages-to-chat/request", "claude-code-2.1.197-messages-req1.json", "gpt-5"),
+]
+
+
+@pytest.mark.parametrize("name,capture,model", CAPTURES)
+def test_real_client_tools_translate_the_same_kept_or_not(name, capture, model, shared):
+    """The shipped request specs keep what they make of a client's tools; the upstream body is
+    the same with the tools shared (three turns) as with a private copy."""
+    catalog = Catalog.load()
+    spec = catalog.get(name)
+    assert any(m.roots is not None for p, m in spec.item_memos.items() if "tool" in p)
+    body = json.loads((CLIENTS / capture).read_text())["body"]
+    scope = {"model": model, "cfg": {"default_max_tokens": 4096, "prompt_cache": "auto"}}
+    fresh = _apply(spec, copy.deepcopy(body), **scope)
+    kept = dict(body, tools=shared(body["tools"]))
+    turns = [_apply(spec, kept, **scope) for _ in range(3)]
+    for out in turns:
+        assert json.dumps(out, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+    assert turns[1]["tools"] and turns[1]["tools"][0] is turns[2]["tools"][0]
