@@ -213,27 +213,20 @@ class ItemMemo:
         key = tuple([scope.get(r) for r in self.roots])
         gen = MUTATIONS[0]
         cache = self.cache
-        out = []
-        for item in _as_items(items):
+
+        def kept(item):
             s = SHARED_ITEMS.get(id(item))
-            if s is not None and s[0] is item and s[1] == gen:
-                hit = cache.get(id(item))
-                if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == key:
-                    v = hit[3]
-                else:
-                    v = fn(item)
-                    if len(cache) >= self.LIMIT:
-                        cache.clear()
-                    cache[id(item)] = (item, gen, key, v)
-            else:
-                v = fn(item)
-            if v is None:
-                continue
-            if flat and type(v) is list:
-                out.extend(v)
-            else:
-                out.append(v)
-        return out
+            if s is None or s[0] is not item or s[1] != gen:
+                return fn(item)
+            hit = cache.get(id(item))
+            if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == key:
+                return hit[3]
+            v = fn(item)
+            if len(cache) >= self.LIMIT:
+                cache.clear()
+            cache[id(item)] = (item, gen, key, v)
+            return v
+        return _mapped_flat(items, kept) if flat else _mapped(items, kept)
 
 
 def _memo_mapped(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
