@@ -65,8 +65,8 @@ PINNED_2025 = "chat-to-messages=2025-06-01,responses-to-messages=2025-06-01"
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (the default, pyproject addopts): one worker more than the CPUs this process may use.
     Part of every end-to-end test is spent waiting on a gateway, a CLI or a socket, so one worker per
-    CPU leaves the CPUs idle at times (on 2 CPUs: 2 workers 138-161 s, 3 workers 127 s, 4 workers
-    127 s, 6 workers 157 s). PYTEST_XDIST_AUTO_NUM_WORKERS still overrides it."""
+    CPU leaves the CPUs idle at times, and many more workers each pay the collection and the session
+    gateways again. PYTEST_XDIST_AUTO_NUM_WORKERS still overrides it."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist's own hook reads it
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -28,14 +28,17 @@ from engine.bench.upstream import (
 
 @pytest.fixture(autouse=True)
 def _cpu_affinity_kept():
-    """A bench run pins its caller to one CPU (Pinning.pin_self) and never unpins it: without this,
-    the pytest process, and every gateway and CLI it starts afterwards, would run on that one CPU."""
+    """A bench run pins its caller to one CPU (Pinning.pin_self); Bench.close gives the CPUs back.
+    Were it not so, the pytest process, and every gateway and CLI it starts afterwards, would run
+    on that one CPU: the affinity is put back here either way, and the test fails."""
     if not hasattr(os, "sched_getaffinity"):
         yield
         return
     before = os.sched_getaffinity(0)
     yield
+    after = os.sched_getaffinity(0)
     os.sched_setaffinity(0, before)
+    assert after == before, f"a bench run left this process on CPUs {sorted(after)}"
 
 
 # Each full bench run pins the gateway to CPU 0 and the upstream and load generator to CPU 1: two at

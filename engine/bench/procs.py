@@ -54,9 +54,18 @@ class Pinning:
                 f"pinned to CPU {self.load_cpus} (taskset)")
 
     def pin_self(self):
-        """The runner itself lives with the load side."""
+        """The runner itself lives with the load side (until restore())."""
         if self.enabled:
+            self.saved = os.sched_getaffinity(0)
             os.sched_setaffinity(0, {int(self.load_cpus)})
+
+    def restore(self):
+        """The runner's CPUs as they were before pin_self(): a caller that goes on (a test
+        session) must not stay on one CPU, nor the processes it starts next."""
+        saved = getattr(self, "saved", None)
+        if saved is not None:
+            os.sched_setaffinity(0, saved)
+            self.saved = None
 
 
 class Proc:

@@ -407,6 +407,7 @@ class Bench:
     def close(self):
         for p in list(self.procs):
             self._stop(p)
+        self.pin.restore()
         if self.tmp is not None:
             self.tmp.cleanup()
 
