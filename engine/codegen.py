@@ -35,6 +35,18 @@ def spec(label: str):
 
 
 @contextlib.contextmanager
+def shared():
+    """Code generated within belongs to no spec (it is shared by every spec that uses it): it is
+    named `<generated ...>` and kept on no spec's `generated`."""
+    spec_token, part_token = _SPEC.set(None), _PART.set(None)
+    try:
+        yield
+    finally:
+        _PART.reset(part_token)
+        _SPEC.reset(spec_token)
+
+
+@contextlib.contextmanager
 def part(name: str):
     """Code generated within is named for this part of the spec (e.g. `on.message_start`)."""
     token = _PART.set(name)

@@ -11,7 +11,7 @@ from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-from .program import MUTATIONS, SHARED_ITEMS, truthy
+from .program import MUTATIONS, SHARED_ITEMS, keep, release, truthy
 
 
 def as_fn(node):
@@ -222,11 +222,38 @@ class ItemMemo:
             if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == key:
                 return hit[3]
             v = fn(item)
+            if hit is not None:
+                _released(hit[3])
             if len(cache) >= self.LIMIT:
-                cache.clear()
+                self.clear()
             cache[id(item)] = (item, gen, key, v)
+            _kept(v)
             return v
         return _mapped_flat(items, kept) if flat else _mapped(items, kept)
+
+    def clear(self):
+        for hit in self.cache.values():
+            _released(hit[3])
+        self.cache.clear()
+
+
+def _kept(v):
+    """A kept value's objects are written from their kept JSON text (program.keep)."""
+    if type(v) is dict:
+        keep(v)
+    elif type(v) is list:
+        for x in v:
+            if type(x) is dict:
+                keep(x)
+
+
+def _released(v):
+    if type(v) is dict:
+        release(v)
+    elif type(v) is list:
+        for x in v:
+            if type(x) is dict:
+                release(x)
 
 
 def _memo_mapped(items, fn, scope, memo: ItemMemo, flat: bool) -> list:

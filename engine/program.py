@@ -122,9 +122,11 @@ def mutated():
     MUTATIONS[0] += 1
 
 
-# Values requests share and nothing changes (engine/server/members.py keeps a client's `tools`):
-# id -> [the value, its JSON text (None until first written), MUTATIONS when it was kept]. The
-# Responses API echoes the request's tools in its answer: 10 KB written once, not per answer.
+# Values requests share and nothing changes (engine/server/members.py keeps a client's `tools`;
+# nodes.ItemMemo what a spec made of each of them): id -> [the value, its JSON text (None until
+# first written), MUTATIONS when it was kept, the text as UTF-8 (None until first asked)]. The
+# Responses API echoes the request's tools in its answer: 10 KB written once, not per answer; a
+# translated request carries the translated tools, written once too (shared_list_raw).
 SHARED: dict[int, list] = {}
 # The objects in a shared list (a client's tools, one by one): id -> (the item, MUTATIONS when
 # kept). What an `each` makes of such an item may be kept for the next request (nodes.ItemMemo).
@@ -135,7 +137,7 @@ def share(value) -> None:
     """Marks `value` (and each object in it, when it is a list) as shared: nothing changes it
     while MUTATIONS stays where it is now."""
     gen = MUTATIONS[0]
-    SHARED[id(value)] = [value, None, gen]
+    SHARED[id(value)] = [value, None, gen, None]
     if type(value) is list:
         for x in value:
             if type(x) is dict:
@@ -153,6 +155,18 @@ def unshare(value) -> None:
                 del SHARED_ITEMS[id(x)]
 
 
+def keep(value) -> None:
+    """Marks a value nothing will change (what an `each` made of a shared item, nodes.ItemMemo)
+    as shared: its JSON text is written once (shared_text)."""
+    SHARED[id(value)] = [value, None, MUTATIONS[0], None]
+
+
+def release(value) -> None:
+    s = SHARED.get(id(value))
+    if s is not None and s[0] is value:
+        del SHARED[id(value)]
+
+
 def shared_text(v) -> str | None:
     """The JSON text of a shared value, encoded once; None for any other value."""
     s = SHARED.get(id(v))
@@ -161,6 +175,30 @@ def shared_text(v) -> str | None:
     if s[1] is None:
         s[1] = dumps(v)
     return s[1]
+
+
+def shared_list_raw(items: list) -> msgspec.Raw | None:
+    """The JSON text of a list whose first item is shared, each shared item written from its
+    kept text and the others encoded now (a translated request's tools: kept values, the last
+    one new where a cache breakpoint was merged into it); None for any other list."""
+    if not items:
+        return None
+    gen = MUTATIONS[0]
+    s = SHARED.get(id(items[0]))
+    if s is None or s[0] is not items[0] or s[2] != gen:
+        return None
+    parts = []
+    for x in items:
+        s = SHARED.get(id(x))
+        if s is not None and s[0] is x and s[2] == gen:
+            if s[3] is None:
+                if s[1] is None:
+                    s[1] = dumps(x)
+                s[3] = s[1].encode("utf-8", "surrogatepass")
+            parts.append(s[3])
+        else:
+            parts.append(dumps(x).encode("utf-8", "surrogatepass"))
+    return msgspec.Raw(b"[" + b",".join(parts) + b"]")
 
 
 class Echo:

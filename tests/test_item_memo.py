@@ -7,10 +7,13 @@ import copy
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from engine import program
 from engine.catalog import Catalog
+from engine.jsontext import dumpb
+from engine.server.members import shared_members
 from engine.program import share, unshare
 from test_compiler import compile_text
 
@@ -132,6 +135,29 @@ def test_items_not_shared_are_mapped_every_time(shared):
     assert one == two == [{"n": "a"}] and one[0] is two[0]
 
 
+def test_a_kept_value_is_written_from_its_kept_text_while_it_is_kept(shared):
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name, big: 12345678901234567890123}}}")
+    assert not errors
+    xs = shared([{"name": "a"}, {"name": "é\u2028"}])
+    out = _apply(spec, {"xs": xs})["out"]
+    mixed = out + [{"n": "new"}]  # a last item made anew (a cache breakpoint merged into it)
+    raw = program.shared_list_raw(mixed)
+    assert bytes(raw) == dumpb(mixed)
+    assert program.shared_list_raw([{"n": "new"}] + out) is None  # the first item decides
+    assert dumpb(shared_members({"tools": mixed, "model": "m"})) == dumpb({"tools": mixed, "model": "m"})
+
+    # the memo starting over gives its values' texts up
+    assert all(id(v) in program.SHARED for v in out)
+    next(iter(spec.item_memos.values())).clear()
+    assert not any(id(v) in program.SHARED for v in out)
+    assert program.shared_list_raw(mixed) is None
+
+    again = _apply(spec, {"xs": xs})["out"]
+    assert program.shared_list_raw(again) is not None
+    program.mutated()  # nothing kept is trusted after a write into a request
+    assert program.shared_list_raw(again) is None
+
+
 def test_an_unshared_value_is_no_longer_kept(shared):
     spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
     assert not errors
@@ -164,3 +190,8 @@ def test_real_client_tools_translate_the_same_kept_or_not(name, capture, model, 
     for out in turns:
         assert json.dumps(out, sort_keys=True) == json.dumps(fresh, sort_keys=True)
     assert turns[1]["tools"] and turns[1]["tools"][0] is turns[2]["tools"][0]
+    # the upstream body is written from the tools' kept texts, byte for byte what encoding writes
+    for out in turns:
+        assert dumpb(shared_members(out)) == dumpb(fresh)
+    assert type(shared_members(turns[2])["tools"]) is msgspec.Raw
+    assert program.SHARED[id(turns[2]["tools"][0])][3] is not None  # its text, kept

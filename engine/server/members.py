@@ -26,7 +26,7 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS, SHARED, share, shared_text, unshare
+from ..program import MUTATIONS, SHARED, share, shared_list_raw, shared_text, unshare
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -181,15 +181,21 @@ MEMO = Memo()
 
 def shared_members(v: dict) -> dict:
     """`v`, or a copy whose shared members (program.SHARED) are their kept JSON text, for the
-    encoder to copy rather than write again."""
+    encoder to copy rather than write again; a list member whose first item is shared (the
+    tools of a translated request) is written from its items' kept texts."""
     out = None
     for k, x in v.items():
+        raw = None
         if id(x) in SHARED:
             text = shared_text(x)
             if text is not None:
-                if out is None:
-                    out = dict(v)
-                out[k] = msgspec.Raw(text.encode())
+                raw = msgspec.Raw(text.encode())
+        elif type(x) is list and x and id(x[0]) in SHARED:
+            raw = shared_list_raw(x)
+        if raw is not None:
+            if out is None:
+                out = dict(v)
+            out[k] = raw
     return v if out is None else out
 
 

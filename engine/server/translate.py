@@ -287,7 +287,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     rid = request.get("request_id")
     if rid:
         headers["x-request-id"] = rid
-    payload = dumpb(out_body)
+    payload = dumpb(shared_members(out_body))
     del out_body  # a stream stays open for minutes: only the bytes are kept (for a retry)
     recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
