@@ -237,23 +237,24 @@ class ItemMemo:
         self.cache.clear()
 
 
+def _objects(v) -> tuple | list:
+    """The objects a kept value puts in its `each`'s list: itself, or those of a flattened list."""
+    if type(v) is dict:
+        return (v,)
+    if type(v) is list:
+        return [x for x in v if type(x) is dict]
+    return ()
+
+
 def _kept(v):
     """A kept value's objects are written from their kept JSON text (program.keep)."""
-    if type(v) is dict:
-        keep(v)
-    elif type(v) is list:
-        for x in v:
-            if type(x) is dict:
-                keep(x)
+    for x in _objects(v):
+        keep(x)
 
 
 def _released(v):
-    if type(v) is dict:
-        release(v)
-    elif type(v) is list:
-        for x in v:
-            if type(x) is dict:
-                release(x)
+    for x in _objects(v):
+        release(x)
 
 
 def _memo_mapped(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
