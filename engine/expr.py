@@ -16,7 +16,8 @@ from jmespath.parser import Parser
 from jmespath.visitor import Options, TreeInterpreter
 
 from . import codegen
-from .functions import CUSTOM_FUNCTIONS, Functions
+from .functions import CUSTOM_FUNCTIONS, VOLATILE, Functions
+from .program import SHARED, filtered, filtered_keep
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _INTERPRETER = TreeInterpreter(Options(custom_functions=Functions()))
@@ -423,7 +424,15 @@ class _Gen:
             if t == "filter_projection":
                 keep = f"{self.test(ch[2], e)} and {keep}"
             item = r if right != e else e
-            return f"(None if type({base} := {left}) is not list else [{item} for {e} in {base} if {keep}])"
+            comp = f"[{item} for {e} in {base} if {keep}]"
+            if t == "filter_projection" and not (_functions_in(ch[1], set()) | _functions_in(ch[2], set())) & VOLATILE:
+                # a filter reads nothing but the items: over a shared list (a client's kept tools)
+                # what it made is kept, per filter (program.filtered)
+                site, hit = next(_ids), self.temp()
+                self.env.update(_f_shared=SHARED, _f_get=filtered, _f_put=filtered_keep)
+                comp = (f"({comp} if id({base}) not in _f_shared else {hit} if ({hit} := _f_get({base}, {site})) "
+                        f"is not None else _f_put({base}, {site}, {comp}))")
+            return f"(None if type({base} := {left}) is not list else {comp})"
         if t == "literal":
             lit = node["value"]
             if lit is None or type(lit) is bool or type(lit) is int:

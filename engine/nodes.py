@@ -11,7 +11,7 @@ from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-from .program import MUTATIONS, SHARED_ITEMS, keep, release, truthy
+from .program import MUTATIONS, SHARED, SHARED_ITEMS, keep, release, truthy
 
 
 def as_fn(node):
@@ -200,18 +200,29 @@ class ItemMemo:
     (`roots`) only for a body that reads nothing but its item and names whose values it is keyed
     on (the model's profile, the config: the same objects request after request) and calls no
     volatile function; the key is those values, an item is known by identity, and a change of
-    MUTATIONS retires everything. Items that are not shared are mapped as usual."""
-    __slots__ = ("roots", "cache")
+    MUTATIONS retires everything. Items that are not shared are mapped as usual. Over a shared
+    list itself (not a filter's new list of its items), the list made of it is kept too: the
+    same list object is the answer until the key or MUTATIONS changes (nothing changes a spec's
+    output in place)."""
+    __slots__ = ("roots", "cache", "lists")
     LIMIT = 256  # items kept per `each`; past it the memo starts over
+    LISTS = 32   # lists kept per `each` (as many as client tools texts are kept, members.MAX_ENTRIES)
 
     def __init__(self):
         self.roots: tuple | None = None
         self.cache: dict = {}
+        self.lists: dict = {}
 
     def map(self, items, fn, scope, flat: bool) -> list:
         """_mapped / _mapped_flat, each shared item's value from the memo where it is there."""
         key = tuple([scope.get(r) for r in self.roots])
         gen = MUTATIONS[0]
+        s = SHARED.get(id(items))
+        whole = s is not None and s[0] is items and s[2] == gen
+        if whole:
+            hit = self.lists.get(id(items))
+            if hit is not None and hit[0] is items and hit[1] == gen and hit[2] == key:
+                return hit[3]
         cache = self.cache
 
         def kept(item):
@@ -229,12 +240,24 @@ class ItemMemo:
             cache[id(item)] = (item, gen, key, v)
             _kept(v)
             return v
-        return _mapped_flat(items, kept) if flat else _mapped(items, kept)
+        out = _mapped_flat(items, kept) if flat else _mapped(items, kept)
+        if whole:
+            old = self.lists.pop(id(items), None)
+            if old is not None:
+                release(old[3])
+            if len(self.lists) >= self.LISTS:
+                self.clear()
+            self.lists[id(items)] = (items, gen, key, out)
+            keep(out)
+        return out
 
     def clear(self):
         for hit in self.cache.values():
             _released(hit[3])
         self.cache.clear()
+        for hit in self.lists.values():
+            release(hit[3])
+        self.lists.clear()
 
 
 def _objects(v) -> tuple | list:

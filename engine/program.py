@@ -148,6 +148,7 @@ def unshare(value) -> None:
     s = SHARED.get(id(value))
     if s is not None and s[0] is value:
         del SHARED[id(value)]
+        _forget_filtered(value)
     if type(value) is list:
         for x in value:
             s = SHARED_ITEMS.get(id(x))
@@ -165,6 +166,51 @@ def release(value) -> None:
     s = SHARED.get(id(value))
     if s is not None and s[0] is value:
         del SHARED[id(value)]
+        _forget_filtered(value)
+
+
+# What each filter (`xs[?...]`, engine/expr.py) made of a shared list: id(list) -> {filter site:
+# (the list, MUTATIONS, the result)}. The result is kept too (program.keep), so a filter or an
+# `each` over it finds it kept in turn. Entries go with their list (unshare, release).
+FILTERED: dict[int, dict] = {}
+
+
+def filtered(base: list, site: int):
+    """What filter `site` made of the shared list `base`, while both are kept; else None."""
+    hit = FILTERED.get(id(base))
+    if hit is None:
+        return None
+    hit = hit.get(site)
+    if hit is None or hit[0] is not base or hit[1] != MUTATIONS[0]:
+        return None
+    return hit[2]
+
+
+def filtered_keep(base: list, site: int, value: list) -> list:
+    """`value`, what filter `site` made of `base`, kept when `base` is a shared list."""
+    s = SHARED.get(id(base))
+    if s is None or s[0] is not base or s[2] != MUTATIONS[0]:
+        return value
+    sites = FILTERED.get(id(base))
+    if sites is None or next(iter(sites.values()))[0] is not base:
+        if sites is not None:
+            _forget_filtered(next(iter(sites.values()))[0])
+        sites = FILTERED[id(base)] = {}
+    old = sites.get(site)
+    sites[site] = (base, s[2], value)
+    if old is not None:
+        release(old[2])
+    keep(value)
+    return value
+
+
+def _forget_filtered(base) -> None:
+    sites = FILTERED.get(id(base))
+    if sites is None or next(iter(sites.values()))[0] is not base:
+        return
+    del FILTERED[id(base)]
+    for _, _, value in sites.values():
+        release(value)
 
 
 def shared_text(v) -> str | None:
