@@ -425,7 +425,8 @@ class _Gen:
                 keep = f"{self.test(ch[2], e)} and {keep}"
             item = r if right != e else e
             comp = f"[{item} for {e} in {base} if {keep}]"
-            if t == "filter_projection" and not (_functions_in(ch[1], set()) | _functions_in(ch[2], set())) & VOLATILE:
+            if t == "filter_projection" and _may_be_kept(ch[0]) \
+                    and not (_functions_in(ch[1], set()) | _functions_in(ch[2], set())) & VOLATILE:
                 # a filter reads nothing but the items: over a shared list (a client's kept tools)
                 # what it made is kept, per filter (program.filtered)
                 site, hit = next(_ids), self.temp()
@@ -673,6 +674,15 @@ def _generated(parsed):
     src = g.gen(parsed, "scope", True)
     fn = eval(f"lambda scope: {src}", g.env)  # noqa: S307 - its names are its globals, as in nodes._Src.make
     return fn, (src, g.env)
+
+
+def _may_be_kept(node) -> bool:
+    """Whether a filter's list may be a kept one: a path's value or the current value (a pipe's
+    left side); a projection, a flattening or a function makes a new list every time."""
+    t = node["type"]
+    if t in ("field", "current", "identity"):
+        return True
+    return t == "subexpression" and all(c["type"] == "field" for c in node["children"])
 
 
 def _functions_in(node, out: set):

@@ -11,7 +11,7 @@ from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-from .program import MUTATIONS, SHARED, SHARED_ITEMS, keep, release, truthy
+from .program import MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
 
 
 def as_fn(node):
@@ -492,6 +492,8 @@ def _concat(parts):
     kept = [v for v in parts if v is not None]
     for p in kept:  # a loop, not all(genexpr): this runs for every concat of every request
         if type(p) is not str:
+            if len(kept) == 1 and type(p) is list and p and id(p) in SHARED and is_kept(p):
+                return p  # a kept list alone (a filter's list of a client's tools): itself, still kept
             return flatten(kept) or None
     return "".join(kept) if kept else None
 

@@ -213,6 +213,12 @@ def _forget_filtered(base) -> None:
         release(value)
 
 
+def is_kept(v) -> bool:
+    """Whether `v` is a shared value nothing has changed since it was kept."""
+    s = SHARED.get(id(v))
+    return s is not None and s[0] is v and s[2] == MUTATIONS[0]
+
+
 def shared_text(v) -> str | None:
     """The JSON text of a shared value, encoded once; None for any other value."""
     s = SHARED.get(id(v))

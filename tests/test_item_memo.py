@@ -182,6 +182,8 @@ template:
   count: "length(src.xs[?strict] || `[]`)"
   volatile: "src.xs[?type=='function'].join('', [name, new_id('x_')])"
   mapped: {each: "src.xs[?type=='function']", as: t, map: {n: t.name}}
+  alone: {concat: ["src.xs[?type=='function']", src.missing]}
+  two: {concat: ["src.xs[?type=='function']", "src.xs[?type=='custom']"]}
 """
 
 
@@ -197,8 +199,10 @@ def test_a_filter_over_a_shared_list_keeps_what_it_made(shared):
         assert first[key] == jmespath.search(text, {"xs": xs})  # what the interpreter gives
     assert first["count"] == 1 and first["mapped"] == [{"n": "a"}, {"n": "c"}]
     again = _apply(spec, {"xs": xs})
-    for key in ("functions", "names", "chained", "mapped"):
-        assert again[key] is first[key], key  # kept, and an each over a kept filter keeps its list
+    assert first["alone"] == first["functions"] and first["two"] == [xs[0], xs[2], xs[1]]
+    for key in ("functions", "names", "chained", "mapped", "alone"):
+        assert again[key] is first[key], key  # kept; an each over a kept filter keeps its list, so does a concat of it alone
+    assert again["two"] is not first["two"]  # two lists joined: a new list
     assert again["volatile"] is not first["volatile"] and again["volatile"] != first["volatile"]
 
     copy_ = _apply(spec, {"xs": [dict(x) for x in xs]})  # not shared: made every time

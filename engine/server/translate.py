@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import schemas
 from .. import jsontext
 from ..jsontext import dumpb
+from ..program import SHARED
 from ..sse import SSEDecodeError, SSEDecoder
 from ..functions import TranslationError
 from ..stream import MalformedEvent, StreamTranslator
@@ -287,7 +288,10 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     rid = request.get("request_id")
     if rid:
         headers["x-request-id"] = rid
-    payload = dumpb(shared_members(out_body))
+    # kept texts are there to use only when the client's tools were (members.MEMO): a spec keeps
+    # nothing it made of anything else
+    tools = body.get(MEMBER)
+    payload = dumpb(shared_members(out_body) if tools is not None and id(tools) in SHARED else out_body)
     del out_body  # a stream stays open for minutes: only the bytes are kept (for a retry)
     recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
