@@ -429,10 +429,11 @@ class _Gen:
                     and not (_functions_in(ch[1], set()) | _functions_in(ch[2], set())) & VOLATILE:
                 # a filter reads nothing but the items: over a shared list (a client's kept tools)
                 # what it made is kept, per filter (program.filtered)
-                site, hit = next(_ids), self.temp()
+                site, hit, sh, made = next(_ids), self.temp(), self.temp(), self.temp()
                 self.env.update(_f_shared=SHARED, _f_get=filtered, _f_put=filtered_keep)
-                comp = (f"({comp} if id({base}) not in _f_shared else {hit} if ({hit} := _f_get({base}, {site})) "
-                        f"is not None else _f_put({base}, {site}, {comp}))")
+                comp = (f"({hit} if (({sh} := id({base}) in _f_shared) and ({hit} := _f_get({base}, {site})) "
+                        f"is not None) else (_f_put({base}, {site}, {made}) if {sh} else {made}) "
+                        f"if ({made} := {comp}) is {made} else None)")
             return f"(None if type({base} := {left}) is not list else {comp})"
         if t == "literal":
             lit = node["value"]
@@ -676,13 +677,20 @@ def _generated(parsed):
     return fn, (src, g.env)
 
 
+_KEPT_ROOTS = frozenset({"src", "vars"})  # where a client's kept tools, or a list kept of them, are read
+
+
 def _may_be_kept(node) -> bool:
-    """Whether a filter's list may be a kept one: a path's value or the current value (a pipe's
-    left side); a projection, a flattening or a function makes a new list every time."""
+    """Whether a filter's list may be a kept one: a path from the request or the vars, or the
+    current value (a pipe's left side). A loop's item, a projection, a flattening or a function
+    gives a list that is never kept."""
     t = node["type"]
-    if t in ("field", "current", "identity"):
+    if t in ("current", "identity"):
         return True
-    return t == "subexpression" and all(c["type"] == "field" for c in node["children"])
+    if t == "field":
+        return node["value"] in _KEPT_ROOTS
+    ch = node.get("children") or ()
+    return t == "subexpression" and all(c["type"] == "field" for c in ch) and ch[0]["value"] in _KEPT_ROOTS
 
 
 def _functions_in(node, out: set):

@@ -271,3 +271,12 @@ def test_real_client_tools_translate_the_same_kept_or_not(name, capture, model, 
         assert turns[1]["tools"] is tools and program.shared_text(tools) is not None
     else:
         assert program.SHARED[id(tools[0])][3] is not None  # its items' texts, kept
+
+
+def test_only_a_filter_over_the_request_the_vars_or_a_pipe_looks_for_kept_lists():
+    from engine.expr import compile_expr
+    for text in ("src.tools[?type=='function']", "vars.tools_in[?strict]", "src.a[?x] | [?y]"):
+        assert "_f_get" in compile_expr(text)[0].code[0], text
+    for text in ("t.tools[?type=='function']", "src.a[].b[?x]", "sort_by(src.a, &x)[?y]",
+                 "src.a[?x].join('', [y, new_id('x_')])"):
+        assert "_f_get" not in compile_expr(text)[0].code[0], text
