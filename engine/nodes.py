@@ -200,10 +200,10 @@ class ItemMemo:
     (`roots`) only for a body that reads nothing but its item and names whose values it is keyed
     on (the model's profile, the config: the same objects request after request) and calls no
     volatile function; the key is those values, an item is known by identity, and a change of
-    MUTATIONS retires everything. Items that are not shared are mapped as usual. Over a shared
-    list itself (not a filter's new list of its items), the list made of it is kept too: the
-    same list object is the answer until the key or MUTATIONS changes (nothing changes a spec's
-    output in place)."""
+    MUTATIONS retires everything. Items that are not shared are mapped as usual. Over a kept
+    list itself (a client's tools, or what a filter kept of them: program.filtered), the list
+    made of it is kept too: the same list object is the answer until the key or MUTATIONS
+    changes (nothing changes a spec's output in place)."""
     __slots__ = ("roots", "cache", "lists")
     LIMIT = 256  # items kept per `each`; past it the memo starts over
     LISTS = 32   # lists kept per `each` (as many as client tools texts are kept, members.MAX_ENTRIES)

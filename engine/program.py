@@ -123,7 +123,7 @@ def mutated():
 
 
 # Values requests share and nothing changes (engine/server/members.py keeps a client's `tools`;
-# nodes.ItemMemo what a spec made of each of them): id -> [the value, its JSON text (None until
+# nodes.ItemMemo and filters what a spec made of them): id -> [the value, its JSON text (None until
 # first written), MUTATIONS when it was kept, the text as UTF-8 (None until first asked)]. The
 # Responses API echoes the request's tools in its answer: 10 KB written once, not per answer; a
 # translated request carries the translated tools, written once too (shared_list_raw).
@@ -157,8 +157,9 @@ def unshare(value) -> None:
 
 
 def keep(value) -> None:
-    """Marks a value nothing will change (what an `each` made of a shared item, nodes.ItemMemo)
-    as shared: its JSON text is written once (shared_text)."""
+    """Marks a value nothing will change (what an `each` made of a shared item, nodes.ItemMemo;
+    what a filter made of a shared list, filtered_keep) as shared: its JSON text is written once
+    (shared_text)."""
     SHARED[id(value)] = [value, None, MUTATIONS[0], None]
 
 
