@@ -333,12 +333,11 @@ def compile_template(ctx: Ctx, t, path):
         source = sub("each")
         item, index = t.get("as", "item"), t.get("index")
         memo, reads = (N.ItemMemo(), _Reads()) if index is None else (None, None)
-        with contextlib.ExitStack() as region:
-            if reads is not None:
-                region.enter_context(ctx.reading_into(reads))
-                ctx.memos.append((memo, reads, spec_path(path)))
-            with ctx.bound(item, index, over=t["each"]):
-                body = sub("map") if "map" in t else N.Const(None)
+        if reads is not None:
+            ctx.memos.append((memo, reads, spec_path(path)))
+        with ctx.reading_into(reads) if reads is not None else contextlib.nullcontext(), \
+                ctx.bound(item, index, over=t["each"]):
+            body = sub("map") if "map" in t else N.Const(None)
         return N.each(source, item, body, bool(t.get("flatten")), index, memo)
     if head == "switch":
         cases = {}

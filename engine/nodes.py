@@ -217,8 +217,7 @@ class ItemMemo:
         """_mapped / _mapped_flat, each shared item's value from the memo where it is there."""
         key = tuple([scope.get(r) for r in self.roots])
         gen = MUTATIONS[0]
-        s = SHARED.get(id(items))
-        whole = s is not None and s[0] is items and s[2] == gen
+        whole = is_kept(items)
         if whole:
             hit = self.lists.get(id(items))
             if hit is not None and hit[0] is items and hit[1] == gen and hit[2] == key:

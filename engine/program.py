@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from .jsontext import dumps, encode
+from .jsontext import dumpb, dumps, encode
 
 
 def truthy(v) -> bool:
@@ -188,17 +188,13 @@ def filtered(base: list, site: int):
 
 
 def filtered_keep(base: list, site: int, value: list) -> list:
-    """`value`, what filter `site` made of `base`, kept when `base` is a shared list."""
-    s = SHARED.get(id(base))
-    if s is None or s[0] is not base or s[2] != MUTATIONS[0]:
+    """`value`, what filter `site` made of `base`, kept when `base` is a shared list. The entry
+    holds `base`, so its id names no other list until _forget_filtered drops it."""
+    if not is_kept(base):
         return value
-    sites = FILTERED.get(id(base))
-    if sites is None or next(iter(sites.values()))[0] is not base:
-        if sites is not None:
-            _forget_filtered(next(iter(sites.values()))[0])
-        sites = FILTERED[id(base)] = {}
+    sites = FILTERED.setdefault(id(base), {})
     old = sites.get(site)
-    sites[site] = (base, s[2], value)
+    sites[site] = (base, MUTATIONS[0], value)
     if old is not None:
         release(old[2])
     keep(value)
@@ -206,12 +202,10 @@ def filtered_keep(base: list, site: int, value: list) -> list:
 
 
 def _forget_filtered(base) -> None:
-    sites = FILTERED.get(id(base))
-    if sites is None or next(iter(sites.values()))[0] is not base:
-        return
-    del FILTERED[id(base)]
-    for _, _, value in sites.values():
-        release(value)
+    sites = FILTERED.pop(id(base), None)
+    if sites is not None:
+        for _, _, value in sites.values():
+            release(value)
 
 
 def is_kept(v) -> bool:
@@ -230,27 +224,27 @@ def shared_text(v) -> str | None:
     return s[1]
 
 
+def shared_raw(v) -> bytes | None:
+    """shared_text(v) as UTF-8, encoded once; None for any other value."""
+    text = shared_text(v)
+    if text is None:
+        return None
+    s = SHARED[id(v)]
+    if s[3] is None:
+        s[3] = text.encode("utf-8", "surrogatepass")
+    return s[3]
+
+
 def shared_list_raw(items: list) -> msgspec.Raw | None:
     """The JSON text of a list whose first item is shared, each shared item written from its
     kept text and the others encoded now (a translated request's tools: kept values, the last
     one new where a cache breakpoint was merged into it); None for any other list."""
-    if not items:
-        return None
-    gen = MUTATIONS[0]
-    s = SHARED.get(id(items[0]))
-    if s is None or s[0] is not items[0] or s[2] != gen:
+    if not items or not is_kept(items[0]):
         return None
     parts = []
     for x in items:
-        s = SHARED.get(id(x))
-        if s is not None and s[0] is x and s[2] == gen:
-            if s[3] is None:
-                if s[1] is None:
-                    s[1] = dumps(x)
-                s[3] = s[1].encode("utf-8", "surrogatepass")
-            parts.append(s[3])
-        else:
-            parts.append(dumps(x).encode("utf-8", "surrogatepass"))
+        raw = shared_raw(x)
+        parts.append(dumpb(x) if raw is None else raw)
     return msgspec.Raw(b"[" + b",".join(parts) + b"]")
 
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS, SHARED, share, shared_list_raw, shared_text, unshare
+from ..program import MUTATIONS, SHARED, share, shared_list_raw, shared_raw, unshare
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -187,9 +187,9 @@ def shared_members(v: dict) -> dict:
     for k, x in v.items():
         raw = None
         if id(x) in SHARED:
-            text = shared_text(x)
-            if text is not None:
-                raw = msgspec.Raw(text.encode())
+            kept = shared_raw(x)
+            if kept is not None:
+                raw = msgspec.Raw(kept)
         elif type(x) is list and x and id(x[0]) in SHARED:
             raw = shared_list_raw(x)
         if raw is not None:
