@@ -276,8 +276,8 @@ class Echo:
             kept = texts.get(k)
             if kept is None or kept[0] is not x:
                 try:
-                    shared = shared_text(x)
-                    kept = texts[k] = (x, msgspec.Raw(encode(x) if shared is None else shared.encode()))
+                    shared = shared_raw(x)  # a kept value's text is not copied into each stream
+                    kept = texts[k] = (x, msgspec.Raw(encode(x) if shared is None else shared))
                 except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
                     return dumps(v)  # what msgspec refuses: the json module writes all of v
             if spliced is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import passthrough, translate
-from .context import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import (UPSTREAMS, add_pair, add_route, limits, pair_for, read_body, resolve, spec_scope,
+                      upstream_auth)
 
 
 async def chat_completions(request: web.Request):
     app = request.app
-    raw = await request.read()
+    raw = await read_body(request)
     body = translate.parse_body(raw, "openai/chat.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
@@ -17,6 +18,7 @@ async def chat_completions(request: web.Request):
         return await passthrough.forward(request, app[UPSTREAMS][provider], "/chat/completions",
                                          passthrough.with_model(raw, body, target),
                                          upstream_auth(app, provider, request))
+    del raw  # a stream may stay open for minutes: the decoded body is all it needs
     pair = pair_for(app, "chat-to-messages", target)
     auth = upstream_auth(app, provider, request)
     return await translate.run(request, pair, app[UPSTREAMS][provider], body,

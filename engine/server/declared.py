@@ -7,13 +7,13 @@ from aiohttp import web
 
 from . import translate
 from .api_errors import ApiError
-from .context import UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import UPSTREAMS, add_pair, add_route, limits, pair_for, read_body, resolve, spec_scope, upstream_auth
 
 
 def endpoint(decl):
     async def translated(request: web.Request):
         app = request.app
-        body = translate.parse_body(await request.read(), decl.request_schema, *limits(app))
+        body = translate.parse_body(await read_body(request), decl.request_schema, *limits(app))
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(400, "model: a model name is required", param="model", code="invalid_request")

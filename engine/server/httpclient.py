@@ -399,8 +399,10 @@ class _Call:
         return await self.open()
 
     async def open(self, timeout: float | None = None) -> Response:
-        """The response head, within `timeout` seconds (connecting included) when given."""
-        self.resp = await self.client.send(*self.args, timeout=timeout)
+        """The response head, within `timeout` seconds (connecting included) when given. The call
+        gives up its body once sent: a stream answering it may stay open for minutes."""
+        args, self.args = self.args, None
+        self.resp = await self.client.send(*args, timeout=timeout)
         return self.resp
 
     async def __aexit__(self, *exc):

@@ -19,7 +19,8 @@ import math
 from aiohttp import web
 
 from . import passthrough, translate
-from .context import CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope, upstream_auth
+from .context import (CONFIG, UPSTREAMS, add_pair, add_route, limits, pair_for, read_body, resolve, spec_scope,
+                      upstream_auth)
 from .api_errors import ApiError
 
 # client bodies checked besides the pair's request_schema (created with the app)
@@ -54,11 +55,12 @@ def _upstream(app, provider: str):
 
 async def messages(request: web.Request):
     app = request.app
-    raw = await request.read()
+    raw = await read_body(request)
     body = _load(app, raw, "anthropic/messages.request")
     provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":
         return await passthrough.anthropic_passthrough(request, "/v1/messages", raw, body, target)
+    del raw  # a stream may stay open for minutes: the decoded body is all it needs
     translate.validate(body, "anthropic/messages.request")
     pair = pair_for(app, PAIR, target)
     return await translate.run(request, pair, _upstream(app, provider), body, _scope(app, target, request),
@@ -67,7 +69,7 @@ async def messages(request: web.Request):
 
 async def count_tokens(request: web.Request):
     app = request.app
-    raw = await request.read()
+    raw = await read_body(request)
     body = _load(app, raw, "anthropic/count_tokens.request")
     provider, target, mode = resolve(app, body["model"], "anthropic", request)
     if mode == "passthrough":

@@ -24,8 +24,8 @@ from aiohttp import web
 from ..functions import TranslationError, new_id
 from ..jsontext import dumpb
 from . import ops, passthrough, translate
-from .context import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, resolve, spec_scope,
-                  upstream_auth)
+from .context import (CONFIG, HEALTH_CHECKS, UPSTREAMS, add_pair, add_route, limits, pair_for, read_body, resolve,
+                      spec_scope, upstream_auth)
 from .api_errors import ApiError
 
 log = logging.getLogger("engine.responses")
@@ -126,11 +126,12 @@ def _record(response_id: str, body: dict, req_vars: dict, response: dict, items:
 
 async def create_response(request: web.Request):
     app = request.app
-    raw = await request.read()
+    raw = await read_body(request)
     body = translate.parse_body(raw, "openai/responses.request", *limits(app))
     provider, target, mode = resolve(app, body["model"], "openai", request)
     if mode == "passthrough":
         return await passthrough.responses_passthrough(request, raw, body, target)
+    del raw  # a stream may stay open for minutes: the decoded body is all it needs
     return await _translated(request, body, provider, target)
 
 
@@ -157,7 +158,7 @@ async def submit_tool_outputs(request: web.Request):
     new response chained to it by previous_response_id (the submit spec builds that request)."""
     app = request.app
     rid = request.match_info["id"]
-    sub = translate.parse_body(await request.read() or b"{}", "openai/responses.submit_tool_outputs", *limits(app))
+    sub = translate.parse_body(await read_body(request) or b"{}", "openai/responses.submit_tool_outputs", *limits(app))
     record = await _load(app, rid, owner=tenant(request))
     model = (record.get("request") or {}).get("model") or ""
     provider, target, mode = resolve(app, model, "openai", request)

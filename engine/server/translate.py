@@ -292,7 +292,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     # nothing it made of anything else
     tools = body.get(MEMBER)
     payload = dumpb(shared_members(out_body) if tools is not None and id(tools) in SHARED else out_body)
-    del out_body  # a stream stays open for minutes: only the bytes are kept (for a retry)
+    del out_body  # a stream stays open for minutes: only the bytes are kept, until sent
     recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
     try:
@@ -310,6 +310,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
         app[ops.METRICS].upstream_errors.labels(upstream.name, str(e.status)).inc()
         ops.note(request, upstream_status=e.status)
         raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
+    payload = None  # answered, so no retry will send it again
     ops.note(request, upstream_status=resp.status)
     if rec is not None:
         rec.answer(resp.status, resp.headers)
@@ -425,13 +426,13 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                 if early:
                     # one read may hold most of a fast upstream's stream: the first few events go
                     # out on their own, so the first token does not wait for the whole burst
-                    cut, seen = early_cut(chunk, early)
+                    at, seen = early_cut(chunk, early)
                     early -= seen
-                    if cut:
-                        data = translator.feed(chunk[:cut])
+                    if at:
+                        data = translator.feed(chunk[:at])
                         if data:
                             await write(data)
-                        chunk = chunk[cut:]
+                        chunk = chunk[at:]
                 data = translator.feed(chunk)
                 if data:
                     await write(data)
