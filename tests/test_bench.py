@@ -140,6 +140,15 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     assert "fault load test: 20 concurrent streams" in table and "verdict: met" in table
 
 
+def test_the_bench_keys_have_the_form_and_length_of_real_ones():
+    # the gateway scans what it sends for its keys, in time that falls with their length
+    import re
+    for key, prefix, length in ((runner.ANTHROPIC_KEY, "sk-ant-api03-", 108), (runner.OPENAI_KEY, "sk-proj-", 164)):
+        assert key.startswith(prefix) and len(key) == length
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", key[len(prefix):])
+    assert runner.ANTHROPIC_KEY != runner.OPENAI_KEY
+
+
 def test_median_run_keeps_one_whole_run_and_every_failure():
     runs = [{"rps": 300.0, "lat_p50": 1.0, "failed": 0}, {"rps": 100.0, "lat_p50": 9.0, "failed": 2},
             {"rps": 200.0, "lat_p50": 5.0, "failed": 1}]
