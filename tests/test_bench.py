@@ -118,8 +118,11 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         for key, r in res[name].items():
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
-    for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s"):  # every real-sized row ran
+    for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s",  # every real-sized row ran
+                "open-real0", "open-real1", "open-real2"):
         assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
+    for name in ("Codex 0.169 Responses", "Codex 0.94 chat", "Claude Code Messages"):
+        assert f"12 open streams, {name}: peak RSS MB" in table
     assert len(res["proxy"]["ns2"]["rounds"]) == 2 and len(res["engine"]["text2"]["rounds"]) == 2
     assert "2 rounds of each" in table
     assert res["engine"]["open"]["max_open"] >= 2

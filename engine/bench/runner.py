@@ -129,6 +129,10 @@ def real_body(capture: str, model: str, stream: bool) -> tuple[str, bytes]:
     return doc["path"], json.dumps(body, ensure_ascii=False).encode()
 
 
+def open_real_key(i: int) -> str:
+    return f"open-real{i}"
+
+
 def real_key(i: int, stream: bool) -> str:
     return f"real{i}{'s' if stream else 'n'}"
 
@@ -156,26 +160,31 @@ class Bench:
         self.tools_model = model_name("tools", n=s.tool_fragments, k=s.tool_calls)
         self.open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms)
         self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model)}
-        self.bodies = {}
+        self.bodies: dict = {}  # body key -> file the load generators send
+        self.paths: dict = {}  # body key -> request path, when not PATH
         for key, data in {
             "ns": _body(self.text_model, False),
             "text": _body(self.text_model, True),
             "tools": _body(self.tools_model, True, tools=True),
             "open": _body(self.open_model, True),
         }.items():
-            path = self.dir / f"body-{key}.json"
-            path.write_bytes(data)
-            self.bodies[key] = path
-        self.paths: dict = {}  # body key -> request path, when not PATH
+            self._add_body(key, None, data)
         if s.real:
             for i, (_, capture, provider) in enumerate(REAL):
                 for stream in (False, True):
-                    key = real_key(i, stream)
-                    self.paths[key], data = real_body(capture, model_name("text", n=s.real_deltas,
-                                                                          provider=provider), stream)
-                    path = self.dir / f"body-{key}.json"
-                    path.write_bytes(data)
-                    self.bodies[key] = path
+                    self._add_body(real_key(i, stream), *real_body(
+                        capture, model_name("text", n=s.real_deltas, provider=provider), stream))
+                # the same request held open, for what a real stream costs in memory
+                self._add_body(open_real_key(i), *real_body(capture, model_name(
+                    "text", n=s.open_deltas, pace_ms=s.open_pace_ms, provider=provider), True))
+
+    def _add_body(self, key: str, path: str | None, data: bytes):
+        """A body for the load generators, sent to `path` (None: PATH)."""
+        if path is not None:
+            self.paths[key] = path
+        file = self.dir / f"body-{key}.json"
+        file.write_bytes(data)
+        self.bodies[key] = file
 
     def say(self, msg: str):
         print(f"[bench] {msg}", file=self.s.log, flush=True)
@@ -338,12 +347,13 @@ class Bench:
         r["cores"] = {k: (b - a) / wall for k, a, b in zip(("gateway", "upstream", "loadgen"), before, after)}
         return r
 
-    def open_streams(self, name: str, start) -> dict:
+    def open_streams(self, name: str, start, body: str = "open") -> dict:
         proc, base = start()
         pids = proc.tree()
         idle = sum(status_kb(p, "VmRSS") for p in pids)
         n = self.s.open_streams
-        self.say(f"{name}: {n} streams open at once ({self.s.open_deltas} deltas, {self.s.open_pace_ms} ms apart)")
+        self.say(f"{name}: {n} streams open at once, body {body} ({self.s.open_deltas} deltas, "
+                 f"{self.s.open_pace_ms} ms apart)")
         peak = [idle]
         stop = threading.Event()
 
@@ -355,7 +365,7 @@ class Bench:
         th = threading.Thread(target=sample, daemon=True)
         th.start()
         try:
-            r = self.client(base, "open", n, duration=0, mode="once")
+            r = self.client(base, body, n, duration=0, mode="once")
         finally:
             stop.set()
             th.join()
@@ -393,6 +403,11 @@ class Bench:
             if s.open_streams:
                 self.results["proxy"]["open"] = self.open_streams("proxy", self.start_proxy)
                 self.results["engine"]["open"] = self.open_streams("engine", self.start_engine)
+                if s.real:
+                    for i in range(len(REAL)):
+                        key = open_real_key(i)
+                        for side, start in (("proxy", self.start_proxy), ("engine", self.start_engine)):
+                            self.results[side][key] = self.open_streams(side, start, key)
 
             if s.workers and s.workers > 1:
                 w = s.workers
@@ -503,6 +518,10 @@ def rows(res: dict, s: Settings) -> list[dict]:
         ef = E.get("open", {}).get("failed")
         fr["verdict"] = "-" if ef is None else ("met" if ef == 0 else "MISSED")
         out.append(fr)
+    for i, (name, _, _) in enumerate(REAL):
+        key = open_real_key(i)
+        if key in E or key in P:
+            row(f"{s.open_streams:,} open streams, {name}: peak RSS MB", key, "rss_peak_mb", "mb", None, "low", False)
     fails = {name: sum(v.get("failed", 0) for k, v in res.get(name, {}).items() if isinstance(v, dict) and k != "open")
              for name in ("direct", "proxy", "engine")}
     fr = _row("failed requests/streams (all load runs above)", fails["direct"], fails["proxy"], fails["engine"],
