@@ -46,7 +46,8 @@ from .upstream import model_name, stream_events
 PATH = "/v1/chat/completions"
 OPEN_STREAMS_MB = 80  # peak RSS of the gateway with `open_streams` streams open (issue 18)
 CLIENTS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clients"
-# (row name, capture, upstream provider the gateway translates to)
+
+
 def bench_key(prefix: str, length: int) -> str:
     """A made-up upstream key of a real one's form and length. The gateway looks for its keys in
     all it sends a client (engine/server/upstream.py mask), and that search takes longer the
@@ -58,6 +59,7 @@ def bench_key(prefix: str, length: int) -> str:
 ANTHROPIC_KEY = bench_key("sk-ant-api03-", 108)
 OPENAI_KEY = bench_key("sk-proj-", 164)
 
+# (row name, capture, upstream provider the gateway translates to)
 REAL = (("Codex 0.169 Responses", "codex-0.169-responses-req1.json", "anthropic"),
         ("Codex 0.94 chat", "codex-0.94-chat-req1.json", "anthropic"),
         ("Claude Code Messages", "claude-code-2.1.197-messages-req1.json", "openai"))

@@ -158,7 +158,8 @@ async def submit_tool_outputs(request: web.Request):
     new response chained to it by previous_response_id (the submit spec builds that request)."""
     app = request.app
     rid = request.match_info["id"]
-    sub = translate.parse_body(await read_body(request) or b"{}", "openai/responses.submit_tool_outputs", *limits(app))
+    sub = translate.parse_body(await read_body(request) or b"{}", "openai/responses.submit_tool_outputs",
+                               *limits(app))
     record = await _load(app, rid, owner=tenant(request))
     model = (record.get("request") or {}).get("model") or ""
     provider, target, mode = resolve(app, model, "openai", request)
