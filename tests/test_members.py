@@ -233,6 +233,31 @@ def test_texts_of_the_same_length_are_told_apart():
     assert len(memo.by_len) == 1 and len(next(iter(memo.by_len.values()))) == 2
 
 
+def test_every_kept_text_is_found_without_splitting_the_body(monkeypatch):
+    """However many texts are kept and however the client spaces its JSON, a body whose tools
+    are one of them is read around them: the split that would otherwise find them never runs."""
+    from engine.server import members
+    memo = Memo()
+    sets = [[{"type": "function", "name": f"s{i}t{k}", "parameters": {"type": "object"}} for k in range(30)]
+            for i in range(8)]
+    bodies = [json.dumps({"model": "m", "input": "hi", "tools": t}).encode() for t in sets]
+    entries = [memo.load(b)[1] for b in bodies]
+    assert memo.misses == 8
+
+    def no_split(raw):
+        raise AssertionError("the body was split")
+    monkeypatch.setattr(members, "_split", no_split)
+    for body, entry in zip(bodies, entries):  # the oldest first: seven texts were kept after it
+        got, found = memo.load(body)
+        assert found is entry and got == msgspec.json.decode(body) and got[MEMBER] is entry.value
+    text = entries[0].text
+    for spaced in (b'{"model": "m", "tools" :\n\t ' + text + b' , "input": "' + b"x" * 2048 + b'"}',
+                   b'{"tools":' + text + b',"model":"m","input":"' + b"x" * 2048 + b'"}'):
+        got, found = memo.load(spaced)
+        assert found is entries[0] and got == msgspec.json.decode(spaced)
+    assert memo.hits == 10 and memo.misses == 8
+
+
 @pytest.mark.parametrize("shape", ["nested", "other_key", "duplicate_first", "duplicate_last", "twice"])
 def test_a_kept_text_found_elsewhere_in_a_body_reads_as_the_whole_decode(shape):
     memo = Memo()
