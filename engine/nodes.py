@@ -205,7 +205,10 @@ class ItemMemo:
     made of it is kept too: the same list object is the answer until the key or MUTATIONS
     changes (nothing changes a spec's output in place)."""
     __slots__ = ("roots", "cache", "lists")
-    LIMIT = 256  # items kept per `each`; past it the memo starts over
+    # items kept per `each`: every tool of the 32 tools texts the members memo keeps, at 128
+    # tools each (the most OpenAI's APIs take); past it, the values of items no longer shared
+    # go first, and the memo starts over only if that frees nothing
+    LIMIT = 4096
     LISTS = 32   # lists kept per `each` (as many as client tools texts are kept, members.MAX_ENTRIES)
 
     def __init__(self):
@@ -234,7 +237,7 @@ class ItemMemo:
             v = fn(item)
             if hit is not None:
                 _released(hit[3])
-            if len(cache) >= self.LIMIT:
+            if len(cache) >= self.LIMIT and not self._prune():
                 self.clear()
             cache[id(item)] = (item, gen, key, v)
             _kept(v)
@@ -249,6 +252,16 @@ class ItemMemo:
             self.lists[id(items)] = (items, gen, key, out)
             keep(out)
         return out
+
+    def _prune(self) -> int:
+        """Lets go of the values of items no longer shared (their tools text left the members
+        memo) or kept before the last MUTATIONS; how many went."""
+        gen = MUTATIONS[0]
+        dead = [k for k, (item, g, _, _) in self.cache.items()
+                if g != gen or (s := SHARED_ITEMS.get(k)) is None or s[0] is not item or s[1] != gen]
+        for k in dead:
+            _released(self.cache.pop(k)[3])
+        return len(dead)
 
     def clear(self):
         for hit in self.cache.values():

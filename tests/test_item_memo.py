@@ -119,6 +119,28 @@ def test_kept_values_are_reused_only_while_item_key_and_mutations_hold(shared):
     assert after == first and not any(x is y for x, y in zip(after, first))
 
 
+def test_a_full_memo_lets_go_of_items_no_longer_shared_before_starting_over(shared, monkeypatch):
+    """Many clients' tools in turn: a tools text the members memo let go of leaves room for the
+    next, and the items still shared keep their values."""
+    from engine.nodes import ItemMemo
+    monkeypatch.setattr(ItemMemo, "LIMIT", 4)
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    live = shared([{"name": "a"}, {"name": "b"}])
+    gone = [{"name": "c"}, {"name": "d"}]
+    share(gone)
+    first = _apply(spec, {"xs": live})["out"]
+    _apply(spec, {"xs": gone})
+    unshare(gone)  # its text left the members memo
+    _apply(spec, {"xs": shared([{"name": "e"}])})  # the memo is full: c and d make room
+    again = _apply(spec, {"xs": live})["out"]
+    assert again == first and all(x is y for x, y in zip(again, first))
+    # when every kept item is still shared, a new one starts the memo over
+    _apply(spec, {"xs": shared([{"name": "f"}, {"name": "g"}])})
+    after = _apply(spec, {"xs": live})["out"]
+    assert after == first and not any(x is y for x, y in zip(after, first))
+
+
 def test_items_not_shared_are_mapped_every_time(shared):
     spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
     assert not errors
