@@ -206,10 +206,10 @@ class ItemMemo:
     changes (nothing changes a spec's output in place)."""
     __slots__ = ("roots", "cache", "lists")
     # items kept per `each`: every tool of the 32 tools texts the members memo keeps, at 128
-    # tools each (the most OpenAI's APIs take); past it, the values of items no longer shared
-    # go first, and the memo starts over only if that frees nothing
+    # tools each (the most OpenAI's APIs take). Past it, what was made of items no longer shared
+    # goes first, and the memo starts over only if that frees no room
     LIMIT = 4096
-    LISTS = 32   # lists kept per `each` (as many as client tools texts are kept, members.MAX_ENTRIES)
+    LISTS = 32   # lists kept per `each`, as many as tools texts are kept (members.MAX_ENTRIES); past it, as above
 
     def __init__(self):
         self.roots: tuple | None = None
@@ -237,8 +237,10 @@ class ItemMemo:
             v = fn(item)
             if hit is not None:
                 _released(hit[3])
-            if len(cache) >= self.LIMIT and not self._prune():
-                self.clear()
+            if len(cache) >= self.LIMIT:
+                self._prune()
+                if len(cache) >= self.LIMIT:
+                    self.clear()
             cache[id(item)] = (item, gen, key, v)
             _kept(v)
             return v
@@ -248,20 +250,24 @@ class ItemMemo:
             if old is not None:
                 release(old[3])
             if len(self.lists) >= self.LISTS:
-                self.clear()
+                self._prune()
+                if len(self.lists) >= self.LISTS:
+                    self.clear()
             self.lists[id(items)] = (items, gen, key, out)
             keep(out)
         return out
 
-    def _prune(self) -> int:
-        """Lets go of the values of items no longer shared (their tools text left the members
-        memo) or kept before the last MUTATIONS; how many went."""
+    def _prune(self):
+        """Lets go of what was made of items and lists no longer shared (their tools text left
+        the members memo) or kept before the last MUTATIONS."""
         gen = MUTATIONS[0]
         dead = [k for k, (item, g, _, _) in self.cache.items()
                 if g != gen or (s := SHARED_ITEMS.get(k)) is None or s[0] is not item or s[1] != gen]
         for k in dead:
             _released(self.cache.pop(k)[3])
-        return len(dead)
+        gone = [k for k, (items, g, _, _) in self.lists.items() if g != gen or not is_kept(items)]
+        for k in gone:
+            release(self.lists.pop(k)[3])
 
     def clear(self):
         for hit in self.cache.values():

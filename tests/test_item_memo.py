@@ -141,6 +141,24 @@ def test_a_full_memo_lets_go_of_items_no_longer_shared_before_starting_over(shar
     assert after == first and not any(x is y for x, y in zip(after, first))
 
 
+def test_a_full_memo_of_lists_lets_go_of_lists_no_longer_shared_first(shared, monkeypatch):
+    from engine.nodes import ItemMemo
+    monkeypatch.setattr(ItemMemo, "LISTS", 2)
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    memo = next(iter(spec.item_memos.values()))
+    live = shared([{"name": "a"}])
+    gone = [{"name": "b"}]
+    share(gone)
+    first = _apply(spec, {"xs": live})["out"]
+    _apply(spec, {"xs": gone})
+    unshare(gone)
+    _apply(spec, {"xs": shared([{"name": "c"}])})  # two lists kept: the one no longer shared goes
+    assert len(memo.lists) == 2 and _apply(spec, {"xs": live})["out"] is first
+    _apply(spec, {"xs": shared([{"name": "d"}])})  # both still shared: the memo starts over
+    assert len(memo.lists) == 1 and _apply(spec, {"xs": live})["out"] is not first
+
+
 def test_items_not_shared_are_mapped_every_time(shared):
     spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
     assert not errors
