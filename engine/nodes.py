@@ -11,7 +11,7 @@ from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
-from .program import MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
+from .program import KEPT_TEXTS, MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
 
 
 def as_fn(node):
@@ -205,11 +205,12 @@ class ItemMemo:
     made of it is kept too: the same list object is the answer until the key or MUTATIONS
     changes (nothing changes a spec's output in place)."""
     __slots__ = ("roots", "cache", "lists")
-    # items kept per `each`: every tool of the 32 tools texts the members memo keeps, at 128
-    # tools each (the most OpenAI's APIs take). Past it, what was made of items no longer shared
-    # goes first, and the memo starts over only if that frees no room
-    LIMIT = 4096
-    LISTS = 32   # lists kept per `each`, as many as tools texts are kept (members.MAX_ENTRIES); past it, as above
+    # items kept per `each`: every tool of the tools texts the members memo keeps, at 128 tools
+    # each (the most OpenAI's APIs take). When it is full, what was made of items no longer
+    # shared goes; if that is under an eighth of it, the memo starts over (a scan per insert would
+    # cost more than the misses of clients in turn beyond what is kept). The same for lists.
+    LIMIT = KEPT_TEXTS * 128
+    LISTS = KEPT_TEXTS
 
     def __init__(self):
         self.roots: tuple | None = None
@@ -237,10 +238,8 @@ class ItemMemo:
             v = fn(item)
             if hit is not None:
                 _released(hit[3])
-            if len(cache) >= self.LIMIT:
-                self._prune()
-                if len(cache) >= self.LIMIT:
-                    self.clear()
+            if len(cache) >= self.LIMIT and self._prune()[0] < max(1, self.LIMIT // 8):
+                self.clear()
             cache[id(item)] = (item, gen, key, v)
             _kept(v)
             return v
@@ -249,17 +248,15 @@ class ItemMemo:
             old = self.lists.pop(id(items), None)
             if old is not None:
                 release(old[3])
-            if len(self.lists) >= self.LISTS:
-                self._prune()
-                if len(self.lists) >= self.LISTS:
-                    self.clear()
+            if len(self.lists) >= self.LISTS and self._prune()[1] < max(1, self.LISTS // 8):
+                self.clear()
             self.lists[id(items)] = (items, gen, key, out)
             keep(out)
         return out
 
-    def _prune(self):
+    def _prune(self) -> tuple[int, int]:
         """Lets go of what was made of items and lists no longer shared (their tools text left
-        the members memo) or kept before the last MUTATIONS."""
+        the members memo) or kept before the last MUTATIONS: (items, lists) let go."""
         gen = MUTATIONS[0]
         dead = [k for k, (item, g, _, _) in self.cache.items()
                 if g != gen or (s := SHARED_ITEMS.get(k)) is None or s[0] is not item or s[1] != gen]
@@ -268,6 +265,7 @@ class ItemMemo:
         gone = [k for k, (items, g, _, _) in self.lists.items() if g != gen or not is_kept(items)]
         for k in gone:
             release(self.lists.pop(k)[3])
+        return len(dead), len(gone)
 
     def clear(self):
         for hit in self.cache.values():

@@ -122,6 +122,11 @@ def mutated():
     MUTATIONS[0] += 1
 
 
+# Client tools texts kept at once (engine/server/members.py), and so the lists an `each` keeps of
+# them (nodes.ItemMemo): a gateway with more clients of distinct tools in turn finds none kept.
+# About 60 KB each for the recorded Codex and Claude Code requests, all that is made of them included.
+KEPT_TEXTS = 128
+
 # Values requests share and nothing changes (engine/server/members.py keeps a client's `tools`;
 # nodes.ItemMemo and filters what a spec made of them): id -> [the value, its JSON text (None until
 # first written), MUTATIONS when it was kept, the text as UTF-8 (None until first asked)]. The

@@ -238,8 +238,9 @@ def test_every_kept_text_is_found_without_splitting_the_body(monkeypatch):
     are one of them is read around them: the split that would otherwise find them never runs."""
     from engine.server import members
     memo = Memo()
-    sets = [[{"type": "function", "name": f"s{i}t{k}", "parameters": {"type": "object"}} for k in range(30)]
-            for i in range(8)]
+    # as clients of one kind send them: the same first tools, then their own
+    sets = [[{"type": "function", "name": f"t{k}", "parameters": {"type": "object"}} for k in range(30)]
+            + [{"type": "function", "name": f"client{i}", "parameters": {"type": "object"}}] for i in range(8)]
     bodies = [json.dumps({"model": "m", "input": "hi", "tools": t}).encode() for t in sets]
     entries = [memo.load(b)[1] for b in bodies]
     assert memo.misses == 8
@@ -256,6 +257,19 @@ def test_every_kept_text_is_found_without_splitting_the_body(monkeypatch):
         got, found = memo.load(spaced)
         assert found is entries[0] and got == msgspec.json.decode(spaced)
     assert memo.hits == 10 and memo.misses == 8
+    # the texts begin alike: the one used last is looked at first
+    alike = memo.by_head[text[:members.HEAD]]
+    assert len(alike) == 8 and alike[-1] is entries[0]
+    memo.load(bodies[3])
+    assert alike[-1] is entries[3]
+
+
+def test_an_each_keeps_as_many_lists_as_the_memo_keeps_texts():
+    from engine import program
+    from engine.nodes import ItemMemo
+    from engine.server import members
+    assert members.MAX_ENTRIES == ItemMemo.LISTS == program.KEPT_TEXTS
+    assert ItemMemo.LIMIT >= 128 * ItemMemo.LISTS  # every tool of every kept text
 
 
 @pytest.mark.parametrize("shape", ["nested", "other_key", "duplicate_first", "duplicate_last", "twice"])

@@ -26,14 +26,14 @@ from collections import OrderedDict
 import msgspec
 
 from .. import jsontext
-from ..program import MUTATIONS, SHARED, share, shared_list_raw, shared_raw, unshare
+from ..program import KEPT_TEXTS, MUTATIONS, SHARED, share, shared_list_raw, shared_raw, unshare
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
 MIN_BODY = 2048      # below this the whole body decodes faster than it splits
 MIN_MEMBER = 1024    # a shorter member decodes faster than it is looked up
-MAX_ENTRIES = 32
-MAX_BYTES = 1 << 20  # of member text kept
+MAX_ENTRIES = KEPT_TEXTS
+MAX_BYTES = 4 << 20  # of member text kept: 128 texts of 32 KB
 
 HEAD = 48            # bytes of a kept text it is looked up by
 _JSON_SPACE = (b" ", b"\t", b"\n", b"\r")
@@ -120,7 +120,7 @@ class Memo:
             entry = self._add(text, body[MEMBER])
         else:
             self.hits += 1
-            self.order.move_to_end(entry)
+            self._used(entry)
         return body, entry
 
     def _known(self, raw: bytes):
@@ -139,7 +139,7 @@ class Memo:
                 v += 1
                 while raw[v:v + 1] in _JSON_SPACE:
                     v += 1
-                for entry in by_head.get(raw[v:v + HEAD], ()):
+                for entry in reversed(by_head.get(raw[v:v + HEAD], ())):  # the most recently used first
                     text = entry.text
                     if not raw.startswith(text, v):
                         continue
@@ -150,11 +150,20 @@ class Memo:
                     if type(body) is dict and body.get(MEMBER) == _MARK:
                         body[MEMBER] = entry.value
                         self.hits += 1
-                        self.order.move_to_end(entry)
+                        self._used(entry)
                         return body, entry
                     break  # this `"tools"` was not the body's own: the next one may be
             at = raw.find(MEMBER_KEY, at + 1)
         return None
+
+    def _used(self, entry: Entry):
+        """Most recently used: last out of the memo, first looked at among the texts that begin
+        alike (clients of one kind send tools that differ only past their first bytes)."""
+        self.order.move_to_end(entry)
+        alike = self.by_head[entry.text[:HEAD]]
+        if alike[-1] is not entry:
+            alike.remove(entry)
+            alike.append(entry)
 
     def _add(self, text: bytes, value) -> Entry:
         entry = Entry(text, value)
