@@ -96,7 +96,8 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        fault_streams=20, real_concurrency=3, real_deltas=5, workdir=tmp_path, log=log)
+                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, workdir=tmp_path,
+                        log=log)
     b = runner.Bench(s)
     try:
         res = b.run()
@@ -123,6 +124,10 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
     for name in ("Codex 0.169 Responses", "Codex 0.94 chat", "Claude Code Messages"):
         assert f"12 open streams, {name}: peak RSS MB" in table
+        assert f"{name}, 4 clients in turn, non-stream c=3: requests/s" in table
+    for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
+        assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
+        assert len(b.bodies[key]) == 4 and len({p.read_bytes() for p in b.bodies[key]}) == 4
     assert len(res["proxy"]["ns2"]["rounds"]) == 2 and len(res["engine"]["text2"]["rounds"]) == 2
     assert "2 rounds of each" in table
     assert res["engine"]["open"]["max_open"] >= 2

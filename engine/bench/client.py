@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -221,11 +222,15 @@ async def _one(conn_box: list, host, port, request: bytes, timeout: float) -> Re
         return r
 
 
-async def run_duration(url: str, body: bytes, concurrency: int, duration: float,
+async def run_duration(url: str, body: bytes | list[bytes], concurrency: int, duration: float,
                        headers: dict | None = None, timeout: float = 60.0,
                        warmup: float = 0.0) -> dict:
-    """`concurrency` connections, requests back to back for `duration` seconds (after `warmup`)."""
-    host, port, request = build_request(url, body, headers)
+    """`concurrency` connections, requests back to back for `duration` seconds (after `warmup`);
+    with several bodies, each request sends the next one in turn (clients of different tools)."""
+    bodies = body if isinstance(body, list) else [body]
+    requests = [build_request(url, b, headers)[2] for b in bodies]
+    host, port, _ = build_request(url, bodies[0], headers)
+    turn = itertools.count()
     results: list[Result] = []
     errors: dict = {}
     start = _now()
@@ -236,7 +241,7 @@ async def run_duration(url: str, body: bytes, concurrency: int, duration: float,
         box = [None]
         while _now() < deadline:
             try:
-                r = await _one(box, host, port, request, timeout)
+                r = await _one(box, host, port, requests[next(turn) % len(requests)], timeout)
             except OSError as e:
                 r = Result(_now())
                 r.error = f"connect: {type(e).__name__}"
@@ -321,7 +326,8 @@ def summarize(results: list[Result], elapsed: float, errors: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench.client", description=__doc__.split("\n")[0])
     p.add_argument("--url", required=True)
-    p.add_argument("--body", required=True, help="file holding the JSON request body")
+    p.add_argument("--body", required=True, action="append",
+                   help="file holding the JSON request body; several: sent in turn (duration mode)")
     p.add_argument("--mode", choices=("duration", "once"), default="duration")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=5.0)
@@ -330,14 +336,14 @@ def main(argv=None) -> int:
     p.add_argument("--header", action="append", default=[], metavar="K:V")
     args = p.parse_args(argv)
     raise_nofile()
-    body = open(args.body, "rb").read()
+    bodies = [open(path, "rb").read() for path in args.body]
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
     if args.mode == "duration":
-        out = asyncio.run(run_duration(args.url, body, args.concurrency, args.duration, headers,
+        out = asyncio.run(run_duration(args.url, bodies, args.concurrency, args.duration, headers,
                                        args.timeout, args.warmup))
     else:
-        out = asyncio.run(run_once(args.url, body, args.concurrency, headers, args.timeout))
+        out = asyncio.run(run_once(args.url, bodies[0], args.concurrency, headers, args.timeout))
     print(json.dumps(out))
     return 0
 

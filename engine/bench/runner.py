@@ -6,7 +6,8 @@ Phases, in order, all on loopback:
      tool-call streams; it stops;
   3. `engine serve` starts (server CPU), the same load; it stops;
   4. 1,000 open streams (the upstream paces its events so they stay open) through a fresh byte
-     proxy, then a fresh gateway: peak RSS and failures;
+     proxy, then a fresh gateway: peak RSS and failures; then the same for each real-sized
+     request;
   5. `engine serve --workers 2` (both CPUs): the same non-stream and stream load at the highest
      concurrency, against the 1-worker figures;
   6. the fault load test (engine.bench.faults): a fresh fake upstream and `engine serve` with a
@@ -16,10 +17,11 @@ Phases, in order, all on loopback:
 
 Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses request, the
 Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
-non-stream and streamed at concurrency `real_concurrency`, on the path the client used. The two
-Codex requests name a Claude model (translated to Anthropic Messages), the Claude Code request an
-OpenAI one (translated to Chat Completions): the fake upstream answers either
-(engine.bench.upstream). The byte proxy forwards the same bodies untouched.
+non-stream and streamed at concurrency `real_concurrency`, on the path the client used; and each
+non-stream from `real_clients` clients in turn, each with tools of its own (a gateway shared by
+many users). The two Codex requests name a Claude model (translated to Anthropic Messages), the
+Claude Code request an OpenAI one (translated to Chat Completions): the fake upstream answers
+either (engine.bench.upstream). The byte proxy forwards the same bodies untouched.
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ class Settings:
     fault_retries: int = 2           # the gateway's upstream_max_retries in that run
     real: bool = True                # the real-sized request rows (REAL)
     real_concurrency: int = 16
+    real_clients: int = 64           # clients with tools of their own, in turn (the multi-client rows)
     real_deltas: int = 40            # text deltas of their answers
     micro: bool = True
     micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
@@ -119,16 +122,31 @@ def _body(model: str, stream: bool, tools: bool = False) -> bytes:
     return json.dumps(body).encode()
 
 
-def real_body(capture: str, model: str, stream: bool) -> tuple[str, bytes]:
-    """(path, body) of a recorded client request, with the bench model and the stream flag."""
+def real_body(capture: str, model: str, stream: bool, client: int | None = None) -> tuple[str, bytes]:
+    """(path, body) of a recorded client request, with the bench model and the stream flag; with
+    `client`, each tool's description ends with that client's number (tools of its own, as
+    clients with their own MCP servers or versions send)."""
     doc = json.loads((CLIENTS / capture).read_text())
     body = dict(doc["body"], model=model)
+    if client is not None:
+        body["tools"] = [_own_tool(t, client) for t in body["tools"]]
     if stream:
         body["stream"] = True
     else:
         body.pop("stream", None)
         body.pop("stream_options", None)
     return doc["path"], json.dumps(body, ensure_ascii=False).encode()
+
+
+def _own_tool(tool: dict, client: int) -> dict:
+    fn = tool.get("function")
+    if isinstance(fn, dict):
+        return dict(tool, function=_own_tool(fn, client))
+    return dict(tool, description=f"{tool.get('description') or ''} [client {client}]")
+
+
+def clients_key(i: int) -> str:
+    return f"clients{i}n"
 
 
 def open_real_key(i: int) -> str:
@@ -162,7 +180,7 @@ class Bench:
         self.tools_model = model_name("tools", n=s.tool_fragments, k=s.tool_calls)
         self.open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms)
         self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model)}
-        self.bodies: dict = {}  # body key -> file the load generators send
+        self.bodies: dict = {}  # body key -> file the load generators send (a list: sent in turn)
         self.paths: dict = {}  # body key -> request path, when not PATH
         for key, data in {
             "ns": _body(self.text_model, False),
@@ -179,14 +197,21 @@ class Bench:
                 # the same request held open, for what a real stream costs in memory
                 self._add_body(open_real_key(i), *real_body(capture, model_name(
                     "text", n=s.open_deltas, pace_ms=s.open_pace_ms, provider=provider), True))
+                # the same request from many clients, each with tools of its own, in turn
+                model = model_name("text", n=s.real_deltas, provider=provider)
+                for k in range(s.real_clients):
+                    self._add_body(clients_key(i), *real_body(capture, model, False, client=k))
 
     def _add_body(self, key: str, path: str | None, data: bytes):
-        """A body for the load generators, sent to `path` (None: PATH)."""
+        """A body for the load generators, sent to `path` (None: PATH). A key given several
+        bodies sends them in turn (the asyncio client only)."""
         if path is not None:
             self.paths[key] = path
-        file = self.dir / f"body-{key}.json"
+        have = self.bodies.get(key)
+        have = [] if have is None else have if isinstance(have, list) else [have]
+        file = self.dir / f"body-{key}{f'-{len(have)}' if have else ''}.json"
         file.write_bytes(data)
-        self.bodies[key] = file
+        self.bodies[key] = have + [file] if have else file
 
     def say(self, msg: str):
         print(f"[bench] {msg}", file=self.s.log, flush=True)
@@ -280,9 +305,10 @@ class Bench:
     def client(self, base: str, body: str, conc: int, duration: float | None = None, mode: str = "duration",
                warmup: float = 0.0) -> dict:
         d = self.s.duration if duration is None else duration
+        files = self.bodies[body] if isinstance(self.bodies[body], list) else [self.bodies[body]]
         cmd = self.pin.prefix(self.pin.load_cpus) + [
             python(), "-m", "engine.bench.client", "--url", base + self.paths.get(body, PATH),
-            "--body", str(self.bodies[body]),
+            *(a for f in files for a in ("--body", str(f))),
             "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -327,6 +353,10 @@ class Bench:
                     loads.append((key, f"{name} request ({self.bodies[key].stat().st_size:,} bytes, to "
                                        f"{provider}), {'streamed' if stream else 'non-stream'}, concurrency {c}",
                                   lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
+                key = clients_key(i)
+                loads.append((key, f"{name} request from {self.s.real_clients} clients with tools of their own, "
+                                   f"in turn, non-stream, concurrency {c}",
+                              lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
         rounds = max(1, self.s.rounds)
         for key, what, load in loads:
             runs: dict = {name: [] for name in targets}
@@ -503,6 +533,8 @@ def rows(res: dict, s: Settings) -> list[dict]:
                 key = real_key(i, stream)
                 what = "stream" if stream else "non-stream"
                 row(f"{name}, {what} c={s.real_concurrency}: requests/s", key, "rps", "int", 0.7, "high", False)
+            row(f"{name}, {s.real_clients} clients in turn, non-stream c={s.real_concurrency}: requests/s",
+                clients_key(i), "rps", "int", None, "high", False)
     if "open" in E or "open" in P:
         n = s.open_streams
         row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)
