@@ -2,8 +2,8 @@
 
 Codex and Claude Code send the same `tools` array with every request of a session: 5-17 KB, about
 85% of what msgspec spends decoding their bodies, and most of what the schema and nesting checks
-walk. Where the body's `tools` text is one seen before (looked up by its first bytes, whatever
-the number of texts kept), the rest of the body is decoded around it and `tools` is the value
+walk. Where the body's `tools` text is one seen before (looked up by its first bytes, then
+compared whole), the rest of the body is decoded around it and `tools` is the value
 decoded then. Any other body that holds `"tools"` is split into its top-level members as raw
 text (msgspec.Raw: scanned, not built), so that its `tools` text can be kept. The checks a kept
 value passed (the client schema, the nesting limit) are not run on it again: the rest of the
@@ -127,8 +127,8 @@ class Memo:
         """The body read around a kept text that is its `tools`. After each `"tools":` in the
         body, the text is looked up by its first HEAD bytes and compared whole; the rest is then
         decoded with a marker in the text's place, which must come out as `tools` (the key may
-        also sit inside a string, or deeper). A dict lookup per key found, however many texts
-        are kept: 1-2 µs where splitting the body costs 8-26."""
+        also sit inside a string, or deeper). A dict lookup per key found, then the texts that
+        begin alike, the most recently used first: 1-2 µs where splitting the body costs 8-26."""
         by_head = self.by_head
         at = raw.find(MEMBER_KEY)
         while at >= 0:
