@@ -227,9 +227,9 @@ async def run_duration(url: str, body: bytes | list[bytes], concurrency: int, du
                        warmup: float = 0.0) -> dict:
     """`concurrency` connections, requests back to back for `duration` seconds (after `warmup`);
     with several bodies, each request sends the next one in turn (clients of different tools)."""
-    bodies = body if isinstance(body, list) else [body]
-    requests = [build_request(url, b, headers)[2] for b in bodies]
-    host, port, _ = build_request(url, bodies[0], headers)
+    built = [build_request(url, b, headers) for b in (body if isinstance(body, list) else [body])]
+    host, port, _ = built[0]
+    requests = [request for _, _, request in built]
     turn = itertools.count()
     results: list[Result] = []
     errors: dict = {}

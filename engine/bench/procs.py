@@ -41,6 +41,7 @@ class Pinning:
         self.server_cpus = str(cpus[0]) if self.enabled else None
         self.load_cpus = str(cpus[1]) if self.enabled else None
         self.all_cpus = ",".join(map(str, cpus[:2])) if self.enabled else None
+        self.saved: set | None = None  # the runner's CPUs before pin_self()
 
     def prefix(self, cpus: str | None) -> list[str]:
         return [self.taskset, "-c", cpus] if self.enabled and cpus else []
@@ -62,9 +63,8 @@ class Pinning:
     def restore(self):
         """The runner's CPUs as they were before pin_self(): a caller that goes on (a test
         session) must not stay on one CPU, nor the processes it starts next."""
-        saved = getattr(self, "saved", None)
-        if saved is not None:
-            os.sched_setaffinity(0, saved)
+        if self.saved is not None:
+            os.sched_setaffinity(0, self.saved)
             self.saved = None
 
 

@@ -180,7 +180,7 @@ class Bench:
         self.tools_model = model_name("tools", n=s.tool_fragments, k=s.tool_calls)
         self.open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms)
         self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model)}
-        self.bodies: dict = {}  # body key -> file the load generators send (a list: sent in turn)
+        self.bodies: dict[str, list[Path]] = {}  # body key -> files the load generators send, in turn
         self.paths: dict = {}  # body key -> request path, when not PATH
         for key, data in {
             "ns": _body(self.text_model, False),
@@ -207,11 +207,10 @@ class Bench:
         bodies sends them in turn (the asyncio client only)."""
         if path is not None:
             self.paths[key] = path
-        have = self.bodies.get(key)
-        have = [] if have is None else have if isinstance(have, list) else [have]
-        file = self.dir / f"body-{key}{f'-{len(have)}' if have else ''}.json"
+        files = self.bodies.setdefault(key, [])
+        file = self.dir / f"body-{key}{f'-{len(files)}' if files else ''}.json"
         file.write_bytes(data)
-        self.bodies[key] = have + [file] if have else file
+        files.append(file)
 
     def say(self, msg: str):
         print(f"[bench] {msg}", file=self.s.log, flush=True)
@@ -298,17 +297,16 @@ class Bench:
     def nonstream(self, base: str, conc: int, duration: float | None = None) -> dict:
         d = self.s.duration if duration is None else duration
         if self.use_wrk:
-            return wrk_mod.run(base + PATH, self.bodies["ns"], conc, d, self.pin.prefix(self.pin.load_cpus),
+            return wrk_mod.run(base + PATH, self.bodies["ns"][0], conc, d, self.pin.prefix(self.pin.load_cpus),
                                self.dir)
         return self.client(base, "ns", conc, d)
 
     def client(self, base: str, body: str, conc: int, duration: float | None = None, mode: str = "duration",
                warmup: float = 0.0) -> dict:
         d = self.s.duration if duration is None else duration
-        files = self.bodies[body] if isinstance(self.bodies[body], list) else [self.bodies[body]]
         cmd = self.pin.prefix(self.pin.load_cpus) + [
             python(), "-m", "engine.bench.client", "--url", base + self.paths.get(body, PATH),
-            *(a for f in files for a in ("--body", str(f))),
+            *(a for f in self.bodies[body] for a in ("--body", str(f))),
             "--mode", mode, "--concurrency", str(conc), "--duration", str(d), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=d + warmup + 300,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -326,7 +324,7 @@ class Bench:
     def warm(self, base: str):
         d = max(self.s.warmup, 0.2)
         if self.use_wrk:
-            wrk_mod.run(base + PATH, self.bodies["ns"], 16, max(1.0, d), self.pin.prefix(self.pin.load_cpus),
+            wrk_mod.run(base + PATH, self.bodies["ns"][0], 16, max(1.0, d), self.pin.prefix(self.pin.load_cpus),
                         self.dir)
         else:
             self.client(base, "ns", 16, d)
@@ -350,7 +348,7 @@ class Bench:
             for i, (name, _, provider) in enumerate(REAL):
                 for stream in (False, True):
                     key = real_key(i, stream)
-                    loads.append((key, f"{name} request ({self.bodies[key].stat().st_size:,} bytes, to "
+                    loads.append((key, f"{name} request ({self.bodies[key][0].stat().st_size:,} bytes, to "
                                        f"{provider}), {'streamed' if stream else 'non-stream'}, concurrency {c}",
                                   lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
                 key = clients_key(i)

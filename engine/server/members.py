@@ -167,22 +167,16 @@ class Memo:
 
     def _add(self, text: bytes, value) -> Entry:
         entry = Entry(text, value)
-        self.by_len.setdefault(len(text), []).append(entry)
-        self.by_head.setdefault(text[:HEAD], []).append(entry)
+        _index(self.by_len, len(text), entry)
+        _index(self.by_head, text[:HEAD], entry)
         self.order[entry] = None
         self.by_id[id(value)] = entry
         share(value)
         self.size += len(text)
         while len(self.order) > self.max_entries or self.size > self.max_bytes:
             old, _ = self.order.popitem(last=False)
-            same = self.by_len[len(old.text)]
-            same.remove(old)
-            if not same:
-                del self.by_len[len(old.text)]
-            same = self.by_head[old.text[:HEAD]]
-            same.remove(old)
-            if not same:
-                del self.by_head[old.text[:HEAD]]
+            _unindex(self.by_len, len(old.text), old)
+            _unindex(self.by_head, old.text[:HEAD], old)
             self.size -= len(old.text)
             if self.by_id.get(id(old.value)) is old:
                 del self.by_id[id(old.value)]
@@ -195,6 +189,17 @@ class Memo:
         if entry is None or entry.value is not value or self.gen != MUTATIONS[0]:
             return None
         return entry
+
+
+def _index(index: dict, key, entry: Entry):
+    index.setdefault(key, []).append(entry)
+
+
+def _unindex(index: dict, key, entry: Entry):
+    same = index[key]
+    same.remove(entry)
+    if not same:
+        del index[key]
 
 
 MEMO = Memo()
