@@ -81,7 +81,8 @@ def _serve(args) -> int:
     if workers <= 1:
         app.on_startup.append(_reopen_logs_on_sighup)
         web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True,
-                    shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True, loop=loop_factory())
+                    backlog=cfg.listen_backlog, shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True,
+                    loop=loop_factory())
         return 0
     return _supervise(workers, lambda: _run_worker(app, cfg, loop_factory), log, cfg.port)
 
@@ -175,7 +176,8 @@ def _run_worker(app, cfg, loop_factory) -> None:
     app.on_startup.append(_reopen_logs_on_sighup)
     logging.getLogger("engine").info("worker %s serving on http://%s:%s", pid, cfg.host, cfg.port)
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, handler_cancellation=True, reuse_port=True,
-                shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True, loop=loop_factory())
+                backlog=cfg.listen_backlog, shutdown_timeout=cfg.shutdown_grace_seconds, handle_signals=True,
+                loop=loop_factory())
 
 
 def _supervise(n: int, run, log, port) -> int:
@@ -325,6 +327,9 @@ def _print_source(catalog: Catalog, ref: str) -> int:
         print(f"engine: {e.args[0]}", file=sys.stderr)
         return 2
     print(f"# {spec.ref} ({spec.kind}, {spec.file}): {len(spec.generated)} generated functions")
+    read = "every member (it reads req as a whole)" if spec.req_members is None else \
+        ", ".join(sorted(spec.req_members)) or "none"
+    print(f"# members of req it reads: {read}")
     for filename, src in spec.generated:
         print(f"\n# {filename}")
         print(src.rstrip("\n"))

@@ -17,7 +17,7 @@ from .program import END, CompiledSpec, Raw, TextOut, mutated
 from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
                    truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
-from .names import ITEM, near_typo, nearest, paths, roots, token_offset
+from .names import ITEM, members_read, near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
 from .scope import USAGE_NAMES, names_for, schemas_for
 
@@ -70,6 +70,7 @@ class Ctx:
         self.reading: list = []              # _Reads of the regions being compiled (item memos)
         self.def_reading: dict = {}          # block of defs -> _Reads of its body
         self.memos: list = []                # (nodes.ItemMemo, _Reads of the `each` body, its path)
+        self.req_members: frozenset | None = frozenset()  # of `req` read: names.members_read
 
     def error(self, path, message, col_offset=0, key=False):
         """`key`: point at the last key of `path` rather than at its value."""
@@ -219,6 +220,9 @@ def check_names(ctx: Ctx, text: str, path):
     names = roots(text)
     for r in ctx.reading:
         r.read(ctx, names)
+    if "req" in names and "req" not in ctx.local and ctx.req_members is not None:
+        read = members_read(text, "req")
+        ctx.req_members = None if read is None else ctx.req_members | read
     for name in names:
         if name in in_scope:
             continue
@@ -740,6 +744,7 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
         return None
     _enable_memos(ctx)
     out.item_memos = {p: memo for memo, _, p in ctx.memos}
+    out.req_members = ctx.req_members
     for finish in ctx.finalizers:
         finish()
     if out.kind == "StreamMapping":

@@ -474,6 +474,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_messages": _int(1),
     "keepalive_seconds": _DURATION,
     "shutdown_grace_seconds": _DURATION,
+    "listen_backlog": _int(1),
     "forward_client_keys": parse_bool,
     "workers": _workers,
     "event_loop": _choice(("auto", "uvloop", "asyncio")),
@@ -544,6 +545,7 @@ class Config:
     max_messages: int
     keepalive_seconds: float
     shutdown_grace_seconds: float
+    listen_backlog: int  # connections the kernel queues before the gateway accepts them
     forward_client_keys: bool
     workers: int | Literal["auto"]
     event_loop: str  # auto (uvloop where installed) | uvloop | asyncio

@@ -81,6 +81,73 @@ def _walk(node, base, out):
     return None
 
 
+_SCOPE, _ROOT, _OTHER = "scope", "root", "other"  # what a node's value is, for members_read
+
+
+def members_read(text: str, root: str) -> frozenset | None:
+    """The members of the scope name `root` that an expression reads: {'tools', 'model'} for
+    `req.tools || req.model`, {'text'} for `req | text.format`; None when it reads the value of
+    `root` itself (`req`, `keys(req)`, `req.*`, `req[0]`, `req | [a, @]`) or the scope that holds
+    it (`values(@)`), or on a syntax error (the compiler reports that). What the gateway keeps of a request for the specs
+    that run after it was sent (CompiledSpec.req_members)."""
+    try:
+        parsed = _PARSER.parse(text).parsed
+    except jexc.JMESPathError:
+        return None
+    out: set = set()
+    try:
+        if _members(parsed, _SCOPE, root, out) is not _OTHER:
+            return None
+    except _Whole:
+        return None
+    return frozenset(out)
+
+
+class _Whole(Exception):
+    """The root's value itself is used: every member may be read."""
+
+
+def _members(node, base, root: str, out: set):
+    """What the value of `node` is (_SCOPE, _ROOT or _OTHER), evaluated on `base`; members of
+    the root read on the way are added to `out`. Raises _Whole where the root's own value is
+    used by anything but a field step."""
+    if not isinstance(node, dict):
+        return _OTHER
+    t = node.get("type")
+    ch = node.get("children") or []
+    if t == "field":
+        if base is _SCOPE:
+            return _ROOT if node["value"] == root else _OTHER
+        if base is _ROOT:
+            out.add(node["value"])
+        return _OTHER
+    if t == "subexpression":
+        cur = base
+        for c in ch:
+            cur = _members(c, cur, root, out)
+        return cur
+    if t == "pipe":
+        return _members(ch[1], _members(ch[0], base, root, out), root, out)
+    if t in ("current", "identity"):
+        return base
+    if t == "expref":  # evaluated on the items a function hands it, never on the scope
+        for c in ch:
+            _members(c, _OTHER, root, out)
+        return _OTHER
+    if t in ("index_expression", "projection", "filter_projection", "value_projection", "flatten"):
+        if _members(ch[0], base, root, out) is not _OTHER:
+            raise _Whole
+        for c in ch[1:]:
+            _members(c, _OTHER, root, out)
+        return _OTHER
+    # functions, comparisons, and/or/not, multi-selects: each operand is evaluated on `base`,
+    # and an operand that is the root (or the scope holding it) hands its whole value on
+    for c in ch:
+        if _members(c, base, root, out) is not _OTHER:
+            raise _Whole
+    return _OTHER
+
+
 def token_offset(text: str, steps: list) -> int:
     """Character offset of the last of `steps` (a path's names) in the expression, for the caret."""
     names = [s for s in steps if s not in (ITEM, ANY)]

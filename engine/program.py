@@ -53,6 +53,8 @@ class CompiledSpec:
     disc_key: str | None = None  # the discriminator is `event.<disc_key>`
     generated: list = field(default_factory=list)  # [(file name, Python source)]: engine/codegen.py
     item_memos: dict = field(default_factory=dict)  # spec path of an `each` -> its nodes.ItemMemo
+    # the members of `req` the spec reads (compiler: names.members_read); None: it may read any
+    req_members: frozenset | None = None
 
     @property
     def ref(self) -> str:

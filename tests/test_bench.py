@@ -96,8 +96,8 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, workdir=tmp_path,
-                        log=log)
+                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6,
+                        workdir=tmp_path, log=log)
     b = runner.Bench(s)
     try:
         res = b.run()
@@ -120,10 +120,11 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
     for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s",  # every real-sized row ran
-                "open-real0", "open-real1", "open-real2"):
+                "open-real0", "open-real1", "open-real2", "open-later0", "open-later1", "open-later2"):
         assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
     for name in ("Codex 0.169 Responses", "Codex 0.94 chat", "Claude Code Messages"):
         assert f"12 open streams, {name}: peak RSS MB" in table
+        assert f"12 open streams, {name} 6 turns in: peak RSS MB" in table
         assert f"{name}, 4 clients in turn, non-stream c=3: requests/s" in table
     for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
         assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
@@ -375,3 +376,19 @@ def test_caching_upstream_bills_like_anthropic():
     hour = CachingUpstream(min_tokens=1)
     hour.bill({"system": [dict(big, cache_control={"type": "ephemeral", "ttl": "1h"})], "messages": []})
     assert hour.turns[-1]["billed"] == tokens(big) * 2.0
+
+
+@pytest.mark.parametrize("i", range(len(runner.REAL)))
+def test_a_later_request_of_a_session_holds_the_turns_before_it(i):
+    from engine import schemas
+    _, capture, provider = runner.REAL[i]
+    first = json.loads(runner.real_body(capture, "m", True)[1])
+    path, raw = runner.real_body(capture, "m", True, turns=60)
+    later = json.loads(raw)
+    conv = "input" if "input" in later else "messages"
+    assert len(later[conv]) >= len(first[conv]) + 60 and len(raw) > len(json.dumps(first)) + 60 * 2400
+    assert later[conv][-1] == first[conv][-1]  # the request's own last message is still last
+    schema = {"/v1/responses": "openai/responses.request", "/v1/chat/completions": "openai/chat.request",
+              "/v1/messages": "anthropic/messages.request"}[path]
+    assert schemas.first_error(schema, later) is None
+    assert [m["role"] for m in later[conv][-61:-1]] == ["user", "assistant"] * 30

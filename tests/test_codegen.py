@@ -55,6 +55,8 @@ def test_the_cli_prints_what_a_spec_compiled_to(argv):
     assert "# <spec chat-to-messages/stream@2026-12-01 on.content_block_delta handler>" in r.stdout
     assert "def handler(scope, out):" in r.stdout
     assert "def build(scope):" in r.stdout
+    # what the gateway keeps of a request once sent (translate.let_go)
+    assert "# members of req it reads: functions, response_format, stream_options, tools\n" in r.stdout
 
 
 def test_the_cli_names_an_unknown_spec():

@@ -308,3 +308,65 @@ def test_byte_path_dispatch_on_any_discriminator_and_nothing_after_the_end(disc)
     assert t.feed(b'data: {"type": "stop"}\n\ndata: {"type": "tick"}\n\n') == b'data: {"type":"done"}\n\n'
     assert t.ended and t.feed(b'data: {"type": "tick"}\n\n') == b"" and t.state["n"] == 2
     assert t.events_in == 3  # JSON objects only, none after the end
+
+
+@pytest.mark.parametrize("text,members", [
+    ("req.tools || req.model", {"tools", "model"}),
+    ("req.stream_options.include_usage", {"stream_options"}),
+    ("req | text.format", {"text"}),
+    ("length(req.input) > `3`", {"input"}),
+    ("sort_by(req.tools, &name)[*].name", {"tools"}),
+    ("src.messages[?role == 'user']", set()),
+    ("x[?req.a]", set()),  # `req` of each item of x, not the request
+    ("req", None),
+    ("keys(req)", None),
+    ("req.*", None),
+    ("req[0]", None),
+    ("req | [model, @]", None),
+    ("{a: req.model, b: req}", None),
+    ("values(@)", None),  # the scope, request and all
+])
+def test_members_read_of_a_scope_name(text, members):
+    from engine.names import members_read
+    assert members_read(text, "req") == (None if members is None else frozenset(members))
+
+
+def test_a_spec_records_the_members_of_req_it_reads():
+    stream, errors = compile_text("""\
+        discriminator: event.type
+        on:
+          a:
+            - when: req.stream_options.include_usage
+              then: [{emit: {fields: {m: req.model, u: "each_x"}}}]
+          b:
+            - each: event.items
+              as: req
+              then: [{emit: {fields: {n: req.messages}}}]
+        """.replace('"each_x"', "event.u"), kind="StreamMapping", name="stream")
+    assert not errors, "\n".join(map(str, errors))
+    # `req` bound by `each ... as` is the item, not the request
+    assert stream.req_members == {"stream_options", "model"}
+    whole, errors = compile_text("template: {all: 'keys(req)'}", kind="ResponseMapping", name="response")
+    assert not errors and whole.req_members is None
+
+
+def test_a_sent_request_keeps_what_the_answer_specs_read():
+    from engine.server.translate import kept_members, let_go
+    catalog = Catalog.load()
+    conversation = {"chat-to-messages": {"messages"}, "messages-to-chat": {"messages", "system", "tools"},
+                    "responses-to-messages": {"input"}}
+    for pair, dropped in conversation.items():
+        specs = catalog.pair(pair)
+        kept = kept_members(specs)
+        assert kept is not None and "stream" in kept and not kept & dropped, (pair, kept)
+        read = set().union(*(s.req_members for k, s in specs.items() if k not in ("request", "submit")))
+        assert read <= kept, pair
+    assert {"tools", "instructions", "tool_choice"} <= kept_members(catalog.pair("responses-to-messages"))
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], "tools": []}
+    let_go(body, kept_members(catalog.pair("chat-to-messages")))
+    assert body == {"stream": True, "tools": []}
+    whole, _ = compile_text("template: {all: 'keys(req)'}", kind="ResponseMapping", name="response")
+    assert kept_members({**catalog.pair("chat-to-messages"), "response": whole}) is None
+    body = {"model": "m", "messages": []}
+    let_go(body, None)
+    assert body == {"model": "m", "messages": []}

@@ -66,6 +66,7 @@ def test_defaults():
     assert cfg.max_body_bytes == 20971520
     assert cfg.keepalive_seconds == 15.0
     assert cfg.shutdown_grace_seconds == 30.0
+    assert cfg.listen_backlog == 4096
     assert cfg.forward_client_keys is False
     assert cfg.workers == 1
     assert dict(cfg.extra) == {}

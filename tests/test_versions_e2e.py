@@ -98,6 +98,8 @@ def test_record_replay_and_diff(make_gateway, fake_anthropic, mappings, tmp_path
     assert exchange["pair"] == "chat-to-messages" and exchange["status"] == 200
     assert exchange["specs"]["stream"] == "chat-to-messages/stream@2026-01-15"
     assert exchange["client"]["body"]["stream"] is True and exchange["upstream"]["body"]["stream"] is True
+    # the whole client request, though the stream let go of the conversation once it was sent
+    assert exchange["client"]["body"]["messages"] == [{"role": "user", "content": "Summarize the thread."}]
     assert exchange["upstream"]["url"].endswith("/v1/messages")
     assert exchange["upstream"]["headers"]["x-api-key"] == "[redacted]"
     assert exchange["client"]["headers"]["authorization"] == "[redacted]"

@@ -90,6 +90,7 @@ class Settings:
     real_concurrency: int = 16
     real_clients: int = 64           # clients with tools of their own, in turn (the multi-client rows)
     real_deltas: int = 40            # text deltas of their answers
+    later_turns: int = 60            # earlier turns a later request of a session holds (add_turns)
     micro: bool = True
     micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
     loadgen: str = "auto"            # auto (wrk if installed) | wrk | python
@@ -122,20 +123,38 @@ def _body(model: str, stream: bool, tools: bool = False) -> bytes:
     return json.dumps(body).encode()
 
 
-def real_body(capture: str, model: str, stream: bool, client: int | None = None) -> tuple[str, bytes]:
+def real_body(capture: str, model: str, stream: bool, client: int | None = None, turns: int = 0) -> tuple[str, bytes]:
     """(path, body) of a recorded client request, with the bench model and the stream flag; with
     `client`, each tool's description ends with that client's number (tools of its own, as
-    clients with their own MCP servers or versions send)."""
+    clients with their own MCP servers or versions send); with `turns`, that many earlier turns
+    of conversation before its last message (add_turns)."""
     doc = json.loads((CLIENTS / capture).read_text())
     body = dict(doc["body"], model=model)
     if client is not None:
         body["tools"] = [_own_tool(t, client) for t in body["tools"]]
+    if turns:
+        add_turns(body, turns)
     if stream:
         body["stream"] = True
     else:
         body.pop("stream", None)
         body.pop("stream_options", None)
     return doc["path"], json.dumps(body, ensure_ascii=False).encode()
+
+
+_TURN = "An earlier turn of the session: code, its output, what was decided. " * 36  # 2.5 KB
+
+
+def add_turns(body: dict, n: int) -> None:
+    """n earlier turns of about 2.5 KB, user and assistant in turn, before the request's last
+    message: what every later request of a session sends (Responses `input`, else `messages`)."""
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        if "input" in body:
+            body["input"].insert(-1, {"type": "message", "role": role, "content": [
+                {"type": "input_text" if role == "user" else "output_text", "text": f"{_TURN}{i}"}]})
+        else:
+            body["messages"].insert(-1, {"role": role, "content": f"{_TURN}{i}"})
 
 
 def _own_tool(tool: dict, client: int) -> dict:
@@ -151,6 +170,10 @@ def clients_key(i: int) -> str:
 
 def open_real_key(i: int) -> str:
     return f"open-real{i}"
+
+
+def open_later_key(i: int) -> str:
+    return f"open-later{i}"
 
 
 def real_key(i: int, stream: bool) -> str:
@@ -195,8 +218,10 @@ class Bench:
                     self._add_body(real_key(i, stream), *real_body(
                         capture, model_name("text", n=s.real_deltas, provider=provider), stream))
                 # the same request held open, for what a real stream costs in memory
-                self._add_body(open_real_key(i), *real_body(capture, model_name(
-                    "text", n=s.open_deltas, pace_ms=s.open_pace_ms, provider=provider), True))
+                open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms, provider=provider)
+                self._add_body(open_real_key(i), *real_body(capture, open_model, True))
+                # ...and as a later request of the same session: the conversation so far with it
+                self._add_body(open_later_key(i), *real_body(capture, open_model, True, turns=s.later_turns))
                 # the same request from many clients, each with tools of its own, in turn
                 model = model_name("text", n=s.real_deltas, provider=provider)
                 for k in range(s.real_clients):
@@ -435,9 +460,9 @@ class Bench:
                 self.results["engine"]["open"] = self.open_streams("engine", self.start_engine)
                 if s.real:
                     for i in range(len(REAL)):
-                        key = open_real_key(i)
-                        for side, start in (("proxy", self.start_proxy), ("engine", self.start_engine)):
-                            self.results[side][key] = self.open_streams(side, start, key)
+                        for key in (open_real_key(i), open_later_key(i)):
+                            for side, start in (("proxy", self.start_proxy), ("engine", self.start_engine)):
+                                self.results[side][key] = self.open_streams(side, start, key)
 
             if s.workers and s.workers > 1:
                 w = s.workers
@@ -551,9 +576,10 @@ def rows(res: dict, s: Settings) -> list[dict]:
         fr["verdict"] = "-" if ef is None else ("met" if ef == 0 else "MISSED")
         out.append(fr)
     for i, (name, _, _) in enumerate(REAL):
-        key = open_real_key(i)
-        if key in E or key in P:
-            row(f"{s.open_streams:,} open streams, {name}: peak RSS MB", key, "rss_peak_mb", "mb", None, "low", False)
+        for key, label in ((open_real_key(i), name), (open_later_key(i), f"{name} {s.later_turns} turns in")):
+            if key in E or key in P:
+                row(f"{s.open_streams:,} open streams, {label}: peak RSS MB", key, "rss_peak_mb", "mb", None, "low",
+                    False)
     fails = {name: sum(v.get("failed", 0) for k, v in res.get(name, {}).items() if isinstance(v, dict) and k != "open")
              for name in ("direct", "proxy", "engine")}
     fr = _row("failed requests/streams (all load runs above)", fails["direct"], fails["proxy"], fails["engine"],

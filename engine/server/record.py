@@ -88,6 +88,8 @@ class Recording:
         self.status = 0
         self.encoded = False
         self.parts: list[bytes] = []
+        if isinstance(client_body, dict):
+            client_body = dict(client_body)  # the translated path lets go of members (translate.let_go)
         self.exchange = {
             "client": {"method": client_request.method, "path": client_request.path,
                        "headers": redact_headers(client_request.headers), "body": client_body},

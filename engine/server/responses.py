@@ -37,6 +37,7 @@ MORE_SCHEMAS = ("openai/responses.submit_tool_outputs",)
 PAIR = "responses-to-messages"
 STORE = web.AppKey("response_store", object)
 _NOT_STORED = ("input", "previous_response_id", "stream")
+_STORED_VARS = ("items", "tools_in", "instructions")  # what a record keeps of the request spec's vars
 
 
 # ---------------------------------------------------------------- store
@@ -208,14 +209,20 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
     response_id = "resp_" + id_base
     scope = {**spec_scope(app, target, request), "prev": prev, "id_base": id_base, "response_id": response_id}
     out_body, req_vars = _apply_vars(pair.specs["request"], request, src=body, **scope)
-    store = body.get("store") is not False
+    upstream = app[UPSTREAMS][provider]
+    if body.get("store") is False:
+        # written straight to JSON text (translate.call), as other pairs' answers are. Only `call`
+        # holds what was made of the request, and lets it go once sent: a stream stays open for
+        # minutes, and the conversation so far is most of a request
+        reply = translate.call(request, pair, upstream, body, out_body, scope, auth)
+        del out_body, req_vars
+        return await reply
 
     async def on_result(result, sc):
-        if store:
-            try:
-                await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items"), owner))
-            except translate.StoreFailed as e:
-                raise ApiError(503, str(e), type="server_error", code="store_unavailable") from None
+        try:
+            await _save(app, _record(response_id, body, req_vars, result, sc["vars"].get("items"), owner))
+        except translate.StoreFailed as e:
+            raise ApiError(503, str(e), type="server_error", code="store_unavailable") from None
 
     saved = []
 
@@ -223,10 +230,14 @@ async def _translated(request: web.Request, body: dict, provider: str, target: s
         # saved before the final event reaches the client, so a client chaining the next
         # request at once finds this one
         final = translator.state.get("final")
-        if store and not saved and final is not None:
+        if not saved and final is not None:
             saved.append(True)
             await _save(app, _record(response_id, body, req_vars, final, translator.state.get("items"), owner))
 
-    # an answer not stored is written straight to JSON text (translate.call), as other pairs' are
-    return await translate.call(request, pair, app[UPSTREAMS][provider], body, out_body, scope, auth,
-                                on_result=on_result if store else None, on_write=on_write if store else None)
+    # the record holds the conversation as `items`: the client's `input`, the other vars and
+    # what was sent are let go once sent, as on the paths that store nothing
+    reply = translate.call(request, pair, upstream, body, out_body, scope, auth, on_result=on_result,
+                           on_write=on_write, keep=frozenset(body).difference(_NOT_STORED))
+    req_vars = {k: req_vars[k] for k in _STORED_VARS if k in req_vars}
+    del out_body
+    return await reply

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +43,38 @@ class Pair:
     specs: dict              # request / response / stream / error -> CompiledSpec
     upstream_path: str
     keepalive: bytes = b": keep-alive\n\n"
+    # the request's members read once it was sent (`kept_members`); None: all of them
+    kept: frozenset | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        self.kept = kept_members(self.specs)
+
+
+# what the server itself reads of a request once it was sent upstream
+_SERVER_READS = frozenset({"stream"})
+
+
+def kept_members(specs: dict) -> frozenset | None:
+    """The members of a client request that the pair's specs which run once it was sent (the
+    response, stream and error specs) read from `req`, with what the server reads; None when one
+    of them may read any member."""
+    kept = _SERVER_READS
+    for kind, spec in specs.items():
+        if kind in ("request", "submit"):
+            continue
+        if spec.req_members is None:
+            return None
+        kept = kept | spec.req_members
+    return kept
+
+
+def let_go(body: dict, kept: frozenset | None) -> None:
+    """Drops, in place, the members of a translated request that nothing will read again. A stream
+    stays open for minutes with its request in scope, and most of a request is the conversation
+    so far (hundreds of KB in a long coding session), which the answer's specs do not read."""
+    if kept is not None:
+        for k in [k for k in body if k not in kept]:
+            del body[k]
 
 
 def _loads_utf8(raw: bytes):
@@ -278,11 +310,13 @@ def run(request: web.Request, pair: Pair, upstream, body: dict, scope: dict,
 
 
 async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body: dict, scope: dict,
-               upstream_headers: dict | None = None, *, on_result=None, on_write=None) -> web.StreamResponse:
+               upstream_headers: dict | None = None, *, on_result=None, on_write=None,
+               keep: frozenset = frozenset()) -> web.StreamResponse:
     """Sends an already translated body upstream, retrying before the first byte, and
     translates the answer back. `on_result(result, scope)` sees a non-streamed
     result before it is sent; `on_write(translator)` runs before each write of a stream (the
-    Responses store uses both)."""
+    Responses store uses both). Once the upstream body is encoded, `body` keeps only the members
+    the pair's answer specs read and those in `keep` (what the caller reads of it later)."""
     app = request.app
     headers = dict(upstream_headers or ())
     rid = request.get("request_id")
@@ -295,6 +329,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     del out_body  # a stream stays open for minutes: only the bytes are kept, until sent
     recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
+    let_go(body, None if pair.kept is None else pair.kept | keep)
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
