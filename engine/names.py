@@ -88,8 +88,8 @@ def members_read(text: str, root: str) -> frozenset | None:
     """The members of the scope name `root` that an expression reads: {'tools', 'model'} for
     `req.tools || req.model`, {'text'} for `req | text.format`; None when it reads the value of
     `root` itself (`req`, `keys(req)`, `req.*`, `req[0]`, `req | [a, @]`) or the scope that holds
-    it (`values(@)`), or on a syntax error (the compiler reports that). What the gateway keeps of a request for the specs
-    that run after it was sent (CompiledSpec.req_members)."""
+    it (`values(@)`), or on a syntax error (the compiler reports that). What the gateway keeps of
+    a request for the specs that run after it was sent (CompiledSpec.req_members)."""
     try:
         parsed = _PARSER.parse(text).parsed
     except jexc.JMESPathError:

@@ -337,12 +337,12 @@ def test_a_spec_records_the_members_of_req_it_reads():
         on:
           a:
             - when: req.stream_options.include_usage
-              then: [{emit: {fields: {m: req.model, u: "each_x"}}}]
+              then: [{emit: {fields: {m: req.model, u: event.u}}}]
           b:
             - each: event.items
               as: req
               then: [{emit: {fields: {n: req.messages}}}]
-        """.replace('"each_x"', "event.u"), kind="StreamMapping", name="stream")
+        """, kind="StreamMapping", name="stream")
     assert not errors, "\n".join(map(str, errors))
     # `req` bound by `each ... as` is the item, not the request
     assert stream.req_members == {"stream_options", "model"}
