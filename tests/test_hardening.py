@@ -17,6 +17,7 @@ from engine.server.upstream import RetryPolicy, UpstreamUnreachable, retry_delay
 from support.retrying import post_with_retries
 from support.fake_upstream import FakeUpstream, anthropic_text_stream, error_reply, json_reply, sse_reply
 from support.gateway import GatewayProcess
+from support.listen import connects
 from support.raw_upstream import RawUpstream, chunk, chunked_head, reply
 
 
@@ -231,24 +232,6 @@ def test_the_route_memo_keeps_only_matched_names_within_its_byte_bound(catalog, 
     assert memo.size > 0
 
 
-def _connects(port: int, tries: int) -> int:
-    """How many of `tries` new connections the kernel completes within a short wait each."""
-    import socket
-    done, socks = 0, []
-    for _ in range(tries):
-        s = socket.socket()
-        s.settimeout(0.3)
-        try:
-            s.connect(("127.0.0.1", port))
-            done += 1
-        except OSError:
-            pass
-        socks.append(s)
-    for s in socks:
-        s.close()
-    return done
-
-
 @pytest.mark.parametrize("backlog,tries,expect", [("4", 12, range(4, 7)), (None, 200, range(200, 201))])
 def test_a_burst_of_connections_waits_in_the_listen_backlog(make_gateway, backlog, tries, expect):
     """While the gateway cannot accept (stopped here; busy in real life), the kernel completes
@@ -256,6 +239,6 @@ def test_a_burst_of_connections_waits_in_the_listen_backlog(make_gateway, backlo
     gw = make_gateway({"TOKLIGENCE_LISTEN_BACKLOG": backlog})
     gw.proc.send_signal(signal.SIGSTOP)
     try:
-        assert _connects(gw.port, tries) in expect
+        assert connects(gw.port, tries) in expect
     finally:
         gw.proc.send_signal(signal.SIGCONT)

@@ -9,6 +9,8 @@ import urllib.request
 
 import pytest
 
+from support.listen import connects
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"),
                                 reason="workers need fork and SO_REUSEPORT (Linux)")
 
@@ -68,3 +70,21 @@ def test_workers_answer_translated_requests(make_gateway, fake_anthropic):
             seen.add(r.headers["x-engine-worker"])
     assert len(fake_anthropic.requests) == 30
     assert len(seen) >= 1
+
+
+def test_each_worker_listens_with_the_configured_backlog(make_gateway):
+    """Each worker's own socket queues `listen_backlog` connections (hardening test of one
+    process: test_a_burst_of_connections_waits_in_the_listen_backlog)."""
+    gw = make_gateway({"TOKLIGENCE_LISTEN_BACKLOG": "4"}, args=["--workers", "2"])
+    gw.wait_for_output(r"2 workers on port \d+", timeout=20)
+    with open(f"/proc/{gw.pid}/task/{gw.pid}/children") as f:
+        workers = [int(p) for p in f.read().split()]
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # up to backlog + 1 per worker socket, however the kernel spreads the connections
+        assert 1 <= connects(gw.port, 16) <= 10
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
