@@ -7,7 +7,7 @@ Phases, in order, all on loopback:
   3. `engine serve` starts (server CPU), the same load; it stops;
   4. 1,000 open streams (the upstream paces its events so they stay open) through a fresh byte
      proxy, then a fresh gateway: peak RSS and failures; then the same for each real-sized
-     request;
+     request, as sent and as a later request of its session (`later_turns` turns in);
   5. `engine serve --workers 2` (both CPUs): the same non-stream and stream load at the highest
      concurrency, against the 1-worker figures;
   6. the fault load test (engine.bench.faults): a fresh fake upstream and `engine serve` with a
@@ -123,7 +123,8 @@ def _body(model: str, stream: bool, tools: bool = False) -> bytes:
     return json.dumps(body).encode()
 
 
-def real_body(capture: str, model: str, stream: bool, client: int | None = None, turns: int = 0) -> tuple[str, bytes]:
+def real_body(capture: str, model: str, stream: bool, client: int | None = None,
+              turns: int = 0) -> tuple[str, bytes]:
     """(path, body) of a recorded client request, with the bench model and the stream flag; with
     `client`, each tool's description ends with that client's number (tools of its own, as
     clients with their own MCP servers or versions send); with `turns`, that many earlier turns
@@ -214,16 +215,15 @@ class Bench:
             self._add_body(key, None, data)
         if s.real:
             for i, (_, capture, provider) in enumerate(REAL):
+                model = model_name("text", n=s.real_deltas, provider=provider)
                 for stream in (False, True):
-                    self._add_body(real_key(i, stream), *real_body(
-                        capture, model_name("text", n=s.real_deltas, provider=provider), stream))
+                    self._add_body(real_key(i, stream), *real_body(capture, model, stream))
                 # the same request held open, for what a real stream costs in memory
                 open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms, provider=provider)
                 self._add_body(open_real_key(i), *real_body(capture, open_model, True))
                 # ...and as a later request of the same session: the conversation so far with it
                 self._add_body(open_later_key(i), *real_body(capture, open_model, True, turns=s.later_turns))
                 # the same request from many clients, each with tools of its own, in turn
-                model = model_name("text", n=s.real_deltas, provider=provider)
                 for k in range(s.real_clients):
                     self._add_body(clients_key(i), *real_body(capture, model, False, client=k))
 

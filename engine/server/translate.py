@@ -68,12 +68,13 @@ def kept_members(specs: dict) -> frozenset | None:
     return kept
 
 
-def let_go(body: dict, kept: frozenset | None) -> None:
-    """Drops, in place, the members of a translated request that nothing will read again. A stream
-    stays open for minutes with its request in scope, and most of a request is the conversation
-    so far (hundreds of KB in a long coding session), which the answer's specs do not read."""
+def let_go(body: dict, kept: frozenset | None, keep: frozenset = frozenset()) -> None:
+    """Drops, in place, the members of a translated request that nothing will read again: those
+    in neither `kept` (None: keep all) nor `keep`. A stream stays open for minutes with its
+    request in scope, and most of a request is the conversation so far (hundreds of KB in a long
+    coding session), which the answer's specs do not read."""
     if kept is not None:
-        for k in [k for k in body if k not in kept]:
+        for k in [k for k in body if k not in kept and k not in keep]:
             del body[k]
 
 
@@ -329,7 +330,7 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
     del out_body  # a stream stays open for minutes: only the bytes are kept, until sent
     recorder = app.get(RECORDER)
     rec = None if recorder is None else recorder.start(pair, upstream, request, body, payload, headers)
-    let_go(body, None if pair.kept is None else pair.kept | keep)
+    let_go(body, pair.kept, keep)
     try:
         ctx, resp = await open_with_retries(
             lambda: upstream.post(pair.upstream_path, payload, headers), upstream.policy,
