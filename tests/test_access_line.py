@@ -25,17 +25,20 @@ def reference(method, path, route, info, rid, status, elapsed) -> tuple[str, dic
               "provider": info.get("provider"), "mode": info.get("mode"), "status": status,
               "upstream_status": info.get("upstream_status"), "latency_ms": round(elapsed * 1000, 1),
               "ttfb_ms": None if ttfb is None else round(ttfb * 1000, 1),
-              "tokens_in": info.get("tokens_in"), "tokens_out": info.get("tokens_out"), "request_id": rid}
+              "tokens_in": info.get("tokens_in"), "tokens_out": info.get("tokens_out"), "request_id": rid,
+              "upstream_request_id": info.get("upstream_request_id")}
+    urid = fields["upstream_request_id"]
     text = dict(fields, path=field(path), model=None if model is None else field(str(model)),
-                request_id=None if rid is None else field(rid))
+                request_id=None if rid is None else field(rid), upstream_request_id=None if urid is None else field(urid))
     return " ".join(f"{k}={v}" for k, v in text.items() if v is not None), fields
 
 
 INFOS = [
     {},
     {"model": "claude-x", "model_label": "claude-*", "provider": "anthropic", "mode": "translate",
-     "upstream_status": 200, "tokens_in": 12, "tokens_out": 29},
-    {"model": 'a "b"\nc', "provider": "openai", "mode": "passthrough", "ttfb": 0.01234, "tokens_in": 0},
+     "upstream_status": 200, "tokens_in": 12, "tokens_out": 29, "upstream_request_id": "req_011CUp"},
+    {"model": 'a "b"\nc', "provider": "openai", "mode": "passthrough", "ttfb": 0.01234, "tokens_in": 0,
+     "upstream_request_id": 'up "id" \t'},
     {"model": 12, "upstream_status": 529, "ttfb": 0.00005, "tokens_out": 0},
     {"model": "é" * 300, "mode": "translate", "ttfb": 0.00125},
 ]

@@ -151,6 +151,38 @@ def test_request_id_is_returned_sent_upstream_and_logged(make_gateway, fake_anth
     assert line
 
 
+def test_the_upstreams_own_request_id_comes_back_and_is_logged(make_gateway, fake_anthropic):
+    # Anthropic answers with its id in `request-id`: the client gets it as x-upstream-request-id
+    # beside the gateway's x-request-id, on answers, streams and upstream errors alike
+    gw = make_gateway()
+    fake_anthropic.set_default(json_reply(anthropic_message("ok")))
+    status, headers, _ = post(gw, "/v1/chat/completions", {"model": MODEL, "messages": MSG},
+                              {"x-request-id": "rq-ids-1"})
+    assert status == 200 and headers["x-request-id"] == "rq-ids-1"
+    assert headers["x-upstream-request-id"] == "req_fake000001"
+    gw.wait_for_output(r"request_id=rq-ids-1 upstream_request_id=req_fake000001")
+    fake_anthropic.enqueue(sse_reply(anthropic_text_stream(["a", "b"])))
+    status, headers, body = post(gw, "/v1/chat/completions", {"model": MODEL, "messages": MSG, "stream": True})
+    assert status == 200 and headers["x-upstream-request-id"] == "req_fake000002" and b"[DONE]" in body
+    fake_anthropic.enqueue(error_reply(400))
+    status, headers, body = post(gw, "/v1/chat/completions", {"model": MODEL, "messages": MSG})
+    assert status == 400 and headers["x-upstream-request-id"] == "req_fake000003"
+    assert headers["x-request-id"].startswith("req_") and headers["x-request-id"] != "req_fake000003"
+    gw.wait_for_output(r"upstream_request_id=req_fake000003")
+
+
+def test_an_upstream_without_request_ids_gives_none(make_gateway, fake_anthropic):
+    fake_anthropic.auto_request_id = False
+    gw = make_gateway()
+    fake_anthropic.set_default(json_reply(anthropic_message("ok")))
+    status, headers, _ = post(gw, "/v1/chat/completions", {"model": MODEL, "messages": MSG},
+                              {"x-request-id": "rq-none"})
+    assert status == 200 and "x-upstream-request-id" not in {k.lower() for k in headers}
+    line = gw.wait_for_output(r"request_id=rq-none")
+    assert "upstream_request_id" not in gw.output()
+    assert line
+
+
 def test_stream_log_has_time_to_first_byte_and_tokens(make_gateway, fake_anthropic):
     gw = make_gateway()
     fake_anthropic.enqueue(sse_reply(fixture("anthropic-text-cache-usage-ping.sse")))

@@ -4,6 +4,7 @@ the answer comes back byte for byte, streamed."""
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 import anthropic
@@ -62,6 +63,9 @@ async def test_anthropic_stream_bytes_headers_and_query_untouched(gateway, anthr
     assert status == 200 and body == recorded
     assert rheaders["content-type"].startswith("text/event-stream")
     assert rheaders["anthropic-ratelimit-requests-remaining"] == "99" and rheaders["request-id"]
+    # the gateway's id as on every answer, and Anthropic's under the name every upstream's has
+    assert rheaders["x-upstream-request-id"] == rheaders["request-id"]
+    assert rheaders["x-request-id"].startswith("req_") and rheaders["x-request-id"] != rheaders["request-id"]
     sent = anthropic_up.last
     assert (sent.path, sent.query_string) == ("/v1/messages", "beta=true&x=a,b")
     assert sent.body == MESSAGES_BODY
@@ -96,6 +100,7 @@ async def test_anthropic_upstream_error_passes_through_untouched(gateway, anthro
     status, headers, body = await post(gateway.url + "/v1/messages", MESSAGES_BODY,
                                        {"content-type": "application/json"})
     assert (status, body, headers["retry-after"]) == (429, err, "3")
+    assert headers["x-upstream-request-id"] == headers["request-id"] and headers["x-request-id"].startswith("req_")
 
 
 async def test_anthropic_count_tokens_passthrough(gateway, anthropic_up):
@@ -159,8 +164,12 @@ async def test_openai_chat_stream_bytes_and_headers_untouched(gateway, openai_up
     recorded = fixture("openai-chat-text-include-usage.sse")
     openai_up.enqueue(sse_reply(recorded, chunk_size=29))
     status, headers, body = await post(gateway.url + "/v1/chat/completions", CHAT_BODY, {
-        "content-type": "application/json", "authorization": "Bearer client-key", "openai-project": "proj_1"})
+        "content-type": "application/json", "authorization": "Bearer client-key", "openai-project": "proj_1",
+        "x-request-id": "rq-pass-1"})
     assert status == 200 and body == recorded
+    # OpenAI's own id comes in the same header as the gateway's: it moves to x-upstream-request-id
+    assert headers.getall("x-request-id") == ["rq-pass-1"]
+    assert re.fullmatch(r"req_fake\d{6}", headers["x-upstream-request-id"])
     sent = openai_up.last
     assert sent.path == "/v1/chat/completions" and sent.body == CHAT_BODY
     assert sent.headers["authorization"] == f"Bearer {UPSTREAM_OPENAI_KEY}"

@@ -252,7 +252,12 @@ class _Conn(asyncio.Protocol):
         # backpressure holds on the compressed bytes and a bomb costs no more than one step
         inflater = zlib.decompressobj(wbits=47) if enc in ("gzip", "x-gzip", "deflate") else None
         self.body = body = Body(self, inflater, self.max_inflated)
-        resp = Response(status, self.reason.decode("utf-8", "surrogateescape"), headers, body, self, length)
+        # the upstream's id of the request, for the caller and the log line: found like the framing
+        # headers, without decoding the rest
+        rid = _header(items, names, b"\0request-id\0") or _header(items, names, b"\0x-request-id\0")
+        if rid is not None and len(rid) > _MAX_ID:
+            rid = None  # not an id: kept out of the answer and the log line
+        resp = Response(status, self.reason.decode("utf-8", "surrogateescape"), headers, body, self, length, rid)
         self.state = mode
         w = self.waiter
         self.waiter = None
@@ -294,6 +299,9 @@ class _Conn(asyncio.Protocol):
             self.client._release(self)
         else:
             self.abort(None)
+
+
+_MAX_ID = 256
 
 
 def _header(items: list, names: bytes, key: bytes) -> str | None:

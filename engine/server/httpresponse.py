@@ -253,11 +253,14 @@ class Body:
 
 
 class Response:
-    """What the gateway reads of an upstream answer (a subset of aiohttp's ClientResponse)."""
-    __slots__ = ("status", "reason", "headers", "content", "content_length", "_conn")
+    """What the gateway reads of an upstream answer (a subset of aiohttp's ClientResponse), and
+    `request_id`: the upstream's own id of the request (Anthropic's `request-id`, OpenAI's
+    `x-request-id`), or None."""
+    __slots__ = ("status", "reason", "headers", "content", "content_length", "_conn", "request_id")
 
     def __init__(self, status: int, reason: str, headers: Headers, content: Body, conn,
-                 content_length: int | None):
+                 content_length: int | None, request_id: str | None = None):
+        self.request_id = request_id
         self.status = status
         self.reason = reason
         self.headers = headers

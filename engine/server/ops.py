@@ -144,6 +144,7 @@ def record(request: web.Request, status: int, elapsed: float):
                                         info.get("mode"), info.get("upstream_status"))
     model = info.get("model")
     trid = None if rid is None else field(rid)
+    urid = info.get("upstream_request_id")
     if wanted:
         latency = round(elapsed * 1000, 1)
         ttfb_ms = round(ttfb * 1000, 1) if ttfb is not None else None
@@ -151,7 +152,7 @@ def record(request: web.Request, status: int, elapsed: float):
             "method": method, "path": path, "route": route, "model": model,
             "provider": provider, "mode": mode, "status": status,
             "upstream_status": ups, "latency_ms": latency, "ttfb_ms": ttfb_ms,
-            "tokens_in": tin, "tokens_out": tout, "request_id": rid,
+            "tokens_in": tin, "tokens_out": tout, "request_id": rid, "upstream_request_id": urid,
         }
     else:
         # the text line alone: str(round(x, 1)) is "%.1f" % x (both round the exact binary
@@ -164,7 +165,8 @@ def record(request: web.Request, status: int, elapsed: float):
     access_log.write(f"{_line_start(method, path, route, model, provider, mode)} status={status}"
                      f"{'' if ups is None else f' upstream_status={ups}'} latency_ms={latency}"
                      f"{'' if ttfb_ms is None else f' ttfb_ms={ttfb_ms}'}{'' if tin is None else f' tokens_in={tin}'}"
-                     f"{'' if tout is None else f' tokens_out={tout}'}{'' if trid is None else f' request_id={trid}'}",
+                     f"{'' if tout is None else f' tokens_out={tout}'}{'' if trid is None else f' request_id={trid}'}"
+                     f"{'' if urid is None else f' upstream_request_id={field(urid)}'}",
                      fields)
 
 

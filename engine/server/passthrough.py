@@ -28,7 +28,7 @@ from .context import UPSTREAMS, upstream_auth
 from .api_errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import (BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
+from .upstream import (UPSTREAM_ID_HEADER, BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
                        read_error_body, redact, sent_keys)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
@@ -91,7 +91,7 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
         metrics.upstream_errors.labels(upstream.name, str(e.status)).inc()
         ops.note(request, upstream_status=e.status)
         raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
-    ops.note(request, upstream_status=resp.status)
+    ops.note(request, upstream_status=resp.status, upstream_request_id=resp.request_id)
     if rec is not None:
         rec.answer(resp.status, resp.headers)
     try:
@@ -105,9 +105,7 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
                                 f"at most {limit} (upstream_max_body_bytes)", code="upstream_too_large",
                            type="server_error")
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
-        for k, v in resp.headers.items():
-            if k.lower() not in _RESP_DROP:
-                out.headers.add(k, v)
+        ids(_relayed(resp, out, _RESP_DROP), request, resp)
         await out.prepare(request)
         # a body passed on as it came can still be scanned for the keys (not a compressed one)
         keys = () if resp.headers.get("content-encoding") else keys_for(upstream, sent_keys(auth_headers))
@@ -193,6 +191,22 @@ def _sse_error(api: str, message: str, kind: str) -> bytes:
     return f"event: error\ndata: {data}\n\n".encode()
 
 
+def _relayed(resp, out, drop: frozenset):
+    """`out` with the upstream's headers but those in `drop`; returns out."""
+    for k, v in resp.headers.items():
+        if k.lower() not in drop:
+            out.headers.add(k, v)
+    return out
+
+
+def ids(out, request: web.Request, resp) -> None:
+    """The gateway's request id in `x-request-id`, as on every answer, and the upstream's own id
+    of the request in `x-upstream-request-id` (OpenAI's comes in the same `x-request-id`)."""
+    out.headers["x-request-id"] = request.get("request_id") or ""
+    if resp.request_id is not None:
+        out.headers[UPSTREAM_ID_HEADER] = resp.request_id
+
+
 async def _relay_error(request, upstream, resp, auth_headers: dict, rec=None) -> web.Response:
     """An upstream error answer, read whole within the error-size limit and the read timeout,
     with any upstream key in it redacted."""
@@ -207,9 +221,7 @@ async def _relay_error(request, upstream, resp, auth_headers: dict, rec=None) ->
     if rec is not None:
         rec.add(data)
     out = web.Response(status=resp.status, reason=resp.reason, body=data)
-    for k, v in resp.headers.items():
-        if k.lower() not in _ERROR_DROP and k.lower() != "content-type":
-            out.headers.add(k, v)
+    ids(_relayed(resp, out, _ERROR_DROP | {"content-type"}), request, resp)
     if resp.headers.get("content-type"):
         out.headers["Content-Type"] = resp.headers["content-type"]
     return out

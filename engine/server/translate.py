@@ -30,8 +30,8 @@ from . import shapes
 from .record import RECORDER
 from .shapes import event_guard
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import (BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries, read_error_body,
-                       redact, sent_keys)
+from .upstream import (UPSTREAM_ID_HEADER, BadUpstreamStatus, UpstreamUnreachable, keys_for, mask, open_with_retries,
+                       read_error_body, redact, sent_keys)
 
 log = logging.getLogger("engine")
 
@@ -263,10 +263,13 @@ def note_dropped(request: web.Request | None, dropped: list, model) -> None:
                   model, "; ".join(f"{param} ({reason})" for param, reason in dropped))
 
 
-def answer_headers(request: web.Request) -> dict | None:
-    """Headers every translated answer carries: x-gateway-dropped names what was not sent."""
+def answer_headers(request: web.Request, upstream_rid: str | None) -> dict | None:
+    """Headers every translated answer carries: x-gateway-dropped names what was not sent,
+    x-upstream-request-id is the upstream's own id of the request."""
     dropped = request.get("dropped")
-    return {DROPPED_HEADER: dropped} if dropped else None
+    if upstream_rid is None:
+        return {DROPPED_HEADER: dropped} if dropped else None
+    return {DROPPED_HEADER: dropped, UPSTREAM_ID_HEADER: upstream_rid} if dropped else {UPSTREAM_ID_HEADER: upstream_rid}
 
 
 DROPPED_HEADER = "x-gateway-dropped"
@@ -347,14 +350,17 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
         ops.note(request, upstream_status=e.status)
         raise ApiError(502, str(e), code="upstream_bad_status", type="server_error") from None
     payload = None  # answered, so no retry will send it again
-    ops.note(request, upstream_status=resp.status)
+    ops.note(request, upstream_status=resp.status, upstream_request_id=resp.request_id)
     if rec is not None:
         rec.answer(resp.status, resp.headers)
     try:
         sent = sent_keys(headers)
         if resp.status != 200:
             app[ops.METRICS].upstream_errors.labels(upstream.name, str(resp.status)).inc()
-            raise await upstream_error(pair, resp, upstream.name, upstream, (*sent, *upstream.secrets), rec)
+            err = await upstream_error(pair, resp, upstream.name, upstream, (*sent, *upstream.secrets), rec)
+            if resp.request_id is not None:
+                err.headers[UPSTREAM_ID_HEADER] = resp.request_id
+            raise err
         keys = keys_for(upstream, sent)
         if not body.get("stream"):
             limit = upstream.max_body or None
@@ -388,12 +394,12 @@ async def call(request: web.Request, pair: Pair, upstream, body: dict, out_body:
             if on_result is None and text is not None:
                 # written straight to JSON text (engine/serialize.py): no dict to encode
                 return web.Response(body=text(sc).encode(), content_type="application/json",
-                                    headers=answer_headers(request))
+                                    headers=answer_headers(request, resp.request_id))
             result = spec.template(sc)
             if on_result is not None:
                 await on_result(result, sc)
             return web.Response(body=dumpb(shared_members(result)), content_type="application/json",
-                                headers=answer_headers(request))
+                                headers=answer_headers(request, resp.request_id))
         return await _stream(request, pair, resp, body, scope, upstream, on_write, keys, rec)
     finally:
         await ctx.__aexit__(None, None, None)
@@ -425,6 +431,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
         "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
     if request.get("dropped"):
         out.headers[DROPPED_HEADER] = request["dropped"]
+    if resp.request_id is not None:
+        out.headers[UPSTREAM_ID_HEADER] = resp.request_id
     await out.prepare(request)
     request["stream_response"] = out
     started = request.get("started") or time.monotonic()

@@ -117,6 +117,9 @@ class Upstream:
         return self.http.request(method, path, data, headers, decompress)
 
 
+# the upstream's own id of a request, as every answer that had an upstream gives it to the client
+UPSTREAM_ID_HEADER = "x-upstream-request-id"
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
 
