@@ -95,7 +95,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     log = io.StringIO()
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
-                        open_pace_ms=40, workers=2, micro=True, micro_budget=0.002, loadgen="python",
+                        open_pace_ms=40, paced_ms=5, paced_concurrency=3, workers=2, micro=True, micro_budget=0.002, loadgen="python",
                         fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6,
                         workdir=tmp_path, log=log)
     b = runner.Bench(s)
@@ -112,7 +112,9 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
                  "--workers 2: non-stream c=2 requests/s", "--workers 2: text stream c=2 events/s",
                  "Codex 0.169 Responses, non-stream c=3: requests/s", "Codex 0.169 Responses, stream c=3: requests/s",
                  "Codex 0.94 chat, non-stream c=3: requests/s", "Codex 0.94 chat, stream c=3: requests/s",
-                 "Claude Code Messages, non-stream c=3: requests/s", "Claude Code Messages, stream c=3: requests/s"]:
+                 "Claude Code Messages, non-stream c=3: requests/s", "Claude Code Messages, stream c=3: requests/s",
+                 "text stream c=3, 5 ms between events: TTFT p50 ms",
+                 "text stream c=3, 5 ms between events: CPU µs per event"]:
         assert want in labels, want
         assert want in table
     for name in ("direct", "proxy", "engine", "engine-w2"):
@@ -129,6 +131,9 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
         assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
         assert len(b.bodies[key]) == 4 and len({p.read_bytes() for p in b.bodies[key]}) == 4
+    for name in ("proxy", "engine"):  # each side's CPU per paced event: some, and below a whole stream's worth
+        paced = res[name][runner.PACED]
+        assert 0 < paced["cpu_us_event"] < 1e6 * paced["elapsed"] / paced["events_per_stream"], paced
     assert len(res["proxy"]["ns2"]["rounds"]) == 2 and len(res["engine"]["text2"]["rounds"]) == 2
     assert "2 rounds of each" in table
     assert res["engine"]["open"]["max_open"] >= 2
@@ -156,6 +161,20 @@ def test_the_bench_keys_have_the_form_and_length_of_real_ones():
         assert key.startswith(prefix) and len(key) == length
         assert re.fullmatch(r"[A-Za-z0-9_-]+", key[len(prefix):])
     assert runner.ANTHROPIC_KEY != runner.OPENAI_KEY
+
+
+def test_cpu_seconds_of_a_process_are_finer_than_clock_ticks():
+    # the paced row divides a few hundred ms of CPU by thousands of events: ticks of 10 ms would
+    # make it jump by whole percents
+    import time
+    from engine.bench.procs import cpu_seconds
+    spin = time.process_time() + 0.0123
+    while time.process_time() < spin:
+        pass
+    ours, own = cpu_seconds([os.getpid()]), time.process_time()
+    assert abs(ours - own) < 0.002 and ours % 0.01 != 0
+    gone = 2 ** 22 + 12345  # above pid_max's default: no such process
+    assert cpu_seconds([gone]) == 0.0
 
 
 def test_median_run_keeps_one_whole_run_and_every_failure():

@@ -78,6 +78,8 @@ class Settings:
     tool_calls: int = 2              # tool calls per tool stream
     tool_fragments: int = 50         # argument fragments per tool call
     open_streams: int = 1000         # streams held open at once for the RSS test
+    paced_ms: int = 2                # text streams with this many ms between events, as a real
+    paced_concurrency: int = 64      # upstream sends them: the CPU each side spends per event
     open_deltas: int = 40            # text deltas of one such stream...
     open_pace_ms: int = 100          # ...paced this far apart (so each stays open ~4 s)
     workers: int = 2                 # 0: skip the --workers phase
@@ -165,6 +167,9 @@ def _own_tool(tool: dict, client: int) -> dict:
     return dict(tool, description=f"{tool.get('description') or ''} [client {client}]")
 
 
+PACED = "paced"  # the results key of the paced text streams
+
+
 def clients_key(i: int) -> str:
     return f"clients{i}n"
 
@@ -203,7 +208,10 @@ class Bench:
         self.text_model = model_name("text", n=s.text_deltas)
         self.tools_model = model_name("tools", n=s.tool_fragments, k=s.tool_calls)
         self.open_model = model_name("text", n=s.open_deltas, pace_ms=s.open_pace_ms)
-        self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model)}
+        self.paced_model = model_name("text", n=s.text_deltas, pace_ms=s.paced_ms)
+        self.events = {m: len(stream_events(m)) for m in (self.text_model, self.tools_model, self.open_model,
+                                                          self.paced_model)}
+        self.pids: dict[str, list[int]] = {}  # base URL -> the processes serving it
         self.bodies: dict[str, list[Path]] = {}  # body key -> files the load generators send, in turn
         self.paths: dict = {}  # body key -> request path, when not PATH
         for key, data in {
@@ -211,6 +219,7 @@ class Bench:
             "text": _body(self.text_model, True),
             "tools": _body(self.tools_model, True, tools=True),
             "open": _body(self.open_model, True),
+            "paced": _body(self.paced_model, True),
         }.items():
             self._add_body(key, None, data)
         if s.real:
@@ -346,6 +355,20 @@ class Bench:
         r["events_s"] = r["ok"] * self.events[model] / r["elapsed"] if r["elapsed"] else 0.0
         return r
 
+    def paced(self, base: str) -> dict:
+        """Paced text streams: the CPU the process under test spent per event carried. No warmup,
+        so that every stream it served is one the client counted; at this pace neither side is
+        busy, and each event comes in a read of its own, as from a real upstream."""
+        pids = self.pids.get(base, [])
+        before = cpu_seconds(pids)
+        r = self.client(base, "paced", self.s.paced_concurrency)
+        used = cpu_seconds(pids) - before
+        events = r["ok"] * self.events[self.paced_model]
+        r["events_per_stream"] = self.events[self.paced_model]
+        r["events_s"] = events / r["elapsed"] if r["elapsed"] else 0.0
+        r["cpu_us_event"] = used * 1e6 / events if events else None
+        return r
+
     def warm(self, base: str):
         d = max(self.s.warmup, 0.2)
         if self.use_wrk:
@@ -368,6 +391,9 @@ class Bench:
         c = max(self.s.stream_concurrency)
         loads.append((f"tools{c}", f"tool-call streams ({self.events[self.tools_model]} events each), "
                                    f"concurrency {c}", lambda b: self.stream(b, "tools", c)))
+        if self.s.paced_concurrency:
+            loads.append((PACED, f"text streams ({self.events[self.paced_model]} events each, {self.s.paced_ms} ms "
+                                  f"apart), concurrency {self.s.paced_concurrency}", self.paced))
         if self.s.real:
             c = self.s.real_concurrency
             for i, (name, _, provider) in enumerate(REAL):
@@ -451,6 +477,7 @@ class Bench:
             # both up at once (each pinned to the same CPU, idle while the other is loaded)
             proxy, pbase = self.start_proxy()
             engine, ebase = self.start_engine()
+            self.pids = {pbase: proxy.tree(), ebase: engine.tree()}
             self.load_all({"proxy": pbase, "engine": ebase})
             self._stop(proxy)
             self._stop(engine)
@@ -514,7 +541,7 @@ def _fmt(v, kind):
         return f"{v:,.0f}"
     if kind == "ms":
         return f"{v:.2f}"
-    if kind == "mb":
+    if kind in ("mb", "us"):
         return f"{v:.1f}"
     return str(v)
 
@@ -550,6 +577,10 @@ def rows(res: dict, s: Settings) -> list[dict]:
     c = max(s.stream_concurrency)
     row(f"tool stream c={c}: TTFT p50 ms", f"tools{c}", "ttft_p50", "ms", None, "low", False)
     row(f"tool stream c={c}: events/s", f"tools{c}", "events_s", "int", None, "high", False)
+    if s.paced_concurrency:
+        label = f"text stream c={s.paced_concurrency}, {s.paced_ms} ms between events"
+        row(f"{label}: TTFT p50 ms", PACED, "ttft_p50", "ms", None, "low", False)
+        row(f"{label}: CPU µs per event", PACED, "cpu_us_event", "us", None, "low", False)
     if s.real:
         for i, (name, _, _) in enumerate(REAL):
             for stream in (False, True):
