@@ -29,7 +29,8 @@ def reference(method, path, route, info, rid, status, elapsed) -> tuple[str, dic
               "upstream_request_id": info.get("upstream_request_id")}
     urid = fields["upstream_request_id"]
     text = dict(fields, path=field(path), model=None if model is None else field(str(model)),
-                request_id=None if rid is None else field(rid), upstream_request_id=None if urid is None else field(urid))
+                request_id=None if rid is None else field(rid),
+                upstream_request_id=None if urid is None else field(urid))
     return " ".join(f"{k}={v}" for k, v in text.items() if v is not None), fields
 
 

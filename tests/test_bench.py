@@ -95,7 +95,8 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
     log = io.StringIO()
     s = runner.Settings(duration=0.3, warmup=0.1, rounds=2, ns_concurrency=(1, 2), stream_concurrency=(1, 2),
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
-                        open_pace_ms=40, paced_ms=5, paced_concurrency=3, workers=2, micro=True, micro_budget=0.002, loadgen="python",
+                        open_pace_ms=40, paced_ms=5, paced_concurrency=3,
+                        workers=2, micro=True, micro_budget=0.002, loadgen="python",
                         fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6,
                         workdir=tmp_path, log=log)
     b = runner.Bench(s)

@@ -28,8 +28,8 @@ from .context import UPSTREAMS, upstream_auth
 from .api_errors import ApiError, api_of
 from .record import RECORDER
 from .shutdown import OPEN, SHUTDOWN_MESSAGE
-from .upstream import (UPSTREAM_ID_HEADER, BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for, open_with_retries,
-                       read_error_body, redact, sent_keys)
+from .upstream import (UPSTREAM_ID_HEADER, BadUpstreamStatus, StreamMask, UpstreamUnreachable, keys_for,
+                       open_with_retries, read_error_body, redact, sent_keys)
 
 # Headers that describe one hop, not the message: never copied across the gateway.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -38,8 +38,9 @@ _CREDENTIALS = {"authorization", "x-api-key", "x-upstream-api-key"}
 # aiohttp hands the handler a decoded body, so its content-encoding no longer applies
 _REQ_DROP = _HOP | _CREDENTIALS | {"content-encoding"}
 _RESP_DROP = _HOP | {"set-cookie"}
-# an error body is relayed decoded (it was read to redact keys), so its encoding no longer applies
-_ERROR_DROP = _RESP_DROP | {"content-encoding"}
+# an error body is relayed decoded (it was read to redact keys), so its encoding no longer applies;
+# its content-type is set on its own
+_ERROR_DROP = _RESP_DROP | {"content-encoding", "content-type"}
 # Sent by the gateway only when the client did not send its own.
 _CLIENT_WINS = {"anthropic-version", "anthropic-beta"}
 
@@ -105,7 +106,7 @@ async def forward(request: web.Request, upstream, path: str, raw: bytes, auth_he
                                 f"at most {limit} (upstream_max_body_bytes)", code="upstream_too_large",
                            type="server_error")
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
-        ids(_relayed(resp, out, _RESP_DROP), request, resp)
+        _ids(_relayed(resp, out, _RESP_DROP), request, resp)
         await out.prepare(request)
         # a body passed on as it came can still be scanned for the keys (not a compressed one)
         keys = () if resp.headers.get("content-encoding") else keys_for(upstream, sent_keys(auth_headers))
@@ -199,7 +200,7 @@ def _relayed(resp, out, drop: frozenset):
     return out
 
 
-def ids(out, request: web.Request, resp) -> None:
+def _ids(out, request: web.Request, resp) -> None:
     """The gateway's request id in `x-request-id`, as on every answer, and the upstream's own id
     of the request in `x-upstream-request-id` (OpenAI's comes in the same `x-request-id`)."""
     out.headers["x-request-id"] = request.get("request_id") or ""
@@ -221,7 +222,7 @@ async def _relay_error(request, upstream, resp, auth_headers: dict, rec=None) ->
     if rec is not None:
         rec.add(data)
     out = web.Response(status=resp.status, reason=resp.reason, body=data)
-    ids(_relayed(resp, out, _ERROR_DROP | {"content-type"}), request, resp)
+    _ids(_relayed(resp, out, _ERROR_DROP), request, resp)
     if resp.headers.get("content-type"):
         out.headers["Content-Type"] = resp.headers["content-type"]
     return out

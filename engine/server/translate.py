@@ -269,7 +269,9 @@ def answer_headers(request: web.Request, upstream_rid: str | None) -> dict | Non
     dropped = request.get("dropped")
     if upstream_rid is None:
         return {DROPPED_HEADER: dropped} if dropped else None
-    return {DROPPED_HEADER: dropped, UPSTREAM_ID_HEADER: upstream_rid} if dropped else {UPSTREAM_ID_HEADER: upstream_rid}
+    if dropped:
+        return {DROPPED_HEADER: dropped, UPSTREAM_ID_HEADER: upstream_rid}
+    return {UPSTREAM_ID_HEADER: upstream_rid}
 
 
 DROPPED_HEADER = "x-gateway-dropped"
