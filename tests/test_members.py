@@ -302,3 +302,40 @@ def test_a_body_with_a_kept_text_that_msgspec_refuses_goes_to_the_whole_decode_p
     with pytest.raises(ApiError) as e:
         translate.load_json(bad)
     assert e.value.status == 400
+
+
+def test_key_positions_gives_every_key_once_the_front_first_then_from_the_end():
+    from engine.server import members
+    key, front = members.MEMBER_KEY, members.FRONT
+    for starts in ([], [0], [5, 100], [front - len(key)], [front - len(key) + 1], [front - 1, front],
+                   [3, front - 4, front + 50, 9000, 20000 - len(key)]):
+        raw = bytearray(b"x" * 20000)
+        for s in starts:
+            raw[s:s + len(key)] = key
+        raw = bytes(raw)
+        every = sorted(i for i in range(len(raw)) if raw.startswith(key, i))
+        got = list(members._key_positions(raw))
+        head = [i for i in every if i + len(key) <= front]
+        assert got == head + sorted(set(every) - set(head), reverse=True), starts
+
+
+def test_tools_after_a_long_conversation_are_found_without_splitting(monkeypatch, memo):
+    """A later request of a session: its tools come after 150 KB of conversation, in which
+    messages may hold a `"tools":` key of their own, before and after the kept text."""
+    from engine.server import members
+    raw = _raw("codex-0.94-chat-req1.json")
+    known, entry = memo.load(raw)
+    body = json.loads(raw)
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "a turn of the session " * 100}
+             for i in range(70)]
+    nested = {"role": "user", "content": [{"type": "text", "text": "x"}], "tools": [{"type": "function"}]}
+    later = dict(body, messages=[nested, *turns, nested, *body["messages"]])
+    later["metadata"] = {"tools": [1, 2]}  # after the tools: looked at first, and passed over
+    text = json.dumps(later, ensure_ascii=False).encode()
+    assert len(text) > 150_000 and text.rfind(members.MEMBER_KEY) > text.find(entry.text)
+
+    def no_split(raw):
+        raise AssertionError("the body was split")
+    monkeypatch.setattr(members, "_split", no_split)
+    got, found = memo.load(text)
+    assert found is entry and got[MEMBER] is known[MEMBER] and got == msgspec.json.decode(text)

@@ -90,12 +90,14 @@ class Memo:
             return None
         if self.gen != MUTATIONS[0]:
             self.clear()
+        keys = _key_positions(raw)
+        at = next(keys, -1)
+        if at < 0:
+            return None
         if self.order:
-            found = self._known(raw)
+            found = self._known(raw, at, keys)
             if found is not None:
                 return found
-        if MEMBER_KEY not in raw:
-            return None
         try:
             parts = _split(raw)
         except msgspec.DecodeError:  # not an object, not UTF-8, not JSON: the caller's path
@@ -123,14 +125,15 @@ class Memo:
             self._used(entry)
         return body, entry
 
-    def _known(self, raw: bytes):
+    def _known(self, raw: bytes, at: int, keys):
         """The body read around a kept text that is its `tools`. After each `"tools":` in the
-        body, the text is looked up by its first HEAD bytes and compared whole; the rest is then
-        decoded with a marker in the text's place, which must come out as `tools` (the key may
-        also sit inside a string, or deeper). A dict lookup per key found, then the texts that
-        begin alike, the most recently used first: 1-2 µs where splitting the body costs 8-26."""
+        body (at `at`, then each of `keys`), the text is looked up by its first HEAD bytes and
+        compared whole; the rest is then decoded with a marker in the text's place, which must
+        come out as `tools` (the key may also sit inside a string, or deeper). A dict lookup per
+        key found, then the texts that begin alike, the most recently used first: 1-2 µs where
+        splitting the body costs 8-26. The text around the marker is joined from views of the
+        body: slices of a 150 KB body would cost 25 times the one copy."""
         by_head = self.by_head
-        at = raw.find(MEMBER_KEY)
         while at >= 0:
             v = at + len(MEMBER_KEY)
             while raw[v:v + 1] in _JSON_SPACE:
@@ -143,8 +146,9 @@ class Memo:
                     text = entry.text
                     if not raw.startswith(text, v):
                         continue
+                    view = memoryview(raw)
                     try:
-                        body = _decode(raw[:v] + _MARK_TEXT + raw[v + len(text):])
+                        body = _decode(b"".join((view[:v], _MARK_TEXT, view[v + len(text):])))
                     except msgspec.DecodeError:
                         return None
                     if type(body) is dict and body.get(MEMBER) == _MARK:
@@ -153,7 +157,7 @@ class Memo:
                         self._used(entry)
                         return body, entry
                     break  # this `"tools"` was not the body's own: the next one may be
-            at = raw.find(MEMBER_KEY, at + 1)
+            at = next(keys, -1)
         return None
 
     def _used(self, entry: Entry):
@@ -189,6 +193,25 @@ class Memo:
         if entry is None or entry.value is not value or self.gen != MUTATIONS[0]:
             return None
         return entry
+
+
+FRONT = 2048  # bytes at the start of a body searched first for its tools
+
+
+def _key_positions(raw: bytes):
+    """Where MEMBER_KEY starts in `raw`: those in its first FRONT bytes, then the others from
+    the end. Clients send their tools near the start or after the conversation, which grows
+    every turn: searched from the start, a 150 KB body's tools take 70 µs to find, from the end
+    1 µs."""
+    front = FRONT - len(MEMBER_KEY) + 1  # a key starting here or later ends past FRONT
+    at = raw.find(MEMBER_KEY, 0, FRONT)
+    while at >= 0:
+        yield at
+        at = raw.find(MEMBER_KEY, at + 1, FRONT)
+    at = raw.rfind(MEMBER_KEY, front)
+    while at >= 0:
+        yield at
+        at = raw.rfind(MEMBER_KEY, front, at)
 
 
 def _index(index: dict, key, entry: Entry):
