@@ -123,12 +123,14 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
     for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s",  # every real-sized row ran
+                "later0n", "later1n", "later2n",
                 "open-real0", "open-real1", "open-real2", "open-later0", "open-later1", "open-later2"):
         assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
     for name in ("Codex 0.169 Responses", "Codex 0.94 chat", "Claude Code Messages"):
         assert f"12 open streams, {name}: peak RSS MB" in table
         assert f"12 open streams, {name} 6 turns in: peak RSS MB" in table
         assert f"{name}, 4 clients in turn, non-stream c=3: requests/s" in table
+        assert f"{name}, 6 turns in, non-stream c=3: requests/s" in table
     for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
         assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
         assert len(b.bodies[key]) == 4 and len({p.read_bytes() for p in b.bodies[key]}) == 4

@@ -19,7 +19,8 @@ Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses
 Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
 non-stream and streamed at concurrency `real_concurrency`, on the path the client used; and each
 non-stream from `real_clients` clients in turn, each with tools of its own (a gateway shared by
-many users). The two Codex requests name a Claude model (translated to Anthropic Messages), the
+many users), and non-stream as a later request of its session (`later_turns` turns in). The two
+Codex requests name a Claude model (translated to Anthropic Messages), the
 Claude Code request an OpenAI one (translated to Chat Completions): the fake upstream answers
 either (engine.bench.upstream). The byte proxy forwards the same bodies untouched.
 """
@@ -178,6 +179,10 @@ def open_real_key(i: int) -> str:
     return f"open-real{i}"
 
 
+def later_key(i: int) -> str:
+    return f"later{i}n"
+
+
 def open_later_key(i: int) -> str:
     return f"open-later{i}"
 
@@ -232,6 +237,7 @@ class Bench:
                 self._add_body(open_real_key(i), *real_body(capture, open_model, True))
                 # ...and as a later request of the same session: the conversation so far with it
                 self._add_body(open_later_key(i), *real_body(capture, open_model, True, turns=s.later_turns))
+                self._add_body(later_key(i), *real_body(capture, model, False, turns=s.later_turns))
                 # the same request from many clients, each with tools of its own, in turn
                 for k in range(s.real_clients):
                     self._add_body(clients_key(i), *real_body(capture, model, False, client=k))
@@ -405,6 +411,10 @@ class Bench:
                 key = clients_key(i)
                 loads.append((key, f"{name} request from {self.s.real_clients} clients with tools of their own, "
                                    f"in turn, non-stream, concurrency {c}",
+                              lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
+                key = later_key(i)
+                loads.append((key, f"{name} request {self.s.later_turns} turns in "
+                                   f"({self.bodies[key][0].stat().st_size:,} bytes), non-stream, concurrency {c}",
                               lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
         rounds = max(1, self.s.rounds)
         for key, what, load in loads:
@@ -589,6 +599,8 @@ def rows(res: dict, s: Settings) -> list[dict]:
                 row(f"{name}, {what} c={s.real_concurrency}: requests/s", key, "rps", "int", 0.7, "high", False)
             row(f"{name}, {s.real_clients} clients in turn, non-stream c={s.real_concurrency}: requests/s",
                 clients_key(i), "rps", "int", None, "high", False)
+            row(f"{name}, {s.later_turns} turns in, non-stream c={s.real_concurrency}: requests/s",
+                later_key(i), "rps", "int", None, "high", False)
     if "open" in E or "open" in P:
         n = s.open_streams
         row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)
