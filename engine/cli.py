@@ -482,7 +482,7 @@ def main(argv=None) -> int:
     d.set_defaults(fn=_diff)
 
     b = sub.add_parser("bench", help="benchmark: the gateway beside a plain byte proxy, one table of ratios")
-    b.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
+    b.add_argument("--quick", action="store_true", help="short runs (about 5 minutes on 2 CPUs)")
     b.add_argument("--micro-only", action="store_true", help="only the engine alone: µs per event / request")
     b.add_argument("--faults", action="store_true",
                    help="only the fault load test: 200 streams at once through engine serve, 20%% faulted, "
