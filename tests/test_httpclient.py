@@ -303,14 +303,15 @@ async def test_head_deadlines_of_concurrent_calls_share_one_timer_and_each_is_ke
         await asyncio.sleep(0.05)
         quick = asyncio.ensure_future(call(0.25))     # an earlier deadline moves the timer
         await asyncio.sleep(0.05)
-        answered = asyncio.ensure_future(call(0.3))   # answered at once
+        answered = asyncio.ensure_future(call(0.5))   # answered at once
         await asyncio.sleep(0.05)
         late = asyncio.ensure_future(call(1.2))       # the timer is set again after each firing
         (q, tq), (a, _), (w, tw), (l, tl) = await asyncio.gather(quick, answered, slow, late)
-        assert q == "timeout" and 0.25 <= tq < 0.6
+        # upper bounds: each before the next deadline (a busy CI machine may run late, not early)
+        assert q == "timeout" and 0.25 <= tq < 0.85
         assert a == b"fast"
         assert w == "timeout" and 0.85 <= tw < 1.3
-        assert l == "timeout" and 1.3 <= tl < 1.8
+        assert l == "timeout" and 1.3 <= tl < 2.5
         assert not client.deadlines.due and client.deadlines.timer is None
         assert len(held) == 3 and not client.live  # every timed-out connection dropped
         await client.close()
