@@ -402,20 +402,19 @@ class Bench:
                                   f"apart), concurrency {self.s.paced_concurrency}", self.paced))
         if self.s.real:
             c = self.s.real_concurrency
+
+            def real(key: str, what: str):
+                loads.append((key, f"{what}, concurrency {c}", lambda b: self.client(b, key, c)))
+
             for i, (name, _, provider) in enumerate(REAL):
                 for stream in (False, True):
                     key = real_key(i, stream)
-                    loads.append((key, f"{name} request ({self.bodies[key][0].stat().st_size:,} bytes, to "
-                                       f"{provider}), {'streamed' if stream else 'non-stream'}, concurrency {c}",
-                                  lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
-                key = clients_key(i)
-                loads.append((key, f"{name} request from {self.s.real_clients} clients with tools of their own, "
-                                   f"in turn, non-stream, concurrency {c}",
-                              lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
-                key = later_key(i)
-                loads.append((key, f"{name} request {self.s.later_turns} turns in "
-                                   f"({self.bodies[key][0].stat().st_size:,} bytes), non-stream, concurrency {c}",
-                              lambda b, key=key: self.client(b, key, self.s.real_concurrency)))
+                    real(key, f"{name} request ({self.bodies[key][0].stat().st_size:,} bytes, to {provider}), "
+                              f"{'streamed' if stream else 'non-stream'}")
+                real(clients_key(i), f"{name} request from {self.s.real_clients} clients with tools of their own, "
+                                     "in turn, non-stream")
+                real(later_key(i), f"{name} request {self.s.later_turns} turns in "
+                                   f"({self.bodies[later_key(i)][0].stat().st_size:,} bytes), non-stream")
         rounds = max(1, self.s.rounds)
         for key, what, load in loads:
             runs: dict = {name: [] for name in targets}

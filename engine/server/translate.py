@@ -266,12 +266,13 @@ def note_dropped(request: web.Request | None, dropped: list, model) -> None:
 def answer_headers(request: web.Request, upstream_rid: str | None) -> dict | None:
     """Headers every translated answer carries: x-gateway-dropped names what was not sent,
     x-upstream-request-id is the upstream's own id of the request."""
+    headers = {}
     dropped = request.get("dropped")
-    if upstream_rid is None:
-        return {DROPPED_HEADER: dropped} if dropped else None
     if dropped:
-        return {DROPPED_HEADER: dropped, UPSTREAM_ID_HEADER: upstream_rid}
-    return {UPSTREAM_ID_HEADER: upstream_rid}
+        headers[DROPPED_HEADER] = dropped
+    if upstream_rid is not None:
+        headers[UPSTREAM_ID_HEADER] = upstream_rid
+    return headers or None
 
 
 DROPPED_HEADER = "x-gateway-dropped"
@@ -430,11 +431,8 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
     translator.guard = event_guard(pair.specs["stream"].source)
     out = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or ""})
-    if request.get("dropped"):
-        out.headers[DROPPED_HEADER] = request["dropped"]
-    if resp.request_id is not None:
-        out.headers[UPSTREAM_ID_HEADER] = resp.request_id
+        "X-Accel-Buffering": "no", "x-request-id": request.get("request_id") or "",
+        **(answer_headers(request, resp.request_id) or {})})
     await out.prepare(request)
     request["stream_response"] = out
     started = request.get("started") or time.monotonic()
