@@ -268,6 +268,68 @@ async def test_release_before_the_end_and_cancel_before_the_head_drop_the_connec
         await client.close()
 
 
+def _last_event_then(end):
+    """A stream whose last event comes at once and whose end (the chunked terminator) comes as
+    `end(transport, rest)` sends it."""
+    def reply(t):
+        raw = chunked(b"event: a\ndata: {}\n\n", b"event: stop\ndata: {}\n\n")
+        cut = raw.index(b"0\r\n\r\n")
+        t.write(raw[:cut])
+        end(t, raw[cut:])
+    return reply
+
+
+async def _read_to_stop(resp) -> bytes:
+    got = b""
+    async for chunk in resp.content.iter_any():
+        got += chunk
+        if b"event: stop" in got:
+            return got
+    raise AssertionError("the stream ended before its last event")
+
+
+async def test_a_drained_stream_whose_end_comes_late_keeps_its_connection():
+    late = _last_event_then(lambda t, rest: asyncio.get_running_loop().call_later(0.05, t.write, rest))
+    async with Script([late, ok(b"next")]) as s:
+        client = HttpClient(s.url)
+        async with client.post("/", b"") as resp:
+            await _read_to_stop(resp)
+            resp.drain()
+        assert client.in_use == 1 and not client.idle  # the end is still on its way
+        await asyncio.sleep(0.2)
+        assert client.in_use == 0 and len(client.idle) == 1
+        assert (await fetch(client))[2] == b"next" and s.connections == 1
+        await client.close()
+
+
+@pytest.mark.parametrize("end", ["never", "too much"])
+async def test_a_drained_stream_whose_end_does_not_come_is_closed(end):
+    if end == "never":
+        reply = _last_event_then(lambda t, rest: None)
+    else:  # events after the last one, past the limit
+        reply = _last_event_then(lambda t, rest: t.write(b"4000\r\n" + b"z" * 0x4000 + b"\r\n"))
+    async with Script([reply, ok(b"next")]) as s:
+        client = HttpClient(s.url)
+        async with client.post("/", b"") as resp:
+            await _read_to_stop(resp)
+            resp.drain(seconds=0.1, limit=1024)
+        await asyncio.sleep(0.3)
+        assert not client.live and not client.idle
+        assert (await fetch(client))[2] == b"next" and s.connections == 2
+        await client.close()
+
+
+async def test_draining_an_answer_that_has_ended_or_was_closed_changes_nothing():
+    async with Script([ok(b"whole"), ok(b"next")]) as s:
+        client = HttpClient(s.url)
+        async with client.post("/", b"") as resp:
+            assert await resp.read() == b"whole"
+            resp.drain()
+            resp.drain()
+        assert len(client.idle) == 1 and (await fetch(client))[2] == b"next" and s.connections == 1
+        await client.close()
+
+
 async def test_head_timeout_covers_the_wait_and_drops_the_connection():
     async with Script([lambda t: None, ok(b"later")]) as s:
         client = HttpClient(s.url)

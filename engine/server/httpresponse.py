@@ -12,6 +12,10 @@ import aiohttp
 
 HIGH_WATER = 256 * 1024  # body bytes buffered before the connection stops reading
 INFLATE_STEP = 256 * 1024  # most decompressed bytes made per read of a compressed body
+# Response.drain: how long, and how many more body bytes, the end of an answer whose reader is
+# done may take before its connection is closed rather than kept
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 16 * 1024
 
 
 class TooLarge(aiohttp.ClientPayloadError):
@@ -88,7 +92,7 @@ class Body:
     """The response body as it arrives. readany/iter_any/read/is_eof as on aiohttp's
     StreamReader; data already received is handed out before a failure is raised."""
     __slots__ = ("_chunks", "_size", "_eof", "_exc", "_waiter", "_conn", "_inflater", "_ctail", "_inflated",
-                 "_max_inflated", "_back")
+                 "_max_inflated", "_back", "_loop")
 
     def __init__(self, conn, inflater=None, max_inflated: int = 0):
         self._chunks: list[bytes] = []
@@ -97,6 +101,9 @@ class Body:
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future | None = None
         self._conn = conn
+        # _wait runs once per read of a stream, and on Python 3.11 asyncio.get_running_loop()
+        # makes a getpid() system call each time
+        self._loop = conn.loop
         # a compressed body: the chunks hold compressed bytes, inflated as they are read
         self._inflater = inflater
         self._ctail = b""
@@ -150,7 +157,7 @@ class Body:
 
     async def _wait(self):
         while not self._chunks and not self._eof and self._exc is None:
-            self._waiter = w = asyncio.get_running_loop().create_future()
+            self._waiter = w = self._loop.create_future()
             await w
 
     async def readany(self) -> bytes:
@@ -281,6 +288,21 @@ class Response:
         except LookupError:
             return data.decode("utf-8", errors)
 
+    def drain(self, seconds: float | None = None, limit: int | None = None):
+        """The reader has all it needs (a stream's last event came): the rest of the body, which
+        should be no more than the end of the chunked framing, is read and dropped, and the
+        connection goes back to the pool when it ends. More than `limit` bytes, or no end within
+        `seconds`, and the connection is closed instead. An upstream that writes its last event
+        and the end of the body apart would otherwise cost every stream a new connection (with
+        TLS, a handshake) for the next request."""
+        conn, self._conn = self._conn, None
+        if conn is None or self.content._eof or conn.body is not self.content:
+            return
+        conn.body = _Drain(conn, DRAIN_SECONDS if seconds is None else seconds,
+                           DRAIN_BYTES if limit is None else limit)
+        if conn.paused:
+            conn.resume()
+
     def close(self):
         """Drops the connection unless the whole body has arrived (it cannot be reused midway)."""
         conn, self._conn = self._conn, None
@@ -288,3 +310,33 @@ class Response:
             conn.abort(aiohttp.ClientConnectionError("Connection closed"))
 
     release = close
+
+
+class _Drain:
+    """Stands in for the Body of a drained answer (Response.drain) on its connection: counts
+    what still arrives and closes the connection past the limits; when the answer ends, the
+    connection goes back to the pool as after any answer."""
+    __slots__ = ("_conn", "left", "timer")
+
+    def __init__(self, conn, seconds: float, limit: int):
+        self._conn = conn
+        self.left = limit
+        self.timer = conn.loop.call_later(seconds, self._give_up)
+
+    def feed(self, data: bytes):
+        self.left -= len(data)
+        if self.left < 0:
+            self._give_up()
+
+    def feed_eof(self):
+        self.timer.cancel()
+
+    def set_exception(self, exc: BaseException):
+        self.timer.cancel()
+
+    def _give_up(self):
+        self.timer.cancel()
+        conn = self._conn
+        if conn is not None and conn.body is self:
+            self._conn = None
+            conn.abort(None)

@@ -483,6 +483,9 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                 # time spent translating a large read is not upstream silence
                 clock["read"] = time.monotonic()
                 if translator.ended:
+                    # the rest (the end of the chunked body) is read after the client's answer,
+                    # and the connection is kept for the next request
+                    resp.drain()
                     break
             tail = translator.finish() if not clock["idle"] else translator.fail_bytes(
                 f"the upstream sent nothing for {upstream.idle_timeout:g}s (idle timeout)", "timeout_error")

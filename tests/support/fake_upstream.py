@@ -126,6 +126,8 @@ class RecordedRequest:
     client_disconnected: bool = False
     # the message of the 400 the real API gives this request (support/anthropic_rules.py), if any
     refused: str | None = None
+    # (host, port) the request came from: one per connection of the client
+    peer: tuple | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -212,8 +214,12 @@ class ErrorReply(JsonReply):
 class SseReply(Reply):
     def __init__(self, data: bytes | str, status: int = 200, chunk_size: int | str | None = None,
                  delay: float = 0.0, drop_after: int | None = None,
-                 headers: dict[str, str] | None = None, first_byte_delay: float = 0.0):
+                 headers: dict[str, str] | None = None, first_byte_delay: float = 0.0,
+                 end_delay: float = 0.0):
         self.data = _to_bytes(data)
+        # seconds between the last event and the end of the chunked body, as an upstream that
+        # writes them apart
+        self.end_delay = end_delay
         self.status = status
         self.chunk_size = chunk_size
         self.delay = delay
@@ -270,6 +276,11 @@ class SseReply(Reply):
             await asyncio.sleep(0.01)
             _kill_connection(request)
             return resp
+        if self.end_delay:
+            await asyncio.sleep(self.end_delay)
+            if _closing(request):
+                rec.client_disconnected = True
+                return resp
         await resp.write_eof()
         return resp
 
@@ -402,14 +413,16 @@ def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = No
 
 def sse_reply(data: bytes | str, status: int = 200, chunk_size: int | str | None = None,
               delay: float = 0.0, drop_after: int | None = None,
-              headers: dict[str, str] | None = None, first_byte_delay: float = 0.0) -> SseReply:
+              headers: dict[str, str] | None = None, first_byte_delay: float = 0.0,
+              end_delay: float = 0.0) -> SseReply:
     """Stream ``data`` verbatim as text/event-stream (chunked transfer encoding).
 
     chunk_size: bytes per write (None = one write; "event" = one write per SSE event);
     delay: seconds between writes; drop_after: close the TCP connection abruptly after
     that many body bytes (no clean end of the chunked body); first_byte_delay: seconds
-    between the headers and the first body byte."""
-    return SseReply(data, status, chunk_size, delay, drop_after, headers, first_byte_delay)
+    between the headers and the first body byte; end_delay: seconds between the last
+    event and the end of the chunked body."""
+    return SseReply(data, status, chunk_size, delay, drop_after, headers, first_byte_delay, end_delay)
 
 
 def error_reply(status: int, body: Any = None, headers: dict[str, str] | None = None,
@@ -1322,6 +1335,7 @@ class FakeUpstream:
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
             body=body,
             json=parsed,
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         if self.enforce_rules and request.method == "POST" and _route(request.path) in ("messages", "count_tokens"):
             rec.refused = anthropic_rules.refusal(parsed)
