@@ -289,14 +289,14 @@ async def _read_to_stop(resp) -> bytes:
 
 
 async def test_a_drained_stream_whose_end_comes_late_keeps_its_connection():
-    late = _last_event_then(lambda t, rest: asyncio.get_running_loop().call_later(0.05, t.write, rest))
+    late = _last_event_then(lambda t, rest: asyncio.get_running_loop().call_later(0.3, t.write, rest))
     async with Script([late, ok(b"next")]) as s:
         client = HttpClient(s.url)
         async with client.post("/", b"") as resp:
             await _read_to_stop(resp)
             resp.drain()
         assert client.in_use == 1 and not client.idle  # the end is still on its way
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.6)
         assert client.in_use == 0 and len(client.idle) == 1
         assert (await fetch(client))[2] == b"next" and s.connections == 1
         await client.close()
@@ -306,13 +306,14 @@ async def test_a_drained_stream_whose_end_comes_late_keeps_its_connection():
 async def test_a_drained_stream_whose_end_does_not_come_is_closed(end):
     if end == "never":
         reply = _last_event_then(lambda t, rest: None)
-    else:  # events after the last one, past the limit
-        reply = _last_event_then(lambda t, rest: t.write(b"4000\r\n" + b"z" * 0x4000 + b"\r\n"))
+    else:  # more body after the last event, past the limit, in a later read
+        reply = _last_event_then(lambda t, rest: asyncio.get_running_loop().call_later(
+            0.05, t.write, b"4000\r\n" + b"z" * 0x4000 + b"\r\n"))
     async with Script([reply, ok(b"next")]) as s:
         client = HttpClient(s.url)
         async with client.post("/", b"") as resp:
             await _read_to_stop(resp)
-            resp.drain(seconds=0.1, limit=1024)
+            resp.drain(seconds=0.1 if end == "never" else 5, limit=1024)
         await asyncio.sleep(0.3)
         assert not client.live and not client.idle
         assert (await fetch(client))[2] == b"next" and s.connections == 2
