@@ -206,6 +206,28 @@ async def test_connection_lost_mid_body_is_a_payload_error(cut):
         await client.close()
 
 
+async def test_iterating_a_body_hands_out_what_arrived_before_the_failure_or_the_end():
+    cut = chunked(b"first", b"second")[:-5]  # the last chunk arrives, the end never does
+
+    def reply(t):
+        t.write(cut)
+        asyncio.get_running_loop().call_later(0.05, t.close)
+
+    async with Script([reply, chunked(b"a", b"b")]) as s:
+        client = HttpClient(s.url)
+        got = []
+        async with client.post("/", b"") as resp:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in resp.content:
+                    got.append(chunk)
+        assert b"".join(got) == b"firstsecond"
+        async with client.post("/", b"") as resp:
+            assert b"".join([c async for c in resp.content]) == b"ab"
+            with pytest.raises(StopAsyncIteration):
+                await resp.content.__anext__()
+        await client.close()
+
+
 async def test_stale_idle_connection_is_replaced_once():
     # the server drops the pooled connection as the second request arrives, answering nothing
     async with Script([ok(b"one"), lambda t: t.close(), ok(b"two"), lambda t: t.close()]) as s:

@@ -182,10 +182,21 @@ class Body:
         return self
 
     async def __anext__(self) -> bytes:
-        data = await self.readany()
-        if not data:
-            raise StopAsyncIteration
-        return data
+        # readany, with its wait inlined: a stream's task waits here between upstream reads, and
+        # each coroutine it waits through is resumed on every read and kept for the stream's life
+        if self._back or self._inflater is not None:
+            data = await self.readany()
+            if not data:
+                raise StopAsyncIteration
+            return data
+        while not self._chunks:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                raise StopAsyncIteration
+            self._waiter = w = self._loop.create_future()
+            await w
+        return self._take()
 
     async def _read_inflated(self) -> bytes:
         """The next step of a compressed body, inflated: at most INFLATE_STEP bytes, and
