@@ -41,3 +41,51 @@ def test_early_cut_splits_after_the_first_events_only_when_more_follow():
     assert early_cut(b"".join(events[:5]) + b"event: partial", 8) == (0, 5)
     assert early_cut(burst, 2) == (len(events[0]) + len(events[1]), 2)
     assert early_cut(burst.replace(b"\n", b"\r\n"), 8) == (0, 0)  # CRLF streams are not split (no harm)
+
+
+async def test_the_rest_of_a_burst_is_translated_a_turn_of_the_loop_after_its_first_events(
+        fake_anthropic, fake_openai, tmp_path, monkeypatch):
+    """A read holding a whole burst: its first 8 events are translated and written, then other
+    tasks run (other streams' first tokens, new requests), then the rest is translated."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server.app import create_app
+    from engine.stream import StreamTranslator
+    from conftest import gateway_env
+    from support.fake_upstream import anthropic_text_stream, sse_reply
+
+    log = []
+    feed = StreamTranslator.feed
+    monkeypatch.setattr(StreamTranslator, "feed", lambda self, chunk: (log.append(chunk.count(b"\n\n")),
+                                                                        feed(self, chunk))[1])
+    fake_anthropic.enqueue(sse_reply(anthropic_text_stream(["w"] * 40)))  # the events in one write
+    app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)), Catalog.load())
+    server = TestServer(app)
+    await server.start_server()
+    ticking = True
+
+    async def ticker():
+        while ticking:
+            log.append("tick")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.make_url("/v1/chat/completions"), json={
+                    "model": "claude-x", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as r:
+                body = await r.read()
+    finally:
+        ticking = False
+        await task
+        await server.close()
+    assert body.count(b'"content":"w"') == 40
+    feeds = [(i, n) for i, n in enumerate(log) if n != "tick"]
+    first = next(k for k, (_, n) in enumerate(feeds) if n == 8)
+    (at, _), (then, rest) = feeds[first], feeds[first + 1]
+    assert rest > 30 and "tick" in log[at + 1:then]

@@ -477,6 +477,9 @@ async def _stream(request, pair: Pair, resp, body: dict, scope: dict, upstream, 
                         if data:
                             await write(data)
                         chunk = chunk[at:]
+                        # the rest of the burst waits one turn of the loop, so other streams'
+                        # first tokens and new requests go first
+                        await asyncio.sleep(0)
                 data = translator.feed(chunk)
                 if data:
                     await write(data)
