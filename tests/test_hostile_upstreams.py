@@ -358,3 +358,23 @@ def test_stream_mask_holds_back_only_what_may_start_a_key():
     assert m.feed(b"a sk-sec") == b"a "
     assert m.feed(b"ret-123 b s") == b"*************" + b" b "
     assert m.flush() == b"s"
+
+
+def test_mask_and_redact_take_every_key_longest_first_and_mask_searches_once():
+    from engine.server.upstream import KeySet, mask, redact, secret_bytes
+    a, b = "sk-ant-api03-" + "a" * 90, "sk-proj-" + "b.c|d*(e)" * 12  # a key's regex characters are literal
+    keys = secret_bytes([a, b, "short", ""])
+    assert isinstance(keys, KeySet) and keys == (b.encode(), a.encode())  # longest first
+    text = f"x {a} y {b} z {b[:-1]} {a}".encode()
+    assert mask(text, keys) == (f"x {'*' * len(a)} y {'*' * len(b)} z {b[:-1]} {'*' * len(a)}").encode()
+    clean = b"data: " + b"." * 300
+    assert mask(clean, keys) is clean and mask(text, KeySet(())) is text
+    # a key inside another: the longer goes whole, in whichever order they came
+    inner, outer = b"sk-inner-key", b"prefix-sk-inner-key-suffix"
+    for order in ([inner, outer], [outer, inner]):
+        assert mask(b"<prefix-sk-inner-key-suffix> sk-inner-key", KeySet(order)) == \
+            b"<" + b"*" * 26 + b"> " + b"*" * 12
+        assert redact("<prefix-sk-inner-key-suffix> sk-inner-key", [k.decode() for k in order]) == \
+            "<[redacted]> [redacted]"
+    # the same keys again (another request forwarding one of them): the search is not built again
+    assert secret_bytes([b, a]).search is keys.search

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import re
 import ssl
 import time
 import zlib
@@ -39,7 +41,7 @@ class Upstream:
         self.max_body = 32 * 1024 * 1024     # a non-stream answer (upstream_max_body_bytes)
         self.max_event = 8 * 1024 * 1024     # one SSE event (upstream_max_event_bytes)
         self.secrets: tuple = ()             # configured upstream keys, redacted from relayed bodies
-        self.secret_keys: tuple = ()         # the same as bytes
+        self.secret_keys: KeySet = KeySet(())  # the same as bytes
         self.policy = RetryPolicy()
         self.http: HttpClient | None = None
         self.proxy_setting = ""              # upstream_proxy: "" = the environment, "none", or a URL
@@ -266,8 +268,9 @@ async def read_error_body(resp, policy: RetryPolicy, decode: bool = False) -> tu
 
 
 def redact(text: str, secrets) -> str:
-    """Every upstream key the gateway holds or sent, replaced wherever an upstream echoes it."""
-    for key in secrets:
+    """Every upstream key the gateway holds or sent, replaced wherever an upstream echoes it
+    (longest first, as mask())."""
+    for key in sorted(secrets, key=len, reverse=True):
         if key and len(key) >= 8 and key in text:
             text = text.replace(key, "[redacted]")
     return text
@@ -285,9 +288,9 @@ def sent_keys(headers: dict | None) -> list:
     return sent
 
 
-def secret_bytes(secrets) -> tuple:
+def secret_bytes(secrets) -> KeySet:
     """The keys as bytes, for mask()."""
-    return tuple({k.encode("utf-8", "surrogateescape") for k in secrets if k and len(k) >= 8})
+    return KeySet({k.encode("utf-8", "surrogateescape") for k in secrets if k and len(k) >= 8})
 
 
 def keys_for(upstream, sent) -> tuple:
@@ -298,9 +301,33 @@ def keys_for(upstream, sent) -> tuple:
     return secret_bytes((*sent, *upstream.secrets))
 
 
-def mask(data: bytes, keys: tuple) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _any_key(keys: tuple):
+    """One search for all of `keys`: `k in data` for each costs ~0.2 µs on a streamed event's
+    250 bytes (it prepares for a 100-byte needle each time), the alternation about a third of
+    that for all of them. Kept per key set: the configured keys, or those and a client's own."""
+    return re.compile(b"|".join(re.escape(k) for k in keys)).search
+
+
+class KeySet(tuple):
+    """Keys as bytes, for mask(), longest first (a key inside another must not be masked first,
+    or the rest of the other would stay), with `search`: the first place any of them is."""
+
+    def __new__(cls, keys):
+        self = super().__new__(cls, sorted(keys, key=lambda k: (-len(k), k)))
+        self.search = _any_key(tuple(self)) if self else _no_key
+        return self
+
+
+def _no_key(data: bytes):
+    return None
+
+
+def mask(data: bytes, keys: KeySet) -> bytes:
     """`data` with every key in it overwritten by asterisks of the same length, so a relayed
-    body keeps its framing (Content-Length). One memchr-speed search per key."""
+    body keeps its framing (Content-Length)."""
+    if keys.search(data) is None:
+        return data
     for k in keys:
         if k in data:
             data = data.replace(k, b"*" * len(k))
@@ -314,7 +341,7 @@ class StreamMask:
     __slots__ = ("keys", "held")
 
     def __init__(self, keys: tuple):
-        self.keys = keys
+        self.keys = keys if type(keys) is KeySet else KeySet(keys)
         self.held = b""
 
     def feed(self, chunk: bytes) -> bytes:
