@@ -136,13 +136,19 @@ class SSEDecoder:
 
         # Fastest path: the whole text is "event: X\ndata: Y\n\n" blocks (Anthropic) or
         # "data: Y\n\n" blocks (OpenAI). One C-level findall; the matches tile the text exactly
-        # when their lengths add up to it (they cannot overlap), so nothing else is in it.
+        # when their lengths add up to it (they cannot overlap), so nothing else is in it. A read
+        # of one such block, as an upstream writing events apart sends them, is cut by hand.
         if text.startswith("event: "):
+            nl = text.find("\n", 7)
+            if text.startswith("data: ", nl + 1) and text.find("\n", nl + 7) == len(text) - 2:
+                return [(text[7:nl] or None, text[nl + 7:-2])]
             found = _NAMED.findall(text)
             if len(text) == 16 * len(found) + sum([len(e) + len(d) for e, d in found]) \
                     and "event: \n" not in text:
                 return found
         elif text.startswith("data: "):
+            if text.find("\n", 6) == len(text) - 2:
+                return [(None, text[6:-2])]
             data = _DATA.findall(text)
             if len(text) == 8 * len(data) + sum(map(len, data)):
                 return [(None, d) for d in data]

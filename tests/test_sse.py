@@ -299,6 +299,16 @@ def test_fixture_streams_any_split_any_line_end(path):
             assert decode_all(chunks) == expected
 
 
+@pytest.mark.parametrize("path", _fixture_streams(), ids=lambda p: p.name)
+def test_fixture_streams_one_event_per_read(path):
+    # as an upstream writing its events apart sends them: each read one whole event
+    raw = path.read_bytes().replace(b"\r\n", b"\n")
+    events = [e + b"\n\n" for e in raw.split(b"\n\n") if e]
+    assert decode_all(events) == reference_parse(raw)
+    assert decode_all([b"event: \ndata: x\n\n", b"data: \n\n", b"event: e\ndata: a\ndata: b\n\n"]) == \
+        [(None, "x"), (None, ""), ("e", "a\nb")]
+
+
 def test_random_streams_match_reference():
     rng = random.Random(1234)
     pieces = [b"event: e\n", b"data: d\n", b"data:x\n", b": c\n", b"\n", b"\r\n", b"\r", b"id: 1\n",
