@@ -369,6 +369,9 @@ def test_mask_and_redact_take_every_key_longest_first_and_mask_searches_once():
     assert mask(text, keys) == (f"x {'*' * len(a)} y {'*' * len(b)} z {b[:-1]} {'*' * len(a)}").encode()
     clean = b"data: " + b"." * 300
     assert mask(clean, keys) is clean and mask(text, KeySet(())) is text
+    # a long body (a key searched for one by one) and a short one (one search for all)
+    for filler in (b"." * 5000, b""):
+        assert mask(filler + text + filler, keys) == filler + mask(text, keys) + filler
     # a key inside another: the longer goes whole, in whichever order they came
     inner, outer = b"sk-inner-key", b"prefix-sk-inner-key-suffix"
     for order in ([inner, outer], [outer, inner]):

@@ -301,11 +301,18 @@ def keys_for(upstream, sent) -> tuple:
     return secret_bytes((*sent, *upstream.secrets))
 
 
+# mask(): below this many bytes one regular expression finds any key sooner than a search per
+# key. `k in data` costs ~0.25 µs per key however short the data (it prepares for a 100-byte
+# needle each time), then scans at memchr speed; the expression costs ~0.1 µs, then scans about
+# four times slower. Measured with two keys: 0.18 against 0.68 µs at 256 bytes, even at 2 KiB,
+# 2.6 against 1.4 µs at 4 KiB.
+_ONE_SEARCH_BELOW = 1536
+
+
 @functools.lru_cache(maxsize=256)
 def _any_key(keys: tuple):
-    """One search for all of `keys`: `k in data` for each costs ~0.2 µs on a streamed event's
-    250 bytes (it prepares for a 100-byte needle each time), the alternation about a third of
-    that for all of them. Kept per key set: the configured keys, or those and a client's own."""
+    """One search for all of `keys`, kept per key set: the configured keys, or those and a
+    client's own."""
     return re.compile(b"|".join(re.escape(k) for k in keys)).search
 
 
@@ -326,7 +333,7 @@ def _no_key(data: bytes):
 def mask(data: bytes, keys: KeySet) -> bytes:
     """`data` with every key in it overwritten by asterisks of the same length, so a relayed
     body keeps its framing (Content-Length)."""
-    if keys.search(data) is None:
+    if len(data) < _ONE_SEARCH_BELOW and keys.search(data) is None:
         return data
     for k in keys:
         if k in data:
