@@ -342,7 +342,7 @@ async def test_a_drained_stream_whose_end_does_not_come_is_closed(end):
         await client.close()
 
 
-async def test_draining_an_answer_that_has_ended_or_was_closed_changes_nothing():
+async def test_draining_an_answer_that_has_ended_changes_nothing_even_twice():
     async with Script([ok(b"whole"), ok(b"next")]) as s:
         client = HttpClient(s.url)
         async with client.post("/", b"") as resp:
