@@ -25,6 +25,7 @@ from ..stream import MalformedEvent, StreamTranslator
 from . import ops
 from .api_errors import ApiError
 from .httpclient import TooLarge
+from .history import HISTORY
 from .members import MEMBER, MEMO, shared_members, without_member
 from . import shapes
 from .record import RECORDER
@@ -139,13 +140,9 @@ def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
     msgspec decodes UTF-8 JSON, refusing NaN, Infinity, overflowing numbers and lone surrogate
     escapes; what it refuses goes through the json module, which reads other Unicode encodings
     and words the error (a lone surrogate it reads is refused by name)."""
-    entry = None
+    entry = found = None
     try:
-        split = MEMO.load(raw)
-        if split is not None:
-            body, entry = split
-        else:
-            body = _msgspec_decode(raw)
+        body, entry, found = _decode_known(raw)
     except RecursionError:
         raise ApiError(400, f"the request body is nested deeper than {max_depth} levels") from None
     except jsontext.DecodeError:
@@ -155,20 +152,50 @@ def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
     # each level takes two bytes at least; past that, jsonschema-rs walks the tree (0.3 µs for
     # the bench's small request, 11 µs for the 19 KB Claude Code one: less than counting brackets)
     if len(raw) > 2 * max_depth:
-        if entry is not None and max_depth in entry.depth_ok:
-            deep = not _within_depth(without_member(body), max_depth)
-        else:
-            deep = not _within_depth(body, max_depth)
-            if not deep and entry is not None:
-                entry.depth_ok.add(max_depth)
-        if deep:
+        known_tools = entry is not None and max_depth in entry.depth_ok
+        known_items = found is not None and found.entry is not None and max_depth in found.entry.depth_ok
+        checked = body
+        if known_items:
+            checked = found.reduced(checked)
+        if known_tools:
+            checked = without_member(checked)
+        if not _within_depth(checked, max_depth):
             raise ApiError(400, f"the request body is nested deeper than {max_depth} levels")
+        if entry is not None:
+            entry.depth_ok.add(max_depth)
+        if found is not None and found.new is not None:
+            found.new.depth_ok.add(max_depth)
     for key in ("messages", "input"):
         items = body.get(key)
         if isinstance(items, list) and len(items) > max_items:
             raise ApiError(400, f"{key} has {len(items)} entries; this gateway accepts at most {max_items}",
                            param=key)
     return body
+
+
+def _decode_known(raw: bytes):
+    """(body, entry of its kept tools, what the history memo found of its conversation). A body
+    beginning its conversation with kept items is decoded without them (history.HISTORY), then
+    around kept tools (members.MEMO); DecodeError for what msgspec refuses."""
+    spliced = HISTORY.splice(raw)
+    if spliced is not None:
+        text, member, hist, count = spliced
+        try:
+            body, entry = _decode_tools(text)
+        except jsontext.DecodeError:
+            body = None
+        found = None if body is None else HISTORY.restore(body, member, hist, count, text)
+        if found is not None:
+            return body, entry, found
+    body, entry = _decode_tools(raw)
+    return body, entry, HISTORY.learn(body, raw, 0 if entry is None else len(entry.text))
+
+
+def _decode_tools(raw: bytes):
+    split = MEMO.load(raw)
+    if split is not None:
+        return split
+    return _msgspec_decode(raw), None
 
 
 def _load_slow(raw: bytes, max_depth: int):
@@ -219,14 +246,22 @@ def parse_body(raw: bytes, schema_id: str, max_depth: int = 100, max_items: int 
 def validate(body: dict, schema_id: str):
     """ApiError(400) naming the JSON path of the first schema violation, if any."""
     entry = MEMO.entry_of(body.get(MEMBER)) if MEMBER in body else None
+    found = HISTORY.take(body)
+    checked = body
+    if found is not None and found.entry is not None and schema_id in found.entry.valid:
+        checked = found.reduced(checked)
     if entry is not None and schema_id in entry.valid:
-        issue = schemas.first_error(schema_id, without_member(body))
-    else:
-        issue = schemas.first_error(schema_id, body)
-        if issue is None and entry is not None:
-            entry.valid.add(schema_id)
+        checked = without_member(checked)
+    issue = schemas.first_error(schema_id, checked)
+    if issue is not None and checked is not body:
+        # worded from the whole body: the path of an item is its index in the whole list
+        issue = schemas.first_error(schema_id, body) or issue
     if issue is not None:
         raise ApiError(400, issue.message, param=issue.path or None, code="invalid_request")
+    if entry is not None:
+        entry.valid.add(schema_id)
+    if found is not None and found.new is not None:
+        found.new.valid.add(schema_id)
 
 
 def translate_request(pair: Pair, body: dict, scope: dict, request: web.Request | None = None) -> dict:

@@ -1,0 +1,318 @@
+"""A conversation's earlier turns decoded and checked once (engine/server/history.py): each body
+reads as the whole decode reads it, a later turn reuses the kept items (the same objects), what
+the checks refuse is refused the same and named at its real index, and the memo keeps its
+bounds and starts over after a write into a request's objects."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine import program
+from engine.server import translate
+from engine.server.api_errors import ApiError
+from engine.server.history import MARK, History
+
+CLIENTS = Path(__file__).parent / "fixtures" / "clients"
+CAPTURES = {  # capture -> (client schema, conversation member)
+    "codex-0.169-responses-req1.json": ("openai/responses.request", "input"),
+    "codex-0.94-chat-req1.json": ("openai/chat.request", "messages"),
+    "claude-code-2.1.332-messages-gpt5-req1.json": ("anthropic/messages.request", "messages"),
+}
+_TURN = "An earlier turn of the session: code, its output, what was decided. " * 12  # 800 bytes
+
+
+def _body(name: str) -> dict:
+    return json.loads((CLIENTS / name).read_text())["body"]
+
+
+def _turn(member: str, i: int, text: str | None = None) -> dict:
+    role = "user" if i % 2 == 0 else "assistant"
+    text = text if text is not None else f"{_TURN}{i}"
+    if member == "input":
+        return {"type": "message", "role": role,
+                "content": [{"type": "input_text" if role == "user" else "output_text", "text": text}]}
+    return {"role": role, "content": text}
+
+
+def _later(name: str, turns: int) -> dict:
+    """The capture `turns` turns later: its conversation, then that many more items."""
+    body = _body(name)
+    member = CAPTURES[name][1]
+    body[member] = body[member] + [_turn(member, i) for i in range(turns)]
+    return body
+
+
+def _raw(body: dict, separators=(", ", ": ")) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=separators).encode()
+
+
+@pytest.fixture
+def history(monkeypatch):
+    fresh = History()
+    monkeypatch.setattr(translate, "HISTORY", fresh)
+    return fresh
+
+
+def _parse(raw: bytes, schema_id: str) -> dict:
+    body = translate.parse_body(raw, schema_id)
+    whole = msgspec.json.decode(raw)
+    assert body == whole and list(body) == list(whole)
+    return body
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_a_later_turn_reuses_the_items_kept_from_the_one_before(history, name):
+    schema_id, member = CAPTURES[name]
+    first = _parse(_raw(_later(name, 6)), schema_id)
+    assert (history.hits, history.misses, len(history.order)) == (0, 1, 1)
+    second = _parse(_raw(_later(name, 8)), schema_id)
+    n = len(first[member])
+    assert history.hits == 1 and all(a is b for a, b in zip(first[member], second[member][:n]))
+    assert not any(a is b for a, b in zip(first[member], second[member][n:]))
+    # the turn after reuses all eight, and the list of the turn before is no longer kept
+    assert len(history.order) == 1
+    third = _parse(_raw(_later(name, 9)), schema_id)
+    assert history.hits == 2 and all(a is b for a, b in zip(second[member], third[member]))
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_the_same_body_again_reads_whole_from_the_memo(history, name):
+    schema_id, member = CAPTURES[name]
+    raw = _raw(_later(name, 6))
+    first = _parse(raw, schema_id)
+    again = _parse(raw, schema_id)  # a list with nothing new still meets the schemas' minItems
+    assert history.hits == 1 and all(a is b for a, b in zip(first[member], again[member]))
+
+
+def test_a_rewritten_last_item_is_read_anew_and_the_rest_reused(history):
+    """Claude Code moves its cache breakpoint from the last message to the new last one."""
+    name = "claude-code-2.1.332-messages-gpt5-req1.json"
+    schema_id = CAPTURES[name][0]
+    before = _later(name, 6)
+    before["messages"][-1] = {"role": "user", "content": [
+        {"type": "text", "text": _TURN, "cache_control": {"type": "ephemeral"}}]}
+    first = _parse(_raw(before), schema_id)
+    after = copy.deepcopy(before)
+    del after["messages"][-1]["content"][0]["cache_control"]
+    after["messages"] += [_turn("messages", 1), {"role": "user", "content": [
+        {"type": "text", "text": "next", "cache_control": {"type": "ephemeral"}}]}]
+    second = _parse(_raw(after), schema_id)
+    n = len(first["messages"]) - 1
+    assert history.hits == 1
+    assert all(a is b for a, b in zip(first["messages"][:n], second["messages"][:n]))
+    assert second["messages"][n] is not first["messages"][n]
+    assert "cache_control" not in second["messages"][n]["content"][0]
+
+
+def test_items_laid_out_with_other_whitespace_are_found(history):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    for seps in ((",", ":"), (",\n  ", ": ")):
+        history.clear()
+        first = _parse(_raw(_later(name, 6), seps), schema_id)
+        second = _parse(_raw(_later(name, 8), seps), schema_id)
+        assert second["messages"][0] is first["messages"][0], seps
+    # the same items written otherwise than they were kept: read anew, as they are
+    third = _parse(_raw(_later(name, 9)), schema_id)
+    assert third["messages"][0] is not second["messages"][0]
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_an_error_in_a_new_item_is_named_at_its_index_in_the_whole_list(history, name):
+    schema_id, member = CAPTURES[name]
+    _parse(_raw(_later(name, 6)), schema_id)
+    bad = _later(name, 8)
+    bad[member][-1] = {"role": 42, "content": "x"}
+    with pytest.raises(ApiError) as kept:
+        translate.parse_body(_raw(bad), schema_id)
+    assert history.hits == 1
+    history.clear()
+    with pytest.raises(ApiError) as whole:
+        translate.parse_body(_raw(bad), schema_id)
+    assert (kept.value.status, kept.value.message, kept.value.param) == \
+        (whole.value.status, whole.value.message, whole.value.param)
+    assert str(len(bad[member]) - 1) in (kept.value.param or "") + kept.value.message
+
+
+def test_kept_items_do_not_hide_a_new_item_nested_too_deep(history):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    translate.parse_body(_raw(_later(name, 6)), schema_id, max_depth=30)
+    deep = _later(name, 8)
+    nested: dict = {}
+    for _ in range(40):
+        nested = {"a": nested}
+    deep["messages"][-1] = {"role": "user", "content": [{"type": "text", "text": "x", "extra": nested}]}
+    with pytest.raises(ApiError) as e:
+        translate.parse_body(_raw(deep), schema_id, max_depth=30)
+    assert history.hits == 1 and "nested deeper than 30 levels" in e.value.message
+
+
+def test_checks_passed_for_one_schema_are_not_taken_for_another(history):
+    """The kept items were valid Responses input; a body of the same items checked against
+    another schema is checked whole."""
+    name = "codex-0.169-responses-req1.json"
+    raw = _raw(_later(name, 6))
+    translate.parse_body(raw, "openai/responses.request")
+    body = translate.load_json(raw)
+    found = history.take(body)
+    assert found is not None and found.entry is not None
+    assert "openai/responses.request" in found.entry.valid and "openai/chat.request" not in found.entry.valid
+
+
+def test_a_nested_list_of_the_same_items_reads_as_the_whole_decode(history):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    _parse(_raw(_later(name, 6)), schema_id)
+    later = _later(name, 6)
+    body = {"model": later["model"], "metadata": {"messages": later["messages"]}, **later}
+    raw = _raw(body)
+    assert raw.find(b'"messages"') < raw.rfind(b'"messages"')  # the nested list comes first
+    parsed = translate.load_json(raw)
+    # the kept items matched under metadata, where the marker is not the body's list: the body
+    # is decoded whole instead
+    assert parsed == msgspec.json.decode(raw) and history.hits == 0
+    assert MARK not in json.dumps(parsed)
+
+
+def test_broken_json_after_the_kept_items_is_refused_as_without_them(history):
+    name = "codex-0.94-chat-req1.json"
+    raw = _raw(_later(name, 6))
+    _parse(raw, CAPTURES[name][0])
+    broken = raw[:-40]
+    with pytest.raises(ApiError) as kept:
+        translate.load_json(broken)
+    history.clear()
+    with pytest.raises(ApiError) as whole:
+        translate.load_json(broken)
+    assert kept.value.status == whole.value.status == 400 and kept.value.message == whole.value.message
+
+
+def test_a_write_into_a_request_object_makes_the_memo_start_over(history):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    first = _parse(_raw(_later(name, 6)), schema_id)
+    program.mutated()
+    again = _parse(_raw(_later(name, 6)), schema_id)
+    assert history.hits == 0 and again["messages"][0] is not first["messages"][0]
+
+
+def test_short_bodies_and_one_off_prompts_are_not_kept(history):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    _parse(_raw(_body(name)), schema_id)  # a first turn: a few hundred bytes of conversation
+    one_off = _body(name)
+    one_off["messages"] = [{"role": "user", "content": "x" * 20_000}]
+    _parse(_raw(one_off), schema_id)
+    assert not history.order and history.misses == 0
+
+
+def test_the_memo_keeps_its_bounds():
+    history = History(max_entries=3, max_bytes=60_000)
+    for i in range(8):
+        body = {"model": "m", "messages": [_turn("messages", k, f"{i}:{_TURN}{k}") for k in range(10)]}
+        raw = _raw(body)
+        history.learn(msgspec.json.decode(raw), raw)
+        assert len(history.order) <= 3 and history.size <= 60_000
+        assert history.size == sum(len(e.span) for e in history.order)
+        assert sum(len(v) for v in history.by_head.values()) == len(history.order)
+    small = History(max_entries=3, max_bytes=100)
+    small.learn(msgspec.json.decode(raw), raw)
+    assert not small.order and small.size == 0 and not small.by_head
+
+
+def test_conversations_that_begin_alike_are_told_apart(history):
+    """Codex sessions all begin with the same instructions: each finds its own items."""
+    name = "codex-0.169-responses-req1.json"
+    schema_id = CAPTURES[name][0]
+    sessions = []
+    for s in range(5):
+        body = _later(name, 4)
+        body["input"] += [_turn("input", k, f"session {s}: {_TURN}{k}") for k in range(4)]
+        sessions.append((body, _parse(_raw(body), schema_id)))
+    for s, (body, first) in enumerate(sessions):
+        body["input"] += [_turn("input", 9, f"session {s} goes on")]
+        later = _parse(_raw(body), schema_id)
+        assert all(a is b for a, b in zip(first["input"], later["input"])), s
+    # the first turns of sessions 1-4 reused the items they share with an earlier session
+    assert history.hits == 4 + 5 and len(history.order) == 5
+
+
+def test_the_marker_never_reaches_a_body(history):
+    name = "codex-0.94-chat-req1.json"
+    for turns in (6, 7, 7, 9):
+        body = translate.parse_body(_raw(_later(name, turns)), CAPTURES[name][0])
+        assert MARK not in json.dumps(body)
+
+
+def test_items_kept_under_one_nesting_limit_are_checked_again_under_a_lower_one(history):
+    name = "codex-0.94-chat-req1.json"
+    body = _later(name, 6)
+    nested: dict = {}
+    for _ in range(20):
+        nested = {"a": nested}
+    body["messages"][1] = {"role": "user", "content": [{"type": "text", "text": "x", "extra": nested}]}
+    raw = _raw(body)
+    translate.load_json(raw, max_depth=40)
+    translate.load_json(raw, max_depth=40)
+    assert history.hits == 1
+    with pytest.raises(ApiError) as e:
+        translate.load_json(raw, max_depth=20)
+    assert history.hits == 2 and "nested deeper than 20 levels" in e.value.message
+
+
+async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake_anthropic, fake_openai, tmp_path,
+                                                                         monkeypatch):
+    """Three turns of each capture's conversation through the running app, streamed and not:
+    the upstream gets the same bodies as from a gateway that keeps nothing, and every kept value
+    still equals its text."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from conftest import gateway_env
+    from engine import config as config_mod
+    from engine.catalog import Catalog
+    from engine.server.app import create_app
+
+    routes = {"codex-0.169-responses-req1.json": ("/v1/responses", "claude-sonnet-4-5"),
+              "codex-0.94-chat-req1.json": ("/v1/chat/completions", "claude-sonnet-4-5"),
+              "claude-code-2.1.332-messages-gpt5-req1.json": ("/v1/messages", "gpt-4o")}
+
+    async def serve(history: History) -> list:
+        monkeypatch.setattr(translate, "HISTORY", history)
+        app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)),
+                         Catalog.load())
+        server = TestServer(app)
+        await server.start_server()
+        sent = []
+        try:
+            async with aiohttp.ClientSession() as s:
+                for name, (path, model) in sorted(routes.items()):
+                    for stream in (False, True):
+                        for turns in (6, 7, 9):
+                            body = dict(_later(name, turns), model=model, stream=stream)
+                            if path == "/v1/responses":
+                                body["store"] = False
+                            async with s.post(server.make_url(path), data=_raw(body),
+                                              headers={"content-type": "application/json"}) as r:
+                                assert r.status == 200, await r.text()
+                                await r.read()
+                            upstream = fake_openai if model.startswith("gpt") else fake_anthropic
+                            got = upstream.last.json
+                            got.pop("metadata", None)
+                            sent.append(got)
+        finally:
+            await server.close()
+        return sent
+
+    kept = History()
+    with_memo = await serve(kept)
+    without = await serve(History(max_entries=0))
+    assert with_memo == without and len(with_memo) == 18
+    assert kept.hits >= 10
+    for entry in kept.order:
+        assert entry.values == msgspec.json.decode(b"[" + entry.span + b"]")
