@@ -267,9 +267,9 @@ def test_items_kept_under_one_nesting_limit_are_checked_again_under_a_lower_one(
 
 async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake_anthropic, fake_openai, tmp_path,
                                                                          monkeypatch):
-    """Three turns of each capture's conversation through the running app, streamed and not:
-    the upstream gets the same bodies as from a gateway that keeps nothing, and every kept value
-    still equals its text."""
+    """Three turns of each capture's conversation through the running app, streamed and not (and
+    stored, for Responses): the upstream gets the same bodies as from a gateway that keeps
+    nothing, and every kept value still equals its text."""
     import aiohttp
     from aiohttp.test_utils import TestServer
 
@@ -292,11 +292,13 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
         try:
             async with aiohttp.ClientSession() as s:
                 for name, (path, model) in sorted(routes.items()):
-                    for stream in (False, True):
+                    for stream, store in ((False, False), (True, False), (False, True), (True, True)):
+                        if store and path != "/v1/responses":
+                            continue
                         for turns in (6, 7, 9):
                             body = dict(_later(name, turns), model=model, stream=stream)
                             if path == "/v1/responses":
-                                body["store"] = False
+                                body["store"] = store
                             async with s.post(server.make_url(path), data=_raw(body),
                                               headers={"content-type": "application/json"}) as r:
                                 assert r.status == 200, await r.text()
@@ -312,7 +314,7 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
     kept = History()
     with_memo = await serve(kept)
     without = await serve(History(max_entries=0))
-    assert with_memo == without and len(with_memo) == 18
+    assert with_memo == without and len(with_memo) == 24
     assert kept.hits >= 10
     for entry in kept.order:
         assert entry.values == msgspec.json.decode(b"[" + entry.span + b"]")
