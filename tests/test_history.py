@@ -277,6 +277,7 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
     from engine import config as config_mod
     from engine.catalog import Catalog
     from engine.server.app import create_app
+    from support.served import sent_upstream
 
     routes = {"codex-0.169-responses-req1.json": ("/v1/responses", "claude-sonnet-4-5"),
               "codex-0.94-chat-req1.json": ("/v1/chat/completions", "claude-sonnet-4-5"),
@@ -299,14 +300,8 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
                             body = dict(_later(name, turns), model=model, stream=stream)
                             if path == "/v1/responses":
                                 body["store"] = store
-                            async with s.post(server.make_url(path), data=_raw(body),
-                                              headers={"content-type": "application/json"}) as r:
-                                assert r.status == 200, await r.text()
-                                await r.read()
                             upstream = fake_openai if model.startswith("gpt") else fake_anthropic
-                            got = upstream.last.json
-                            got.pop("metadata", None)
-                            sent.append(got)
+                            sent.append(await sent_upstream(s, server.make_url(path), _raw(body), upstream))
         finally:
             await server.close()
         return sent

@@ -147,6 +147,7 @@ async def test_serving_never_changes_a_kept_value(fake_anthropic, fake_openai, t
     from engine import config as config_mod
     from engine.catalog import Catalog
     from engine.server.app import create_app
+    from support.served import sent_upstream
 
     memo = Memo()
     monkeypatch.setattr(translate, "MEMO", memo)
@@ -161,13 +162,8 @@ async def test_serving_never_changes_a_kept_value(fake_anthropic, fake_openai, t
                     raw = _raw(name, model=model, stream=stream, store=False) if "responses" in name \
                         else _raw(name, model=model, stream=stream)
                     for turn in range(3):
-                        async with s.post(server.make_url(path), data=raw,
-                                          headers={"content-type": "application/json"}) as r:
-                            assert r.status == 200, await r.text()
-                            await r.read()
                         upstream = fake_openai if model.startswith("gpt") else fake_anthropic
-                        body = upstream.last.json
-                        body.pop("metadata", None)
+                        body = await sent_upstream(s, server.make_url(path), raw, upstream)
                         sent.setdefault((name, stream), body)
                         assert body == sent[(name, stream)]
     finally:
