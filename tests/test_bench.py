@@ -190,6 +190,27 @@ def test_median_run_keeps_one_whole_run_and_every_failure():
     assert runner.median_run(runs[:1])["rps"] == 300.0
 
 
+def test_a_target_row_where_the_proxy_was_not_at_full_speed_gets_no_verdict():
+    """The load generator shares a CPU with the fake upstream: when it, not the byte proxy, sets
+    the pace, a ratio over the proxy's figure says nothing and is marked load-bound."""
+    s = runner.Settings(ns_concurrency=(64,), stream_concurrency=(32,), real=False, paced_concurrency=0)
+
+    def table(proxy_busy):
+        res = {"proxy": {"ns64": {"rps": 7000.0, "busy": 0.99},
+                         "text32": {"events_s": 160_000.0, "ttft_p50": 40.0, "busy": proxy_busy}},
+               "engine": {"ns64": {"rps": 5000.0, "busy": 1.0},
+                          "text32": {"events_s": 190_000.0, "ttft_p50": 28.0, "busy": 0.99}}}
+        return {r["label"]: r["verdict"] for r in runner.rows(res, s)}, res
+
+    bound, res = table(0.62)
+    assert bound["text stream c=32: events/s"] == bound["text stream c=32: TTFT p50 ms"] == runner.LOAD_BOUND
+    assert bound["non-stream c=64: requests/s"] == "MISSED"  # the proxy was at full speed there
+    text = runner.render(res, s, runner.Pinning(True), True)
+    assert "load-bound: the byte proxy used under 85% of its core" in text and "text32 62%" in text
+    full, _ = table(0.97)
+    assert full["text stream c=32: events/s"] == full["text stream c=32: TTFT p50 ms"] == "met"
+
+
 # ---------------------------------------------------------------- the fault load test
 
 def test_fault_plan_is_exact_and_decidable():

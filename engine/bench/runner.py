@@ -352,7 +352,9 @@ class Bench:
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["warmup_s"] = warmup
+        return r
 
     def stream(self, base: str, kind: str, conc: int) -> dict:
         r = self.client(base, kind, conc, warmup=min(self.s.warmup, 1.0))
@@ -422,9 +424,21 @@ class Bench:
                 order = list(targets) if r % 2 == 0 else list(reversed(list(targets)))
                 for name in order:
                     self.say(f"{name}: {what}" + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""))
-                    runs[name].append(load(targets[name]))
+                    runs[name].append(self.busy(load, targets[name]))
             for name, got in runs.items():
                 self.results.setdefault(name, {})[key] = median_run(got)
+
+    def busy(self, load, base: str) -> dict:
+        """load(base)'s result with `busy`: the share of one core the processes serving `base`
+        used while the load generator was sending (its warmup and measured time; wrk's run)."""
+        pids = self.pids.get(base)
+        before = cpu_seconds(pids) if pids else None
+        t0 = time.monotonic()
+        r = load(base)
+        if before is not None:
+            window = r["elapsed"] + r.get("warmup_s", 0.0) if "elapsed" in r else time.monotonic() - t0
+            r["busy"] = (cpu_seconds(pids) - before) / window if window > 0 else None
+        return r
 
     def costed(self, load, gateway_pids: list[int]) -> dict:
         """load()'s result with the cores each side used while it ran: the gateway's processes,
@@ -563,7 +577,11 @@ def rows(res: dict, s: Settings) -> list[dict]:
     def row(label, key, field, kind, target=None, better="high", direct=True):
         d = D.get(key, {}).get(field) if direct else None
         p, e = P.get(key, {}).get(field), E.get(key, {}).get(field)
-        out.append(_row(label, d, p, e, kind, target, better))
+        r = _row(label, d, p, e, kind, target, better)
+        busy = P.get(key, {}).get("busy")
+        if r["verdict"] in ("met", "MISSED") and busy is not None and busy < SATURATED:
+            r["verdict"] = LOAD_BOUND
+        out.append(r)
 
     for c in s.ns_concurrency:
         tgt = 1.0 if c == max(s.ns_concurrency) else None
@@ -642,6 +660,13 @@ def rows(res: dict, s: Settings) -> list[dict]:
     return out
 
 
+# A target compares the gateway with the byte proxy at full speed: where the proxy's process used
+# less than this share of its core, the load generator (on the other CPU, with the fake upstream)
+# set the pace, and the ratio says nothing of either side.
+SATURATED = 0.85
+LOAD_BOUND = "load-bound"
+
+
 def _row(label, d, p, e, kind, target, better) -> dict:
     ratio = None
     if p is not None and e is not None and p > 0:
@@ -691,6 +716,14 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
              "events/s: upstream events carried per second, all streams together (streams completed x events "
              "per stream / time). TTFT: request sent -> first text delta (or argument fragment) received.",
              "added p50: p50 latency minus the p50 straight at the upstream. ratio: engine / byte proxy."]
+    bound = [r["label"] for r in R if r["verdict"] == LOAD_BOUND]
+    if bound:
+        P = res.get("proxy", {})
+        busy = ", ".join(f"{k} {v['busy']:.0%}" for k, v in P.items()
+                         if isinstance(v, dict) and v.get("busy") is not None and v["busy"] < SATURATED)
+        notes.append(f"{LOAD_BOUND}: the byte proxy used under {SATURATED:.0%} of its core in that row's run "
+                     f"({busy}): the load generator and the fake upstream, on the other CPU, set the pace, so "
+                     "the ratio measures neither side; run on a quieter machine (or with more CPUs) for a verdict.")
     if s.workers and s.workers > 1:
         notes.append(f"--workers {s.workers}: both CPUs for the gateway, so its workers share CPU "
                      f"{pin.load_cpus or '-'} with the upstream and the load generator: the gain shown is a "
