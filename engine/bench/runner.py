@@ -716,14 +716,14 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
              "events/s: upstream events carried per second, all streams together (streams completed x events "
              "per stream / time). TTFT: request sent -> first text delta (or argument fragment) received.",
              "added p50: p50 latency minus the p50 straight at the upstream. ratio: engine / byte proxy."]
-    bound = [r["label"] for r in R if r["verdict"] == LOAD_BOUND]
-    if bound:
+    if any(r["verdict"] == LOAD_BOUND for r in R):
         P = res.get("proxy", {})
         busy = ", ".join(f"{k} {v['busy']:.0%}" for k, v in P.items()
                          if isinstance(v, dict) and v.get("busy") is not None and v["busy"] < SATURATED)
-        notes.append(f"{LOAD_BOUND}: the byte proxy used under {SATURATED:.0%} of its core in that row's run "
-                     f"({busy}): the load generator and the fake upstream, on the other CPU, set the pace, so "
-                     "the ratio measures neither side; run on a quieter machine (or with more CPUs) for a verdict.")
+        notes.append(f"{LOAD_BOUND}: a target row whose byte-proxy run used under {SATURATED:.0%} of its core "
+                     f"(such runs: {busy}): the load generator and the fake upstream, on the other CPU, set the "
+                     "pace, so the ratio measures neither side; run on a quieter machine (or with more CPUs) for "
+                     "a verdict.")
     if s.workers and s.workers > 1:
         notes.append(f"--workers {s.workers}: both CPUs for the gateway, so its workers share CPU "
                      f"{pin.load_cpus or '-'} with the upstream and the load generator: the gain shown is a "
