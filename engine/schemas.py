@@ -47,6 +47,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
+from urllib.parse import urljoin
 
 import jsonschema_rs
 
@@ -94,7 +95,7 @@ def add_dir(folder) -> None:
     if folder in _EXTRA_DIRS or not folder.is_dir():
         return
     _EXTRA_DIRS.append(folder)
-    for cached in (_load, _python, _rs_registry, is_valid, within_depth, validator):
+    for cached in (_load, _python, _rs_registry, is_valid, within_depth, validator, items_alone):
         cached.cache_clear()
 
 
@@ -181,6 +182,41 @@ def schema_ids() -> list[str]:
 def schema(schema_id: str) -> Any:
     """The schema document for ``schema_id`` as parsed from its file (KeyError when unknown)."""
     return _load().documents[schema_id]
+
+
+# what a schema object may hold and still judge an array's items one by one
+_ITEMWISE_KEYS = frozenset({"type", "items", "minItems", "title", "description", "$comment"})
+_TOP_KEYS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description", "type", "properties",
+                       "required", "additionalProperties"})
+
+
+@functools.lru_cache(maxsize=None)
+def items_alone(schema_id: str, member: str) -> bool:
+    """Whether `schema_id` judges each item of its top-level array `member` alone: the same
+    schema at every index, no count above one item required, nothing else in the document
+    constraining that member (no maxItems, prefixItems, contains, uniqueItems, no top-level
+    allOf/if). A body can then be checked with some of those items left out (history.py)."""
+    loaded = _load()
+    doc = loaded.documents.get(schema_id)
+    if not isinstance(doc, dict) or not set(doc) <= _TOP_KEYS:
+        return False
+    node = (doc.get("properties") or {}).get(member)
+    here = schema_id
+    for _ in range(4):  # a $ref to the definition, in this document or another
+        if not isinstance(node, dict) or "$ref" not in node:
+            break
+        if set(node) - {"$ref", "description", "title", "$comment"}:
+            return False
+        target, _, pointer = urljoin(BASE_URI + here, node["$ref"]).partition("#")
+        here = target[len(BASE_URI):] if target.startswith(BASE_URI) else target
+        node = loaded.documents.get(here)
+        for part in pointer.strip("/").split("/") if pointer.strip("/") else ():
+            node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not set(node) <= _ITEMWISE_KEYS:
+        return False
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return "array" in kinds and isinstance(node.get("items"), dict) and node.get("minItems", 0) <= 1
 
 
 @functools.cache

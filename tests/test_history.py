@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine import program
+from engine import program, schemas
 from engine.server import translate
 from engine.server.api_errors import ApiError
 from engine.server.history import MARK, History
@@ -313,3 +313,49 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
     assert kept.hits >= 10
     for entry in kept.order:
         assert entry.values == msgspec.json.decode(b"[" + entry.span + b"]")
+
+
+def test_a_schema_that_does_not_judge_items_alone_is_checked_on_the_whole_list(history, monkeypatch):
+    name = "codex-0.94-chat-req1.json"
+    schema_id = CAPTURES[name][0]
+    checked = []
+    first_error = schemas.first_error
+    monkeypatch.setattr(schemas, "first_error",
+                        lambda sid, body: checked.append(len(body["messages"])) or first_error(sid, body))
+    raw = _raw(_later(name, 6))
+    whole = len(msgspec.json.decode(raw)["messages"])
+    translate.parse_body(raw, schema_id)
+    translate.parse_body(raw, schema_id)
+    assert checked == [whole, 1]  # the kept items left out, their last one kept for minItems
+    monkeypatch.setattr(schemas, "items_alone", lambda sid, member: False)
+    translate.parse_body(raw, schema_id)
+    assert history.hits == 2 and checked[-1] == whole
+
+
+@pytest.mark.parametrize("member_schema, alone", [
+    ({"type": "array", "minItems": 1, "items": {"type": "object"}}, True),
+    ({"type": ["string", "array"], "items": {"$ref": "#/$defs/item"}}, True),
+    ({"$ref": "#/$defs/list"}, True),
+    ({"$ref": "other#/$defs/list"}, True),
+    ({"type": "array", "maxItems": 3, "items": {"type": "object"}}, False),
+    ({"type": "array", "minItems": 2, "items": {"type": "object"}}, False),
+    ({"type": "array", "prefixItems": [{"type": "object"}], "items": {"type": "object"}}, False),
+    ({"type": "array", "contains": {"type": "object"}, "items": {"type": "object"}}, False),
+    ({"type": "array", "uniqueItems": True, "items": {"type": "object"}}, False),
+    ({"type": "array"}, False),
+    ({"$ref": "#/$defs/capped"}, False),
+])
+def test_which_schemas_judge_each_item_alone(monkeypatch, member_schema, alone):
+    defs = {"item": {"type": "object"}, "list": {"type": "array", "items": {"type": "object"}},
+            "capped": {"type": "array", "maxItems": 2, "items": {"type": "object"}}}
+    docs = {"x/req": {"type": "object", "properties": {"messages": member_schema}, "$defs": defs},
+            "x/other": {"$defs": defs},
+            "x/guarded": {"type": "object", "properties": {"messages": member_schema},
+                          "allOf": [{"properties": {"messages": {"maxItems": 3}}}], "$defs": defs}}
+    monkeypatch.setattr(schemas, "_load", lambda: schemas._Loaded(documents=docs))
+    schemas.items_alone.cache_clear()
+    try:
+        assert schemas.items_alone("x/req", "messages") is alone
+        assert schemas.items_alone("x/guarded", "messages") is False  # a top-level allOf may count them
+    finally:
+        schemas.items_alone.cache_clear()

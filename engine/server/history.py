@@ -14,9 +14,10 @@ conversations first, among those whose first item begins alike) is decoded with 
 their place, so only
 its new items and its other members are decoded; the kept values are put back (the same
 objects), and the schema and nesting checks skip them when they passed them as part of an
-earlier body (each item's schema and depth do not depend on its neighbours: an item schema is
-the same at every index, and a shorter list is checked with its last kept item in it, for the
-schemas' `minItems`). A body found with errors is checked again whole, so the 400 names the
+earlier body: the nesting check always (an item's depth does not depend on its neighbours), the
+schema check where the schema judges each item of the list alone (schemas.items_alone: the same
+item schema at every index, nothing counting or placing items but a `minItems` of one, which a
+shorter list meets with its last kept item left in). A body found with errors is checked again whole, so the 400 names the
 field at its real index. A body whose list begins with nothing kept is decoded as usual, and its
 items' texts are kept (one more scan of it) when it holds a conversation, not a one-off prompt:
 three items or more, in LEARN_BYTES or more of the body besides its known tools.

@@ -248,7 +248,8 @@ def validate(body: dict, schema_id: str):
     entry = MEMO.entry_of(body.get(MEMBER)) if MEMBER in body else None
     found = HISTORY.take(body)
     checked = body
-    if found is not None and found.entry is not None and schema_id in found.entry.valid:
+    if found is not None and found.entry is not None and schema_id in found.entry.valid \
+            and schemas.items_alone(schema_id, found.member):
         checked = found.reduced(checked)
     if entry is not None and schema_id in entry.valid:
         checked = without_member(checked)
