@@ -84,11 +84,15 @@ class Entry:
 
 class Found:
     """What the memo made of one body: the entry whose first `count` items it began with (None:
-    none), and the entry kept for the body's whole list (None: not kept)."""
-    __slots__ = ("member", "entry", "count", "new")
+    none), and the entry kept for the body's whole list (None: not kept); one of them is there."""
+    __slots__ = ("entry", "count", "new")
 
-    def __init__(self, member: str, entry: Entry | None, count: int, new: Entry | None):
-        self.member, self.entry, self.count, self.new = member, entry, count, new
+    def __init__(self, entry: Entry | None, count: int, new: Entry | None):
+        self.entry, self.count, self.new = entry, count, new
+
+    @property
+    def member(self) -> str:
+        return (self.entry or self.new).member
 
     def reduced(self, body: dict) -> dict:
         """`body` with its list holding only what the kept items did not cover (and the last kept
@@ -158,8 +162,8 @@ class History:
             if count == len(entry.ends):
                 kept = entry
         elif len(values) + len(new) >= MIN_ITEMS:
-            kept = self._extend(entry, count, spliced, member, new)
-        return self._hand_out(body[member], Found(member, entry, count, kept))
+            kept = self._extend(entry, count, spliced, new)
+        return self._hand_out(body[member], Found(entry, count, kept))
 
     def learn(self, body, raw: bytes, skip: int = 0) -> Found | None:
         """Keeps the items of a body whose list began with nothing kept (one more scan of it),
@@ -188,10 +192,11 @@ class History:
         if bounds is None or len(span) < MIN_MATCH or len(texts) != len(items):
             return None
         entry = self._add(Entry(member, span, *bounds, list(items)))
-        return self._hand_out(items, Found(member, None, 0, entry))
+        return self._hand_out(items, Found(None, 0, entry))
 
-    def _extend(self, old: Entry, count: int, spliced: bytes, member: str, new: list) -> Entry | None:
+    def _extend(self, old: Entry, count: int, spliced: bytes, new: list) -> Entry | None:
         """The entry of the body's whole list: `old`'s first `count` items, then the new ones."""
+        member = old.member
         try:
             listed = _split(spliced)[member]
             texts = _items(listed)[1:]
