@@ -673,8 +673,9 @@ def _generated(parsed):
     """(fn, (source, env)) for a parsed expression evaluated on the scope dict."""
     g = _Gen()
     src = g.gen(parsed, "scope", True)
-    fn = eval(f"lambda scope: {src}", g.env)  # noqa: S307 - its names are its globals, as in nodes._Src.make
-    return fn, (src, g.env)
+    compile(f"lambda scope: {src}", "<string>", "eval")
+    env = g.env  # its names are its globals, as in nodes._Src.make
+    return codegen.lazy(lambda: eval(f"lambda scope: {src}", env), env, "<lambda>", "<string>"), (src, env)  # noqa: S307
 
 
 _KEPT_ROOTS = frozenset({"src", "vars"})  # where a client's kept tools, or a list kept of them, are read

@@ -185,11 +185,12 @@ class _Src:
         if not _fits(src):
             return closure
         try:
-            # the names are the lambda's globals too, not a copy: one dict per node (eval adds
-            # __builtins__, which parents merge as they merge any name: the same module everywhere)
-            fn = eval(f"lambda scope: {src}", self.names)  # noqa: S307 - built from compiled parts
+            compile(f"lambda scope: {src}", "<string>", "eval")  # refused now, not on first call
         except (SyntaxError, RecursionError, MemoryError):
             return closure
+        # the names are the lambda's globals too, not a copy: one dict per node
+        names = self.names
+        fn = codegen.lazy(lambda: eval(f"lambda scope: {src}", names), names, "<lambda>", "<string>")  # noqa: S307
         fn.code = (src, self.names)
         return fn
 

@@ -108,3 +108,73 @@ def test_a_jmespath_function_is_called_through_one_generated_caller_per_arity():
         assert not any("jmespath" in name for name, _ in spec.generated)
     with pytest.raises(Exception, match="length"):  # a wrong type: the interpreter's own error
         first.apply(req={"xs": 5, "ys": "x"})
+
+
+def test_a_generated_function_gets_its_code_object_on_its_first_call():
+    """Its code object is made then and swapped in: later calls run it directly, no stub frame."""
+    from engine import codegen
+    env: dict = {"K": 10}
+    fn = codegen.define("def add(a, b=1, *, c=100):\n    return a + b + c + K", "test add", env, "add")
+    stub = fn.__code__
+    assert stub.co_filename.startswith("<generated test add") and "return a + b + c + K" not in str(stub.co_consts)
+    assert fn(1) == 112 and fn.__code__ is not stub and fn.__code__.co_varnames[:3] == ("a", "b", "c")
+    assert fn(1, 2, c=3) == 16 and fn.__defaults__ == (1,) and fn.__kwdefaults__ == {"c": 100}
+    assert env["add"].__code__ is fn.__code__  # one code object for both
+    frames = []
+
+    def probe():
+        frames.extend(f.name for f in traceback.extract_stack())
+        return 0
+    env2 = {"probe": probe}
+    g = codegen.define("def g():\n    return probe()", "test probe", env2, "g")
+    g()
+    first = frames[:]
+    frames.clear()
+    g()
+    assert first.count("first") == 1 and "first" not in frames and frames.count("g") == 1
+
+
+def test_a_source_the_parser_refuses_is_refused_when_it_is_defined():
+    from engine import codegen
+    with pytest.raises(SyntaxError):
+        codegen.define("def f(:\n    pass", "test broken", {}, "f")
+
+
+def _functions_of(root) -> list:
+    """The functions reachable from `root` (a compiled spec), module and class dicts left out."""
+    import gc
+    import types
+    seen, out, todo = set(), [], [root]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, (type, types.ModuleType)):
+            continue
+        seen.add(id(o))
+        if type(o) is types.FunctionType:
+            out.append(o)
+            if o.__globals__.get("__name__", "").startswith("engine"):
+                continue  # an engine module's function: its globals are the module's
+        todo.extend(gc.get_referents(o))
+    return out
+
+
+def test_a_compiled_spec_makes_the_code_objects_of_what_runs_only():
+    """Most of a shipped spec's generated functions are never called (a parent inlines their
+    source): they hold no code object of their own. Those that run get theirs."""
+    import json
+    from engine.catalog import Catalog
+    from engine.codegen import _stub
+    from tests.test_item_memo import CLIENTS
+
+    def stub(fn):
+        return fn.__code__.co_code == _stub.__code__.co_code
+    spec = Catalog.load().get("chat-to-messages/request")
+    generated = [f for f in _functions_of(spec)  # its own: named for it, or a node's lambda
+                 if f.__code__.co_filename.startswith("<spec") or f.__code__.co_filename == "<string>"]
+    assert len(generated) > 50 and all(map(stub, generated))
+    body = json.loads((CLIENTS / "codex-0.94-chat-req1.json").read_text())["body"]
+    sc = spec.scope(src=body, model="claude-sonnet-4-5", cfg={"default_max_tokens": 4096})
+    out = spec.template(sc)
+    assert out["model"] == "claude-sonnet-4-5" and out["tools"][0]["name"] == body["tools"][0]["function"]["name"]
+    assert not stub(spec.scope) and not stub(spec.template)
+    assert 0 < sum(map(stub, generated)) < len(generated)  # what this body did not run is still a stub
