@@ -145,21 +145,26 @@ class Ctx:
 
 class _Reads:
     """What a region of a template (an `each` body, a block of defs) reads from outside itself:
-    its free root names, the blocks it uses (name, names its `with` binds, names bound inside the
-    region around the use) and whether it calls a volatile function. An `each` whose body, blocks
-    included, reads only its item and STABLE_ROOTS keeps what it made of shared items
-    (nodes.ItemMemo)."""
-    __slots__ = ("roots", "uses", "volatile", "depth")
+    its free root names, the members of `vars` among them (None when it reads `vars` whole), the
+    blocks it uses (name, names its `with` binds, names bound inside the region around the use)
+    and whether it calls a volatile function. An `each` whose body, blocks included, reads only
+    its item, STABLE_ROOTS, members of `vars` and names nothing binds around it keeps what it
+    made of shared items (nodes.ItemMemo, keyed on the values of the names and members)."""
+    __slots__ = ("roots", "vars", "uses", "volatile", "depth")
 
     def __init__(self):
         self.roots: set = set()
+        self.vars: set | None = set()
         self.uses: list = []
         self.volatile = False
         self.depth = 0
 
-    def read(self, ctx: Ctx, names) -> None:
+    def read(self, ctx: Ctx, names, text: str) -> None:
         inner = ctx.binders[self.depth:]
         self.roots.update(n for n in names if n not in inner)
+        if "vars" in names and "vars" not in inner and self.vars is not None:
+            members = members_read(text, "vars")
+            self.vars = None if members is None else self.vars | members
 
 
 # what an ItemMemo is keyed on: the same objects for every request to one model under one config
@@ -219,7 +224,7 @@ def check_names(ctx: Ctx, text: str, path):
     in_scope = ctx.names | ctx.local
     names = roots(text)
     for r in ctx.reading:
-        r.read(ctx, names)
+        r.read(ctx, names, text)
     if "req" in names and "req" not in ctx.local and ctx.req_members is not None:
         read = members_read(text, "req")
         ctx.req_members = None if read is None else ctx.req_members | read
@@ -336,11 +341,9 @@ def compile_template(ctx: Ctx, t, path):
     if head == "each":
         source = sub("each")
         item, index = t.get("as", "item"), t.get("index")
-        memo, reads = (N.ItemMemo(), _Reads()) if index is None else (None, None)
-        if reads is not None:
-            ctx.memos.append((memo, reads, spec_path(path)))
-        with ctx.reading_into(reads) if reads is not None else contextlib.nullcontext(), \
-                ctx.bound(item, index, over=t["each"]):
+        memo, reads = N.ItemMemo(), _Reads()
+        ctx.memos.append((memo, reads, spec_path(path), ctx.local, ctx.in_def))
+        with ctx.reading_into(reads), ctx.bound(item, index, over=t["each"]):
             body = sub("map") if "map" in t else N.Const(None)
         return N.each(source, item, body, bool(t.get("flatten")), index, memo)
     if head == "switch":
@@ -743,7 +746,7 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     if len(errors) != before:
         return None
     _enable_memos(ctx)
-    out.item_memos = {p: memo for memo, _, p in ctx.memos}
+    out.item_memos = {p: memo for memo, _, p, _, _ in ctx.memos}
     out.req_members = ctx.req_members
     for finish in ctx.finalizers:
         finish()
@@ -765,12 +768,13 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     return out
 
 
-def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> set | None:
-    """The root names a region reads from outside itself, through the blocks it uses; None
-    when that cannot be known (a block using itself) or it calls a volatile function."""
+def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None] | None:
+    """(the root names a region reads from outside itself, the members of `vars` among them or
+    None when it reads `vars` whole), through the blocks it uses; None when that cannot be known
+    (a block using itself) or it calls a volatile function."""
     if reads.volatile:
         return None
-    out = set(reads.roots)
+    out, members = set(reads.roots), reads.vars
     for name, binds, inner in reads.uses:
         block = ctx.def_reading.get(name)
         if block is None or name in seen:
@@ -778,18 +782,47 @@ def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> set | None:
         sub = _free_reads(ctx, block, seen + (name,))
         if sub is None:
             return None
-        out |= sub - binds - inner
+        free = sub[0] - binds - inner
+        out |= free
+        if "vars" in free:
+            members = None if members is None or sub[1] is None else members | sub[1]
+    return out, members
+
+
+def _bound_around(ctx: Ctx, local: frozenset, block: str | None, seen: tuple = ()) -> set | None:
+    """The names something binds around a point of a template: the `each` names around it, and
+    for a point in a block of defs, what every use of the block binds or has bound around it
+    (None when a block is reached again through its own uses)."""
+    out = set(local)
+    if block is None:
+        return out
+    if block in seen:
+        return None
+    for bound, around, in_def in ctx.use_sites.get(block, ()):
+        sub = _bound_around(ctx, around, in_def, seen + (block,))
+        if sub is None:
+            return None
+        out |= bound | sub
     return out
 
 
 def _enable_memos(ctx: Ctx) -> None:
-    """Turns on the item memo of each `each` whose body reads only its item and STABLE_ROOTS.
-    A stable name some `use ... with` rebinds is read from a local in generated code, not from
-    the scope the memo is keyed on: such a body is not memoized."""
-    for memo, reads, _ in ctx.memos:
+    """Turns on the item memo of each `each` whose body reads only its item, STABLE_ROOTS,
+    members of `vars` and names no spec section provides (always null there), keyed on the
+    values of the stable names and the members. A name something binds around the `each` (a
+    `use ... with` around it, an outer `each`) is read from a local in generated code, not from
+    the scope the memo keys on: such a body is not memoized."""
+    for memo, reads, _, local, block in ctx.memos:
         found = _free_reads(ctx, reads, ())
-        if found is not None and found <= STABLE_ROOTS and not (found & ctx.rebound):
-            memo.roots = tuple(sorted(found))
+        if found is None or (found[1] is None and "vars" in found[0]):
+            continue
+        names, members = found
+        around = _bound_around(ctx, local, block)
+        if around is None or names & around:
+            continue
+        if all(n in STABLE_ROOTS or n == "vars" or n not in ctx.names for n in names):
+            memo.roots = tuple(sorted(names & STABLE_ROOTS))
+            memo.members = tuple(sorted(members)) if "vars" in names else ()
 
 
 def _with_names(v, out=None) -> set:

@@ -205,7 +205,7 @@ class ItemMemo:
     list itself (a client's tools, or what a filter kept of them: program.filtered), the list
     made of it is kept too: the same list object is the answer until the key or MUTATIONS
     changes (nothing changes a spec's output in place)."""
-    __slots__ = ("roots", "cache", "lists")
+    __slots__ = ("roots", "members", "cache", "lists")
     # items kept per `each`: every tool of the tools texts the members memo keeps, at 128 tools
     # each (the most OpenAI's APIs take). When it is full, what was made of items no longer
     # shared goes; if that is under an eighth of it, the memo starts over (a scan per insert would
@@ -215,12 +215,18 @@ class ItemMemo:
 
     def __init__(self):
         self.roots: tuple | None = None
+        self.members: tuple = ()  # of `vars`, keyed on too
         self.cache: dict = {}
         self.lists: dict = {}
 
-    def map(self, items, fn, scope, flat: bool) -> list:
-        """_mapped / _mapped_flat, each shared item's value from the memo where it is there."""
+    def map(self, items, fn, scope, flat: bool, indexed: bool = False) -> list:
+        """_mapped / _mapped_flat (the _index ones when `indexed`: `fn(item, i)`), each shared
+        item's value from the memo where it is there. With an index, an item's value is kept
+        for its place too: a conversation's earlier turns keep theirs as it grows."""
         key = tuple([scope.get(r) for r in self.roots])
+        if self.members:
+            v = scope.get("vars")
+            key += tuple([v.get(m) for m in self.members]) if type(v) is dict else (None,) * len(self.members)
         gen = MUTATIONS[0]
         whole = is_kept(items)
         if whole:
@@ -229,22 +235,26 @@ class ItemMemo:
                 return hit[3]
         cache = self.cache
 
-        def kept(item):
+        def kept(item, *at):
             s = SHARED_ITEMS.get(id(item))
             if s is None or s[0] is not item or s[1] != gen:
-                return fn(item)
+                return fn(item, *at)
+            k = key + at if at else key
             hit = cache.get(id(item))
-            if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == key:
+            if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == k:
                 return hit[3]
-            v = fn(item)
+            v = fn(item, *at)
             if hit is not None:
                 _released(hit[3])
             if len(cache) >= self.LIMIT and self._prune()[0] < max(1, self.LIMIT // 8):
                 self.clear()
-            cache[id(item)] = (item, gen, key, v)
+            cache[id(item)] = (item, gen, k, v)
             _kept(v)
             return v
-        out = _mapped_flat(items, kept) if flat else _mapped(items, kept)
+        if indexed:
+            out = _mapped_flat_index(items, kept) if flat else _mapped_index(items, kept)
+        else:
+            out = _mapped_flat(items, kept) if flat else _mapped(items, kept)
         if whole:
             old = self.lists.pop(id(items), None)
             if old is not None:
@@ -303,6 +313,12 @@ def _memo_mapped(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
     return memo.map(items, fn, scope, flat)
 
 
+def _memo_mapped_index(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
+    if memo.roots is None or not _shared_list(items):
+        return _mapped_flat_index(items, fn) if flat else _mapped_index(items, fn)
+    return memo.map(items, fn, scope, flat, True)
+
+
 def _shared_list(items) -> bool:
     """A list whose first item is shared (a client's tools, or what a filter kept of them): one
     lookup, so a conversation's items, never shared, are mapped at the usual cost."""
@@ -322,10 +338,12 @@ def each(source, name, body, flatten=False, index=None, memo: ItemMemo | None = 
         if memo is not None and memo.roots is not None and _shared_list(items):
             inner = dict(scope)
 
-            def one(item):
+            def one(item, *at):
                 inner[name] = item
+                if at:
+                    inner[index] = at[0]
                 return f(inner)
-            return memo.map(items, one, scope, flatten)
+            return memo.map(items, one, scope, flatten, bool(index))
         if type(items) is dict:
             items = [{"key": k, "value": v} for k, v in items.items()]
         elif type(items) is not list:
@@ -360,9 +378,10 @@ def each(source, name, body, flatten=False, index=None, memo: ItemMemo | None = 
         if index is not None:
             mapped = mapped.replace(f"scope.get(_kr_{index})", pos)
             params = f"{item}, {pos}"
-        if memo is not None and index is None:
+        if memo is not None:
+            walk = _memo_mapped if index is None else _memo_mapped_index
             return g.make(f"(None if ({given} := {g.part(source)}) is None else "
-                          f"{g.bind(_memo_mapped, 'e')}({given}, lambda {params}: {mapped}, scope, "
+                          f"{g.bind(walk, 'e')}({given}, lambda {params}: {mapped}, scope, "
                           f"{g.bind(memo, 'y')}, {flatten!r}))", run)
         walk = _mapped_flat if flatten else _mapped
         if index is not None:

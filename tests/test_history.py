@@ -359,3 +359,99 @@ def test_which_schemas_judge_each_item_alone(monkeypatch, member_schema, alone):
         assert schemas.items_alone("x/guarded", "messages") is False  # a top-level allOf may count them
     finally:
         schemas.items_alone.cache_clear()
+
+
+SPECS = {"codex-0.169-responses-req1.json": "responses-to-messages/request",
+         "codex-0.94-chat-req1.json": "chat-to-messages/request"}
+SCOPE = {"model": "claude-sonnet-4-5", "cfg": {"default_max_tokens": 4096, "prompt_cache": "auto"}}
+
+
+def _translated(spec, raw: bytes, schema_id: str) -> dict:
+    sc = spec.scope(src=_parse(raw, schema_id), **SCOPE)
+    assert spec.check(sc) is None
+    return spec.template(sc)
+
+
+def _fresh(spec, raw: bytes) -> dict:
+    """The same body translated with nothing kept: a private decode, no shared items."""
+    return spec.template(spec.scope(src=json.loads(raw), **SCOPE))
+
+
+def _marked(member: str, i: int) -> dict:
+    """A user turn whose text part carries the client's own cache breakpoint."""
+    turn = _turn(member, 2 * i)
+    if member == "input":
+        turn["content"][0]["cache_control"] = {"type": "ephemeral"}
+    else:
+        turn["content"] = [{"type": "text", "text": turn["content"], "cache_control": {"type": "ephemeral"}}]
+    return turn
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_a_later_turn_translates_only_its_new_items(history, name):
+    """The items kept from the turn before are translated once: the next turn's messages hold
+    the very blocks made for them, and equal a translation with nothing kept."""
+    from engine.catalog import Catalog
+    spec = Catalog.load().get(SPECS[name])
+    schema_id, member = CAPTURES[name]
+    outs = []
+    for turns in (6, 7, 9):
+        raw = _raw(_later(name, turns))
+        outs.append(_translated(spec, raw, schema_id))
+        assert outs[-1] == _fresh(spec, raw)
+    memo = spec.item_memos["defs.conversation.input"]
+    assert memo.roots == () and memo.members == ("client_marks",) and memo.cache
+    second, third = outs[1]["messages"], outs[2]["messages"]
+    early = [(a, b) for a, b in zip(second[:-2], third) if type(a["content"]) is list]
+    assert len(early) >= 4
+    assert all(x is y for a, b in early for x, y in zip(a["content"], b["content"]))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_a_kept_translation_follows_a_change_of_what_it_is_keyed_on(history, name):
+    """An earlier item's own cache breakpoint is sent while the client has at most 4 of them:
+    past 4, the kept items are translated again, without theirs."""
+    from engine.catalog import Catalog
+    spec = Catalog.load().get(SPECS[name])
+    schema_id, member = CAPTURES[name]
+    body = _later(name, 6)
+    body[member].append(_marked(member, 10))
+    outs = []
+    for extra in (0, 1, 4):
+        grown = dict(body, **{member: body[member] + [_marked(member, 11 + k) for k in range(extra)]})
+        raw = _raw(grown)
+        out = _translated(spec, raw, schema_id)
+        assert out == _fresh(spec, raw)
+        outs.append(out)
+
+    def marked_blocks(out):
+        return [b for m in out["messages"] if type(m["content"]) is list
+                for b in m["content"] if "cache_control" in b]
+    assert len(marked_blocks(outs[1])) >= 2  # the client's own, kept (4 at most)
+    assert len(marked_blocks(outs[2])) == 1  # 5: the client's are left out, the gateway's last one stays
+
+
+def test_kept_items_are_shared_while_an_entry_holds_them(history):
+    """A conversation's items are shared items (what an `each` makes of them is kept) while an
+    entry holds them: the entry of the next turn takes them over from the one it replaces."""
+    name = "codex-0.94-chat-req1.json"
+    schema_id, member = CAPTURES[name]
+    first = _parse(_raw(_later(name, 6)), schema_id)[member]
+    assert all(program.SHARED_ITEMS[id(x)][0] is x for x in first)
+    later = _parse(_raw(_later(name, 7)), schema_id)[member]
+    assert later[0] is first[0] and len(history.order) == 1  # the turn before's entry went
+    assert all(program.SHARED_ITEMS[id(x)][0] is x for x in later)
+    history.clear()
+    assert not any(id(x) in program.SHARED_ITEMS for x in later)
+
+
+def test_an_evicted_conversation_is_no_longer_shared(monkeypatch):
+    name = "codex-0.94-chat-req1.json"
+    schema_id, member = CAPTURES[name]
+    history = History(max_entries=1)
+    monkeypatch.setattr(translate, "HISTORY", history)
+    a = _parse(_raw(_later(name, 6)), schema_id)[member]
+    other = {"model": "gpt-x", member: [_turn(member, i, f"{_TURN}another session {i}") for i in range(6)]}
+    b = _parse(_raw(other), schema_id)[member]
+    assert len(history.order) == 1 and all(id(x) in program.SHARED_ITEMS for x in b)
+    assert not any(id(x) in program.SHARED_ITEMS for x in a)

@@ -30,6 +30,8 @@ vars:
 template:
   item_and_profile: {each: src.xs, as: t, map: {n: t.name, p: profile.strict_tools, c: cfg.c, m: model}}
   reads_a_var: {each: src.xs, as: t, map: {n: t.name, k: vars.k}}
+  reads_vars_whole: {each: src.xs, as: t, map: {n: t.name, k: "keys(vars)"}}
+  reads_the_request: {each: src.xs, as: t, map: {n: t.name, k: src.k}}
   volatile: {each: src.xs, as: t, map: {id: "new_id('x_')"}}
   var_through_a_block: {each: src.xs, as: t, map: {use: reads_vars}}
   item_through_a_block: {each: src.xs, as: t, map: {use: reads_item}}
@@ -65,14 +67,20 @@ def test_only_a_body_reading_its_item_and_stable_names_keeps_its_values():
     assert roots["template.item_through_a_block"] == ()
     assert roots["template.bound_block_param"] == ()
     assert roots["template.nested"] == ()
-    # reads something that changes from request to request, or calls new_id: never kept
-    assert roots["template.reads_a_var"] is None
+    # a member of vars is a key too: its value, read when the `each` runs
+    assert roots["template.reads_a_var"] == () and spec.item_memos["template.reads_a_var"].members == ("k",)
+    assert roots["template.var_through_a_block"] == ()
+    assert spec.item_memos["template.var_through_a_block"].members == ("k",)
+    assert spec.item_memos["template.item_and_profile"].members == ()
+    # vars read whole, a name of the request, or new_id: never kept
+    assert roots["template.reads_vars_whole"] is None
+    assert roots["template.reads_the_request"] is None
     assert roots["template.volatile"] is None
-    assert roots["template.var_through_a_block"] is None
     assert roots["template.nested.map.ys"] is None  # reads the outer item
     # `as: src` inside the body hides the scope's src from the analysis: not kept
     assert roots["template.shadowed"] is None
-    assert "template.indexed" not in roots  # an index is a position, not the item
+    # with an index, a value is kept for the item at its place
+    assert roots["template.indexed"] == ()
 
 
 def test_a_stable_name_some_with_binds_is_not_a_key():
@@ -117,6 +125,34 @@ def test_kept_values_are_reused_only_while_item_key_and_mutations_hold(shared):
     program.mutated()  # a stream rule wrote into a request: nothing kept is trusted
     after = _apply(spec, {"xs": xs}, profile=profile)["out"]
     assert after == first and not any(x is y for x, y in zip(after, first))
+
+
+def test_a_kept_value_is_keyed_on_the_members_of_vars_its_body_reads(shared):
+    spec, errors = compile_text("""
+    vars: {k: src.k, other: src.other}
+    template: {out: {each: src.xs, as: t, map: {n: t.name, k: vars.k}}}
+    """)
+    assert not errors
+    assert spec.item_memos["template.out"].members == ("k",)
+    xs = shared([{"name": "a"}, {"name": "b"}])
+    first = _apply(spec, {"xs": xs, "k": 1, "other": 1})["out"]
+    again = _apply(spec, {"xs": xs, "k": 1, "other": 2})["out"]  # a member it does not read
+    assert again == first == [{"n": "a", "k": 1}, {"n": "b", "k": 1}]
+    assert all(x is y for x, y in zip(again, first))
+    changed = _apply(spec, {"xs": xs, "k": 2, "other": 2})["out"]
+    assert changed == [{"n": "a", "k": 2}, {"n": "b", "k": 2}]
+
+
+def test_with_an_index_a_kept_value_is_keyed_on_the_items_place(shared):
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, index: i, map: {n: t.name, i: i}}}")
+    assert not errors
+    a, b = {"name": "a"}, {"name": "b"}
+    both = shared([a, b])
+    first = _apply(spec, {"xs": both})["out"]
+    assert first == [{"n": "a", "i": 0}, {"n": "b", "i": 1}]
+    assert all(x is y for x, y in zip(_apply(spec, {"xs": both})["out"], first))
+    moved = shared([b, a])  # the same items, in other places
+    assert _apply(spec, {"xs": moved})["out"] == [{"n": "b", "i": 0}, {"n": "a", "i": 1}]
 
 
 def test_a_full_memo_lets_go_of_items_no_longer_shared_before_starting_over(shared, monkeypatch):

@@ -22,6 +22,10 @@ field at its real index. A body whose list begins with nothing kept is decoded a
 items' texts are kept (one more scan of it) when it holds a conversation, not a one-off prompt:
 three items or more, in LEARN_BYTES or more of the body besides its known tools.
 
+The kept items are shared items (program.SHARED_ITEMS) while an entry holds them, as a client's
+tools are: what a spec's `each` makes of each of them is kept too (nodes.ItemMemo), so the
+earlier turns are not translated again either.
+
 Nothing in the gateway changes a client body's objects in place; the one kind of rule that
 could (a stream `put`/`append` on a state value that may alias them) bumps program.MUTATIONS,
 and the memo then starts over. Bounded in conversations and in bytes of text, least recently
@@ -34,7 +38,7 @@ from collections import OrderedDict
 
 import msgspec
 
-from ..program import MUTATIONS
+from ..program import MUTATIONS, SHARED_ITEMS
 
 MEMBERS = ((b'"input"', "input"), (b'"messages"', "messages"))
 FRONT = 2048          # clients write their conversation first: its key is looked for here
@@ -112,8 +116,13 @@ class History:
         self.hits = self.misses = 0
         # the last lists handed out, for validate() to read what is known of them: id -> (list, Found)
         self.found: dict[int, tuple[list, Found]] = {}
+        # id -> [item, entries holding it]: each kept item is in program.SHARED_ITEMS while one does
+        self.held: dict[int, list] = {}
 
     def clear(self):
+        for x, _ in self.held.values():
+            _unshare_item(x)
+        self.held.clear()
         self.by_head.clear()
         self.order.clear()
         self.found.clear()
@@ -238,6 +247,15 @@ class History:
         self.by_head.setdefault((entry.member, entry.head()), []).append(entry)
         self.order[entry] = None
         self.size += entry.size
+        gen, held = MUTATIONS[0], self.held
+        for x in entry.values:
+            if type(x) is dict:
+                h = held.get(id(x))
+                if h is None:
+                    held[id(x)] = [x, 1]
+                    SHARED_ITEMS[id(x)] = (x, gen)
+                else:
+                    h[1] += 1
         while len(self.order) > self.max_entries or self.size > self.max_bytes:
             self._remove(next(iter(self.order)))
         return entry
@@ -251,6 +269,20 @@ class History:
         if not same:
             del self.by_head[key]
         self.size -= entry.size
+        held = self.held
+        for x in entry.values:
+            h = held.get(id(x))
+            if h is not None:
+                h[1] -= 1
+                if h[1] == 0:
+                    del held[id(x)]
+                    _unshare_item(x)
+
+
+def _unshare_item(x) -> None:
+    s = SHARED_ITEMS.get(id(x))
+    if s is not None and s[0] is x:
+        del SHARED_ITEMS[id(x)]
 
 
 def _skip(raw: bytes, i: int) -> int:
