@@ -216,26 +216,45 @@ VOLATILE = frozenset({"new_id", "now"})
 
 
 def merge_turns(messages):
+    """Consecutive turns of one role as one (their content blocks in order, a string as a text
+    block), empty turns left out, a user turn's tool results first. A turn that needs none of
+    that is the very object it was (what an `each` kept of an earlier turn stays kept, and is
+    written from its kept text, program.SHARED); one to change is copied first."""
     if not messages:
         return messages
     out = []
+    own = set()  # ids of the turns in `out` made here, which may be changed in place
     for m in messages:
         content = m.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}] if content else []
-        content = list(content or ())
+        elif type(content) is not list:
+            content = list(content or ())
         if not content:
             continue  # an empty turn must not keep its neighbours apart
         if out and out[-1]["role"] == m["role"]:
-            out[-1]["content"].extend(content)
+            last = out[-1]
+            if id(last) not in own:
+                last = out[-1] = {**last, "content": list(last["content"])}
+                own.add(id(last))
+            last["content"].extend(content)
+        elif content is m.get("content"):
+            out.append(m)
         else:
             out.append({**m, "content": content})
-    for m in out:
-        if m["role"] == "user":
-            blocks = m["content"]
-            results = [b for b in blocks if b.get("type") == "tool_result"]
-            if results and len(results) != len(blocks):
-                m["content"] = results + [b for b in blocks if b.get("type") != "tool_result"]
+            own.add(id(out[-1]))
+    for i, m in enumerate(out):
+        if m["role"] != "user":
+            continue
+        other = False
+        for b in m["content"]:
+            if b.get("type") != "tool_result":
+                other = True
+            elif other:  # a tool result after another block: the results go first
+                blocks = m["content"]
+                out[i] = {**m, "content": [b for b in blocks if b.get("type") == "tool_result"]
+                          + [b for b in blocks if b.get("type") != "tool_result"]}
+                break
     return out
 
 

@@ -243,16 +243,19 @@ def shared_raw(v) -> bytes | None:
 
 
 def shared_list_raw(items: list) -> msgspec.Raw | None:
-    """The JSON text of a list whose first item is shared, each shared item written from its
-    kept text and the others encoded now (a translated request's tools: kept values, the last
-    one new where a cache breakpoint was merged into it); None for any other list."""
-    if not items or not is_kept(items[0]):
+    """The JSON text of a list whose first or middle item is shared, each shared item written
+    from its kept text and the others encoded now (a translated request's tools: kept values,
+    the last one new where a cache breakpoint was merged into it; its conversation: the earlier
+    turns kept, the new ones not); None for any other list."""
+    if not items or not (is_kept(items[0]) or is_kept(items[len(items) // 2])):
         return None
     parts = []
     for x in items:
         raw = shared_raw(x)
-        parts.append(dumpb(x) if raw is None else raw)
-    return msgspec.Raw(b"[" + b",".join(parts) + b"]")
+        parts += (b",", dumpb(x) if raw is None else raw)
+    parts[0] = b"["
+    parts.append(b"]")
+    return msgspec.Raw(b"".join(parts))  # one copy of the texts: a conversation's are 100s of KB
 
 
 class Echo:

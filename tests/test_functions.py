@@ -86,6 +86,25 @@ def test_minus_subtracts_with_null_as_zero():
     assert ev("minus(a, b)", a=None, b=None) == 0
 
 
+def test_merge_turns_hands_back_a_turn_it_leaves_as_it_is_and_changes_no_turn_in_place():
+    """A kept translation of an earlier turn stays the kept object (written from its kept
+    text); merging or reordering works on copies."""
+    import copy
+    alone = {"role": "user", "content": [{"type": "text", "text": "one"}]}
+    first = {"role": "assistant", "content": [{"type": "text", "text": "a"}]}
+    second = {"role": "assistant", "content": [{"type": "text", "text": "b"}]}
+    ordered = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}, {"type": "text", "text": "x"}]}
+    unordered = {"role": "user", "content": [{"type": "text", "text": "y"}, {"type": "tool_result", "tool_use_id": "u"}]}
+    msgs = [alone, first, second, ordered, {"role": "assistant", "content": [{"type": "text", "text": "c"}]}, unordered]
+    before = copy.deepcopy(msgs)
+    out = merge_turns(msgs)
+    assert msgs == before  # no turn changed in place
+    assert out[0] is alone and out[2] is ordered  # left as they were: the same objects
+    assert out[1] is not first and out[1]["content"] == [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert out[4] is not unordered and [b["type"] for b in out[4]["content"]] == ["tool_result", "text"]
+    assert merge_turns([{"role": "user", "content": "s"}])[0]["content"] == [{"type": "text", "text": "s"}]
+
+
 def test_merge_turns_merges_same_role_and_puts_tool_results_first():
     msgs = [
         {"role": "user", "content": "hi"},

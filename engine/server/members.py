@@ -230,8 +230,9 @@ MEMO = Memo()
 
 def shared_members(v: dict) -> dict:
     """`v`, or a copy whose shared members (program.SHARED) are their kept JSON text, for the
-    encoder to copy rather than write again; a list member whose first item is shared (the
-    tools of a translated request) is written from its items' kept texts."""
+    encoder to copy rather than write again; a list member whose first or middle item is shared
+    (the tools of a translated request, the earlier turns of its conversation) is written from
+    its items' kept texts."""
     out = None
     for k, x in v.items():
         raw = None
@@ -239,7 +240,7 @@ def shared_members(v: dict) -> dict:
             kept = shared_raw(x)
             if kept is not None:
                 raw = msgspec.Raw(kept)
-        elif type(x) is list and x and id(x[0]) in SHARED:
+        elif type(x) is list and x and (id(x[0]) in SHARED or id(x[len(x) // 2]) in SHARED):
             raw = shared_list_raw(x)
         if raw is not None:
             if out is None:
