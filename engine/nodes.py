@@ -233,28 +233,30 @@ class ItemMemo:
             hit = self.lists.get(id(items))
             if hit is not None and hit[0] is items and hit[1] == gen and hit[2] == key:
                 return hit[3]
-        cache = self.cache
-
-        def kept(item, *at):
+        cache, out, k, at = self.cache, [], key, -1
+        for item in _as_items(items):
+            at += 1
+            if indexed:
+                k = key + (at,)
             s = SHARED_ITEMS.get(id(item))
             if s is None or s[0] is not item or s[1] != gen:
-                return fn(item, *at)
-            k = key + at if at else key
-            hit = cache.get(id(item))
-            if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == k:
-                return hit[3]
-            v = fn(item, *at)
-            if hit is not None:
-                _released(hit[3])
-            if len(cache) >= self.LIMIT and self._prune()[0] < max(1, self.LIMIT // 8):
-                self.clear()
-            cache[id(item)] = (item, gen, k, v)
-            _kept(v)
-            return v
-        if indexed:
-            out = _mapped_flat_index(items, kept) if flat else _mapped_index(items, kept)
-        else:
-            out = _mapped_flat(items, kept) if flat else _mapped(items, kept)
+                v = fn(item, at) if indexed else fn(item)
+            else:
+                hit = cache.get(id(item))
+                if hit is not None and hit[0] is item and hit[1] == gen and hit[2] == k:
+                    v = hit[3]
+                else:
+                    v = fn(item, at) if indexed else fn(item)
+                    if hit is not None:
+                        _released(hit[3])
+                    if len(cache) >= self.LIMIT and self._prune()[0] < max(1, self.LIMIT // 8):
+                        self.clear()
+                    cache[id(item)] = (item, gen, k, v)
+                    _kept(v)
+            if type(v) is list and flat:
+                out.extend(v)
+            elif v is not None:
+                out.append(v)
         if whole:
             old = self.lists.pop(id(items), None)
             if old is not None:
@@ -320,8 +322,8 @@ def _memo_mapped_index(items, fn, scope, memo: ItemMemo, flat: bool) -> list:
 
 
 def _shared_list(items) -> bool:
-    """A list whose first item is shared (a client's tools, or what a filter kept of them): one
-    lookup, so a conversation's items, never shared, are mapped at the usual cost."""
+    """A list whose first item is shared (a client's tools, or what a filter kept of them, or a
+    kept conversation's items): one lookup, so other lists are mapped at the usual cost."""
     if type(items) is not list or not items:
         return False
     s = SHARED_ITEMS.get(id(items[0]))
