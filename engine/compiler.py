@@ -768,25 +768,53 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     return out
 
 
-def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None] | None:
+def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, set] | None:
     """(the root names a region reads from outside itself, the members of `vars` among them or
-    None when it reads `vars` whole), through the blocks it uses; None when that cannot be known
-    (a block using itself) or it calls a volatile function."""
+    None when it reads `vars` whole, the names among them read through a block that uses
+    itself), through the blocks it uses; None when that cannot be known or it calls a volatile
+    function. A block reached again through its own uses (a document inside a document) counts
+    with all it and the blocks it reaches read, and what a `with` around the first use binds is
+    not taken off those: a use of the block from inside itself need not pass it on (generated
+    code binds it to a local)."""
     if reads.volatile:
         return None
-    out, members = set(reads.roots), reads.vars
+    out, members, deep = set(reads.roots), reads.vars, set()
     for name, binds, inner in reads.uses:
         block = ctx.def_reading.get(name)
-        if block is None or name in seen:
+        if block is None:
             return None
-        sub = _free_reads(ctx, block, seen + (name,))
-        if sub is None:
-            return None
-        free = sub[0] - binds - inner
+        if name in seen:
+            sub = _reachable_reads(ctx, name)
+            if sub is None:
+                return None
+            free, sub = sub[0], (sub[0], sub[1], sub[0])
+        else:
+            sub = _free_reads(ctx, block, seen + (name,))
+            if sub is None:
+                return None
+            free = (sub[0] - binds - inner) | sub[2]
         out |= free
+        deep |= sub[2]
         if "vars" in free:
             members = None if members is None or sub[1] is None else members | sub[1]
-    return out, members
+    return out, members, deep
+
+
+def _reachable_reads(ctx: Ctx, name: str) -> tuple[set, set | None] | None:
+    """Every root name the block `name` and the blocks it reaches read, and the members of
+    `vars` among them; None when one calls a volatile function or is not a block."""
+    names, members, todo, done = set(), set(), [name], set()
+    while todo:
+        block = ctx.def_reading.get(todo.pop())
+        if block is None or block.volatile:
+            return None
+        if id(block) in done:
+            continue
+        done.add(id(block))
+        names |= block.roots
+        members = None if members is None or block.vars is None else members | block.vars
+        todo.extend(n for n, _, _ in block.uses)
+    return names, members
 
 
 def _bound_around(ctx: Ctx, local: frozenset, block: str | None, seen: tuple = ()) -> set | None:
@@ -816,7 +844,7 @@ def _enable_memos(ctx: Ctx) -> None:
         found = _free_reads(ctx, reads, ())
         if found is None or (found[1] is None and "vars" in found[0]):
             continue
-        names, members = found
+        names, members, _ = found
         around = _bound_around(ctx, local, block)
         if around is None or names & around:
             continue

@@ -436,3 +436,6 @@ def test_a_later_request_of_a_session_holds_the_turns_before_it(i):
               "/v1/messages": "anthropic/messages.request"}[path]
     assert schemas.first_error(schema, later) is None
     assert [m["role"] for m in later[conv][-61:-1]] == ["user", "assistant"] * 30
+    # shaped as the client's own messages: Claude Code's content blocks, Codex chat's strings
+    shapes = {type(m["content"]) for m in later[conv][-61:-1]}
+    assert shapes == {type(first[conv][-1]["content"])}

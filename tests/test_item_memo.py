@@ -90,6 +90,42 @@ def test_a_stable_name_some_with_binds_is_not_a_key():
     assert _roots(spec) == {"defs.profiled": None}
 
 
+RECURSIVE = """
+defs:
+  part:
+    switch: b.type
+    cases:
+      doc: {each: b.parts, as: b, flatten: true, map: {use: part}}
+      text: [{t: b.text, k: vars.k}]
+  # src bound to a constant for the first level only: a nested document reads the request's
+  pinned: {use: walk, with: {src: {const: {k: 0}}}}
+  walk:
+    switch: b.type
+    cases:
+      doc: {each: b.parts, as: b, flatten: true, map: {use: walk}}
+      text: [{t: b.text, k: src.k}]
+vars:
+  k: src.k
+template:
+  parts: {each: src.xs, as: b, flatten: true, map: {use: part}}
+  leaky: {each: src.xs, as: b, flatten: true, map: {use: pinned}}
+"""
+
+
+def test_a_block_that_uses_itself_is_read_through_whole(shared):
+    """A document inside a document: the block reached again counts with all it reads."""
+    spec, errors = compile_text(RECURSIVE)
+    assert not errors, "\n".join(map(str, errors))
+    assert _roots(spec)["template.parts"] == () and spec.item_memos["template.parts"].members == ("k",)
+    assert _roots(spec)["template.leaky"] is None  # the request's src, read one document down
+    xs = shared([{"type": "doc", "parts": [{"type": "text", "text": "a"}, {"type": "doc", "parts": [
+        {"type": "text", "text": "b"}]}]}, {"type": "text", "text": "c"}, {"type": "text", "text": "d"}])
+    first = _apply(spec, {"xs": xs, "k": 1})["parts"]
+    assert first == [{"t": "a", "k": 1}, {"t": "b", "k": 1}, {"t": "c", "k": 1}, {"t": "d", "k": 1}]
+    assert _apply(spec, {"xs": xs, "k": 1})["parts"][0] is first[0]
+    assert _apply(spec, {"xs": xs, "k": 2})["parts"][0] == {"t": "a", "k": 2}
+
+
 def _apply(spec, body, **scope):
     sc = spec.scope(src=body, **scope)
     assert spec.check(sc) is None

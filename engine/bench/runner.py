@@ -151,14 +151,18 @@ _TURN = "An earlier turn of the session: code, its output, what was decided. " *
 
 def add_turns(body: dict, n: int) -> None:
     """n earlier turns of about 2.5 KB, user and assistant in turn, before the request's last
-    message: what every later request of a session sends (Responses `input`, else `messages`)."""
+    message: what every later request of a session sends (Responses `input`, else `messages`),
+    shaped as the client's own last message is (Claude Code sends content blocks, Codex's chat
+    client a string)."""
+    blocks = "messages" in body and type(body["messages"][-1].get("content")) is list
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
         if "input" in body:
             body["input"].insert(-1, {"type": "message", "role": role, "content": [
                 {"type": "input_text" if role == "user" else "output_text", "text": f"{_TURN}{i}"}]})
         else:
-            body["messages"].insert(-1, {"role": role, "content": f"{_TURN}{i}"})
+            text = f"{_TURN}{i}"
+            body["messages"].insert(-1, {"role": role, "content": [{"type": "text", "text": text}] if blocks else text})
 
 
 def _own_tool(tool: dict, client: int) -> dict:
