@@ -232,13 +232,13 @@ def shared_text(v) -> str | None:
 
 
 def shared_raw(v) -> bytes | None:
-    """shared_text(v) as UTF-8, encoded once; None for any other value."""
-    text = shared_text(v)
-    if text is None:
+    """shared_text(v) as UTF-8, encoded once; None for any other value. A value only ever
+    written as bytes (a kept turn of a conversation) keeps no text besides."""
+    s = SHARED.get(id(v))
+    if s is None or s[0] is not v or s[2] != MUTATIONS[0]:
         return None
-    s = SHARED[id(v)]
     if s[3] is None:
-        s[3] = text.encode("utf-8", "surrogatepass")
+        s[3] = dumpb(v) if s[1] is None else s[1].encode("utf-8", "surrogatepass")
     return s[3]
 
 
