@@ -784,10 +784,11 @@ def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, 
         if block is None:
             return None
         if name in seen:
-            sub = _reachable_reads(ctx, name)
-            if sub is None:
+            reach = _reachable_reads(ctx, name)
+            if reach is None:
                 return None
-            free, sub = sub[0], (sub[0], sub[1], sub[0])
+            sub = (reach[0], reach[1], reach[0])  # all of it read deep: nothing taken off
+            free = reach[0]
         else:
             sub = _free_reads(ctx, block, seen + (name,))
             if sub is None:
