@@ -210,8 +210,12 @@ class ItemMemo:
     # each (the most OpenAI's APIs take). When it is full, what was made of items no longer
     # shared goes; if that is under an eighth of it, the memo starts over (a scan per insert would
     # cost more than the misses of clients in turn beyond what is kept). The same for lists.
+    # Before that, what was made of items no longer shared goes whenever the memo holds more
+    # than twice as many values as there are shared items, and SLACK more: what it keeps of a
+    # conversation the history memo let go (100s of KB each) goes soon after it.
     LIMIT = KEPT_TEXTS * 128
     LISTS = KEPT_TEXTS
+    SLACK = 1024
 
     def __init__(self):
         self.roots: tuple | None = None
@@ -249,8 +253,11 @@ class ItemMemo:
                     v = fn(item, at) if indexed else fn(item)
                     if hit is not None:
                         _released(hit[3])
-                    if len(cache) >= self.LIMIT and self._prune()[0] < max(1, self.LIMIT // 8):
-                        self.clear()
+                    if len(cache) >= self.LIMIT:
+                        if self._prune()[0] < max(1, self.LIMIT // 8):
+                            self.clear()
+                    elif len(cache) > 2 * len(SHARED_ITEMS) + self.SLACK:
+                        self._prune()
                     cache[id(item)] = (item, gen, k, v)
                     _kept(v)
             if type(v) is list and flat:

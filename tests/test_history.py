@@ -54,7 +54,8 @@ def _raw(body: dict, separators=(", ", ": ")) -> bytes:
 def history(monkeypatch):
     fresh = History()
     monkeypatch.setattr(translate, "HISTORY", fresh)
-    return fresh
+    yield fresh
+    fresh.clear()  # its items are shared no more
 
 
 def _parse(raw: bytes, schema_id: str) -> dict:

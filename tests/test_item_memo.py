@@ -213,6 +213,28 @@ def test_a_full_memo_lets_go_of_items_no_longer_shared_before_starting_over(shar
     assert after == first and not any(x is y for x, y in zip(after, first))
 
 
+def test_what_was_made_of_items_no_longer_shared_goes_long_before_the_memo_is_full(monkeypatch):
+    """Conversations the history memo let go: their turns' values go once the memo holds more
+    than twice as many values as there are shared items (and SLACK more), not at LIMIT."""
+    from engine import nodes
+    from engine.nodes import ItemMemo
+    fresh: dict = {}
+    monkeypatch.setattr(program, "SHARED_ITEMS", fresh)
+    monkeypatch.setattr(nodes, "SHARED_ITEMS", fresh)
+    monkeypatch.setattr(ItemMemo, "SLACK", 2)
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    memo = next(iter(spec.item_memos.values()))
+    for k in range(10):
+        xs = [{"name": f"{k}-{i}"} for i in range(4)]
+        share(xs)
+        assert _apply(spec, {"xs": xs})["out"] == [{"n": f"{k}-{i}"} for i in range(4)]
+        assert _apply(spec, {"xs": xs})["out"][0] is _apply(spec, {"xs": xs})["out"][0]  # kept meanwhile
+        unshare(xs)
+        assert len(memo.cache) <= 2 * 4 + 2 + 4  # never the 40 values made in all
+    assert len(memo.cache) < 40 <= ItemMemo.LIMIT
+
+
 def test_a_full_memo_of_lists_lets_go_of_lists_no_longer_shared_first(shared, monkeypatch):
     from engine.nodes import ItemMemo
     monkeypatch.setattr(ItemMemo, "LISTS", 2)
