@@ -57,6 +57,11 @@ class Catalog:
     def names(self) -> list[str]:
         return sorted(self._latest_keys)
 
+    def warm(self) -> None:
+        """Makes the code objects every request through each spec runs (CompiledSpec.warm)."""
+        for spec in self.specs.values():
+            spec.warm()
+
     def latest_refs(self) -> list[str]:
         """NAME@VERSION of each spec at its newest non-deprecated version."""
         return [f"{n}@{v}" for n, v in self._latest_keys.values()]

@@ -39,6 +39,7 @@ def _serve(args) -> int:
         print(f"engine: config error: pinned mapping versions the specs do not have:\n{e}", file=sys.stderr)
         return 2
     install_http_error_shapes()
+    catalog.warm()  # not paid by each API's first request, and made before the workers fork
     try:
         loop_factory = event_loop_factory(cfg.event_loop)
     except ImportError:

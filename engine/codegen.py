@@ -97,7 +97,7 @@ def lazy(build, env: dict, name: str, filename: str):
     fn = types.FunctionType(_stub.__code__.replace(co_filename=filename, co_name=name, co_qualname=name),
                             env, name)
 
-    def first(*args, **kw):
+    def first(*args, __warm__=False, **kw):
         real = build()
         if real.__closure__ is None:
             fn.__code__ = real.__code__
@@ -105,9 +105,17 @@ def lazy(build, env: dict, name: str, filename: str):
             fn.__kwdefaults__ = real.__kwdefaults__
         else:  # a code object with free variables cannot be swapped in: fn calls it from now on
             fn.__kwdefaults__ = {"__first__": real}
-        return real(*args, **kw)
+        return None if __warm__ else real(*args, **kw)
     fn.__kwdefaults__ = {"__first__": first}
     return fn
+
+
+def warm(fn) -> None:
+    """Makes the code object of a function `lazy` returned now, without calling it (what its
+    first call would do first); anything else is left as it is."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_code == _stub.__code__.co_code and fn.__kwdefaults__:
+        fn.__kwdefaults__["__first__"](__warm__=True)
 
 
 class _Lines(collections.abc.Sequence):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from . import codegen
 from .jsontext import dumpb, dumps, encode
 
 
@@ -59,6 +60,17 @@ class CompiledSpec:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def warm(self) -> None:
+        """Makes the code objects of what every request or stream through the spec calls
+        (codegen.lazy), so its first one does not pay for them. A gateway does this before it
+        serves (and before its workers fork, which then share them)."""
+        fns = [self.scope, self.check, self.dropped, self.template, self.initial_state, self.init,
+               self.text_init, self.text_eof, self.text_error, self.eof, self.error,
+               *self.handlers.values(), *self.text_handlers.values(), *(self.usage or ())]
+        for fn in fns:
+            codegen.warm(fn)
+            codegen.warm(getattr(fn, "json", None))
 
     def scope(self, **values) -> dict:
         scope = dict(values)

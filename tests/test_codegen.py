@@ -178,3 +178,26 @@ def test_a_compiled_spec_makes_the_code_objects_of_what_runs_only():
     assert out["model"] == "claude-sonnet-4-5" and out["tools"][0]["name"] == body["tools"][0]["function"]["name"]
     assert not stub(spec.scope) and not stub(spec.template)
     assert 0 < sum(map(stub, generated)) < len(generated)  # what this body did not run is still a stub
+
+
+def test_warming_a_catalog_makes_what_every_request_runs_and_nothing_else():
+    """engine serve warms its catalog before it serves: each spec's entry points (vars, checks,
+    drops, template and its writer, stream handlers) have their code objects; the functions a
+    parent inlines stay stubs."""
+    from engine.catalog import Catalog
+    from engine.codegen import _stub
+
+    def stub(fn):
+        return getattr(fn, "__code__", None) is not None and fn.__code__.co_code == _stub.__code__.co_code
+    catalog = Catalog.load()
+    request, stream = catalog.get("chat-to-messages/request"), catalog.get("chat-to-messages/stream")
+    entry = [request.scope, request.check, request.dropped, request.template, request.template.json,
+             *(h for h in stream.text_handlers.values() if h is not None)]
+    assert len(entry) > 8 and all(map(stub, entry))
+    catalog.warm()
+    assert not any(map(stub, entry))
+    inner = [f for f in _functions_of(request) if f.__code__.co_filename == "<string>"]
+    assert inner and all(map(stub, inner))
+    body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    assert request.template(request.scope(src=body, model="claude-x", cfg={}))["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
