@@ -205,7 +205,7 @@ class ItemMemo:
     list itself (a client's tools, or what a filter kept of them: program.filtered), the list
     made of it is kept too: the same list object is the answer until the key or MUTATIONS
     changes (nothing changes a spec's output in place)."""
-    __slots__ = ("roots", "members", "cache", "lists")
+    __slots__ = ("roots", "members", "cache", "lists", "last")
     # items kept per `each`: every tool of the tools texts the members memo keeps, at 128 tools
     # each (the most OpenAI's APIs take). When it is full, what was made of items no longer
     # shared goes; if that is under an eighth of it, the memo starts over (a scan per insert would
@@ -216,12 +216,18 @@ class ItemMemo:
     LIMIT = KEPT_TEXTS * 128
     LISTS = KEPT_TEXTS
     SLACK = 1024
+    RUN = 8  # items from which a list is compared whole with the last one (a conversation)
 
     def __init__(self):
         self.roots: tuple | None = None
         self.members: tuple = ()  # of `vars`, keyed on too
         self.cache: dict = {}
         self.lists: dict = {}
+        # the last list of RUN items or more: (its items, MUTATIONS, key, what was made, its
+        # length after each item); the next one that begins with those items (a conversation a
+        # turn later) takes what was made of them as it is: one comparison of the lists in C,
+        # not a lookup per item
+        self.last: tuple | None = None
 
     def map(self, items, fn, scope, flat: bool, indexed: bool = False) -> list:
         """_mapped / _mapped_flat (the _index ones when `indexed`: `fn(item, i)`), each shared
@@ -237,8 +243,19 @@ class ItemMemo:
             hit = self.lists.get(id(items))
             if hit is not None and hit[0] is items and hit[1] == gen and hit[2] == key:
                 return hit[3]
-        cache, out, k, at = self.cache, [], key, -1
-        for item in _as_items(items):
+        seq = _as_items(items)
+        out, cuts, start = [], [], 0
+        last = self.last
+        if last is not None and len(seq) >= self.RUN and last[1] == gen and last[2] == key:
+            before, n = last[0], len(last[0])
+            if n <= len(seq) and seq[:n] == before:  # the same objects: compared by identity first
+                start = n
+            elif 1 < n <= len(seq) + 1 and seq[:n - 1] == before[:n - 1]:  # its last item rewritten
+                start = n - 1
+            if start:
+                out, cuts = last[3][:last[4][start - 1]], last[4][:start]
+        cache, k, at = self.cache, key, start - 1
+        for item in seq[start:] if start else seq:
             at += 1
             if indexed:
                 k = key + (at,)
@@ -264,6 +281,9 @@ class ItemMemo:
                 out.extend(v)
             elif v is not None:
                 out.append(v)
+            cuts.append(len(out))
+        if len(seq) >= self.RUN:
+            self.last = (list(seq), gen, key, out, cuts)
         if whole:
             old = self.lists.pop(id(items), None)
             if old is not None:
@@ -294,6 +314,7 @@ class ItemMemo:
         for hit in self.lists.values():
             release(hit[3])
         self.lists.clear()
+        self.last = None
 
 
 def _objects(v) -> tuple | list:

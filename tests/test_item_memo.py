@@ -191,6 +191,43 @@ def test_with_an_index_a_kept_value_is_keyed_on_the_items_place(shared):
     assert _apply(spec, {"xs": moved})["out"] == [{"n": "b", "i": 0}, {"n": "a", "i": 1}]
 
 
+def test_a_list_that_begins_with_the_last_one_takes_what_was_made_of_it(shared, monkeypatch):
+    """A conversation a turn later: the values made for the last list's items are taken as they
+    are (the list compared whole), its last item rewritten or not; anything else maps as usual."""
+    from engine.nodes import ItemMemo
+    monkeypatch.setattr(ItemMemo, "RUN", 3)
+    spec, errors = compile_text("""
+    vars: {k: src.k}
+    template: {out: {each: src.xs, as: t, flatten: true, map: {use: twice}}}
+    defs:
+      twice: {when: "t.name != 'skip'", value: [{n: t.name, k: vars.k}, {n: t.name}]}
+    """)
+    assert not errors
+    memo = spec.item_memos["template.out"]
+    a, b, skip, c = ({"name": n} for n in ("a", "b", "skip", "c"))
+    turn1 = shared([a, b, skip, c])
+    first = _apply(spec, {"xs": turn1, "k": 1})["out"]
+    assert first == [{"n": "a", "k": 1}, {"n": "a"}, {"n": "b", "k": 1}, {"n": "b"}, {"n": "c", "k": 1}, {"n": "c"}]
+    memo.cache.clear()  # from here on, only the comparison with the last list can give kept values
+    d = {"name": "d"}
+    turn2 = shared([a, b, skip, c, d])
+    second = _apply(spec, {"xs": turn2, "k": 1})["out"]
+    assert second[:6] == first and all(x is y for x, y in zip(second, first))
+    assert second[6:] == [{"n": "d", "k": 1}, {"n": "d"}]
+    c2 = {"name": "c2"}  # the last item rewritten: made anew, the ones before taken
+    turn3 = shared([a, b, skip, c, c2, {"name": "e"}])
+    third = _apply(spec, {"xs": turn3, "k": 1})["out"]
+    assert all(x is y for x, y in zip(third[:6], second[:6])) and third[6:8] == [{"n": "c2", "k": 1}, {"n": "c2"}]
+    # another key, or another list: mapped as usual
+    other = _apply(spec, {"xs": turn3, "k": 2})["out"]
+    assert other[0] == {"n": "a", "k": 2}
+    fresh = shared([{"name": "x"}, {"name": "y"}, {"name": "z"}])
+    assert _apply(spec, {"xs": fresh, "k": 2})["out"][0] == {"n": "x", "k": 2}
+    program.mutated()  # a write into a request's objects: nothing taken from the last list
+    after = _apply(spec, {"xs": turn3, "k": 2})["out"]
+    assert after == other and after[0] is not other[0]
+
+
 def test_a_full_memo_lets_go_of_items_no_longer_shared_before_starting_over(shared, monkeypatch):
     """Many clients' tools in turn: a tools text the members memo let go of leaves room for the
     next, and the items still shared keep their values."""
