@@ -29,6 +29,7 @@ Named transforms (use as {pipe: NAME, input: ..., args: {...}}):
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from jmespath import functions as jf
 
 from . import error_types
 from .jsontext import dumps, loads as _loads
+from .program import MUTATIONS
 
 
 class TranslationError(Exception):
@@ -215,6 +217,14 @@ CUSTOM_FUNCTIONS = frozenset(
 VOLATILE = frozenset({"new_id", "now"})
 
 
+# The last lists merge_turns merged: [(the list, MUTATIONS then, what it made, the index in the
+# list at which each turn made began)], most recent last. A conversation a turn later begins with
+# the same items: the turns made of them, but the one its last item went into, are taken whole.
+_MERGED: list = []
+_MERGED_KEEP = 8  # conversations served in turn
+_MERGED_RUN = 8   # items from which a list is compared with them
+
+
 def merge_turns(messages):
     """Consecutive turns of one role as one (their content blocks in order, a string as a text
     block), empty turns left out, a user turn's tool results first. A turn that needs none of
@@ -222,9 +232,20 @@ def merge_turns(messages):
     written from its kept text, program.SHARED); one to change is copied first."""
     if not messages:
         return messages
-    out = []
+    gen = MUTATIONS[0]
+    out, starts, first = [], [], 0
+    if len(messages) >= _MERGED_RUN:
+        for before, was, made, began in reversed(_MERGED):
+            n = len(before)
+            if was == gen and n <= len(messages) and messages[0] is before[0] and messages[:n] == before:
+                j = bisect.bisect_right(began, n - 1) - 1  # the turn the last of them went into
+                if j > 0:
+                    out, starts, first = made[:j], began[:j], began[j]
+                break
+    done = len(out)
     own = set()  # ids of the turns in `out` made here, which may be changed in place
-    for m in messages:
+    for i in range(first, len(messages)):
+        m = messages[i]
         content = m.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}] if content else []
@@ -232,18 +253,21 @@ def merge_turns(messages):
             content = list(content or ())
         if not content:
             continue  # an empty turn must not keep its neighbours apart
-        if out and out[-1]["role"] == m["role"]:
+        if len(out) > done and out[-1]["role"] == m["role"]:
             last = out[-1]
             if id(last) not in own:
                 last = out[-1] = {**last, "content": list(last["content"])}
                 own.add(id(last))
             last["content"].extend(content)
-        elif content is m.get("content"):
+            continue
+        starts.append(i)
+        if content is m.get("content"):
             out.append(m)
         else:
             out.append({**m, "content": content})
             own.add(id(out[-1]))
-    for i, m in enumerate(out):
+    for i in range(done, len(out)):
+        m = out[i]
         if m["role"] != "user":
             continue
         other = False
@@ -255,6 +279,10 @@ def merge_turns(messages):
                 out[i] = {**m, "content": [b for b in blocks if b.get("type") == "tool_result"]
                           + [b for b in blocks if b.get("type") != "tool_result"]}
                 break
+    if len(messages) >= _MERGED_RUN:
+        if len(_MERGED) >= _MERGED_KEEP:
+            del _MERGED[0]
+        _MERGED.append((list(messages), gen, out, starts))
     return out
 
 

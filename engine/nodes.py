@@ -246,7 +246,7 @@ class ItemMemo:
         seq = _as_items(items)
         out, cuts, start = [], [], 0
         last = self.last
-        if last is not None and len(seq) >= self.RUN and last[1] == gen and last[2] == key:
+        if last is not None and len(seq) >= self.RUN and seq[0] is last[0][0] and last[1] == gen and last[2] == key:
             before, n = last[0], len(last[0])
             if n <= len(seq) and seq[:n] == before:  # the same objects: compared by identity first
                 start = n

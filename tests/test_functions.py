@@ -105,6 +105,35 @@ def test_merge_turns_hands_back_a_turn_it_leaves_as_it_is_and_changes_no_turn_in
     assert merge_turns([{"role": "user", "content": "s"}])[0]["content"] == [{"type": "text", "text": "s"}]
 
 
+def test_merge_turns_takes_the_turns_made_of_the_last_lists_items_when_a_list_begins_with_them(monkeypatch):
+    """A conversation a turn later: the turns made of its earlier items are taken as they were,
+    but the last one, which the new items may merge into; the answer is what a fresh merge gives."""
+    import copy
+    from engine import functions, program
+    monkeypatch.setattr(functions, "_MERGED", [])
+
+    def turn(role, text):
+        return {"role": role, "content": [{"type": "text", "text": text}]}
+    convo = [turn("user" if i % 2 == 0 else "assistant", f"t{i}") for i in range(9)]  # ends on a user turn
+    first = merge_turns(convo)
+    before = copy.deepcopy(first)
+    later = convo + [turn("user", "more"), turn("assistant", "answer")]  # "more" merges into t8's turn
+    second = merge_turns(later)
+    assert first == before  # nothing it handed out changed
+    monkeypatch.setattr(functions, "_MERGED", [])
+    assert second == merge_turns(later)
+    assert all(x is y for x, y in zip(second[:8], first[:8]))
+    assert second[8] is not first[8] and [b["text"] for b in second[8]["content"]] == ["t8", "more"]
+    # turns made anew (a string's text block): taken while MUTATIONS holds, made again after
+    texts = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"s{i}"} for i in range(9)]
+    made = merge_turns(texts)
+    again = merge_turns(texts + [turn("assistant", "x")])
+    assert again[0] is made[0] and again[0]["content"] == [{"type": "text", "text": "s0"}]
+    program.mutated()  # a write into a request's objects: nothing taken
+    after = merge_turns(texts + [turn("assistant", "x")])
+    assert after == again and after[0] is not again[0]
+
+
 def test_merge_turns_merges_same_role_and_puts_tool_results_first():
     msgs = [
         {"role": "user", "content": "hi"},
