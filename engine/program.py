@@ -160,7 +160,7 @@ def share(value) -> None:
     if type(value) is list:
         for x in value:
             if type(x) is dict:
-                SHARED_ITEMS[id(x)] = (x, gen)
+                share_item(x, gen)
 
 
 def unshare(value) -> None:
@@ -170,9 +170,18 @@ def unshare(value) -> None:
         _forget_filtered(value)
     if type(value) is list:
         for x in value:
-            s = SHARED_ITEMS.get(id(x))
-            if s is not None and s[0] is x:
-                del SHARED_ITEMS[id(x)]
+            unshare_item(x)
+
+
+def share_item(x: dict, gen: int) -> None:
+    """Marks one object as a shared item (a client's tool, a kept turn of a conversation)."""
+    SHARED_ITEMS[id(x)] = (x, gen)
+
+
+def unshare_item(x) -> None:
+    s = SHARED_ITEMS.get(id(x))
+    if s is not None and s[0] is x:
+        del SHARED_ITEMS[id(x)]
 
 
 def keep(value) -> None:

@@ -38,7 +38,7 @@ from collections import OrderedDict
 
 import msgspec
 
-from ..program import MUTATIONS, SHARED_ITEMS
+from ..program import MUTATIONS, share_item, unshare_item
 
 MEMBERS = ((b'"input"', "input"), (b'"messages"', "messages"))
 FRONT = 2048          # clients write their conversation first: its key is looked for here
@@ -121,7 +121,7 @@ class History:
 
     def clear(self):
         for x, _ in self.held.values():
-            _unshare_item(x)
+            unshare_item(x)
         self.held.clear()
         self.by_head.clear()
         self.order.clear()
@@ -253,7 +253,7 @@ class History:
                 h = held.get(id(x))
                 if h is None:
                     held[id(x)] = [x, 1]
-                    SHARED_ITEMS[id(x)] = (x, gen)
+                    share_item(x, gen)
                 else:
                     h[1] += 1
         while len(self.order) > self.max_entries or self.size > self.max_bytes:
@@ -276,13 +276,7 @@ class History:
                 h[1] -= 1
                 if h[1] == 0:
                     del held[id(x)]
-                    _unshare_item(x)
-
-
-def _unshare_item(x) -> None:
-    s = SHARED_ITEMS.get(id(x))
-    if s is not None and s[0] is x:
-        del SHARED_ITEMS[id(x)]
+                    unshare_item(x)
 
 
 def _skip(raw: bytes, i: int) -> int:
