@@ -17,6 +17,7 @@ from jmespath.visitor import Options, TreeInterpreter
 
 from . import codegen
 from .functions import CUSTOM_FUNCTIONS, VOLATILE, Functions
+from .grown import RUN as GROWN_RUN, grown
 from .program import SHARED, filtered, filtered_keep
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -374,6 +375,17 @@ class _Gen:
     def truthy(self, t: str, src: str) -> str:
         return truthy_source(t, src)
 
+    def flattened(self, fn, node, cur: str, top: bool) -> str:
+        """Source of fn (a flattening) applied to node's value: through grown.py where that
+        may be a conversation."""
+        arg, f = self.gen(node, cur, top), self.bind(fn, "h")
+        if not _may_grow(node):
+            return f"{f}({arg})"
+        t = self.temp()
+        self.env["_g_grown"] = grown
+        return (f"({f}({t}) if type({t} := {arg}) is not list or len({t}) < {GROWN_RUN} "
+                f"else _g_grown({next(_ids)}, {t}, {f}))")
+
     def test(self, node, cur: str, top: bool = False) -> str:
         """Source that is true when node's value is (JMESPath truthiness). A value that can only
         be true, false or null is tested as it is: no temporary, which inside a filter's
@@ -412,10 +424,10 @@ class _Gen:
             fits = f"len({cur}) > {i}" if i >= 0 else f"len({cur}) >= {-i}"
             return f"({cur}[{i}] if type({cur}) is list and {fits} else None)"
         if t == "flatten":
-            return f"{self.bind(flatten, 'h')}({self.gen(ch[0], cur, top)})"
+            return self.flattened(flatten, ch[0], cur, top)
         if t == "projection" and ch[0]["type"] == "flatten" and ch[1]["type"] == "identity":
             # `x[]` alone: the items spliced, nulls left out, in one call
-            return f"{self.bind(flatten_present, 'h')}({self.gen(ch[0]['children'][0], cur, top)})"
+            return self.flattened(flatten_present, ch[0]["children"][0], cur, top)
         if t in ("projection", "filter_projection"):
             base, e, r = self.temp(), self.temp(), self.temp()
             left = self.gen(ch[0], cur, top)
@@ -425,16 +437,23 @@ class _Gen:
                 keep = f"{self.test(ch[2], e)} and {keep}"
             item = r if right != e else e
             comp = f"[{item} for {e} in {base} if {keep}]"
-            if t == "filter_projection" and _may_be_kept(ch[0]) \
-                    and not (_functions_in(ch[1], set()) | _functions_in(ch[2], set())) & VOLATILE:
-                # a filter reads nothing but the items: over a shared list (a client's kept tools)
-                # what it made is kept, per filter (program.filtered)
-                site, hit, sh, made = next(_ids), self.temp(), self.temp(), self.temp()
+            # it reads nothing but the items: what it made of a list may serve again
+            pure = not any(_functions_in(c, set()) & VOLATILE for c in ch[1:])
+            plain = comp
+            if pure and _may_grow(ch[0]):
+                # a conversation, one turn longer with each request: grown.py
+                items = self.temp()
+                self.env["_g_grown"] = grown
+                plain = (f"({comp} if len({base}) < {GROWN_RUN} else _g_grown({next(_ids)}, {base}, "
+                         f"lambda {items}: [{item} for {e} in {items} if {keep}]))")
+            if t == "filter_projection" and pure and _may_be_kept(ch[0]):
+                # over a shared list (a client's kept tools) what it made is kept, per filter
+                # (program.filtered)
+                site, hit, sh = next(_ids), self.temp(), self.temp()
                 self.env.update(_f_shared=SHARED, _f_get=filtered, _f_put=filtered_keep)
-                comp = (f"({hit} if (({sh} := id({base}) in _f_shared) and ({hit} := _f_get({base}, {site})) "
-                        f"is not None) else (_f_put({base}, {site}, {made}) if {sh} else {made}) "
-                        f"if ({made} := {comp}) is {made} else None)")
-            return f"(None if type({base} := {left}) is not list else {comp})"
+                plain = (f"({hit} if (({sh} := id({base}) in _f_shared) and ({hit} := _f_get({base}, {site})) "
+                         f"is not None) else _f_put({base}, {site}, {comp}) if {sh} else {plain})")
+            return f"(None if type({base} := {left}) is not list else {plain})"
         if t == "literal":
             lit = node["value"]
             if lit is None or type(lit) is bool or type(lit) is int:
@@ -692,6 +711,22 @@ def _may_be_kept(node) -> bool:
         return node["value"] in _KEPT_ROOTS
     ch = node.get("children") or ()
     return t == "subexpression" and all(c["type"] == "field" for c in ch) and ch[0]["value"] in _KEPT_ROOTS
+
+
+def _may_grow(node) -> bool:
+    """Whether a list operation's list may be a conversation or what another one made of it (a
+    path from the request or the vars, the current value, or such an operation), so that it is
+    worth looking up (grown.py: right for any list). A loop item's lists (`it.content`) are one
+    turn's."""
+    t = node["type"]
+    if t in ("current", "identity"):
+        return True
+    if t == "field":
+        return node["value"] in _KEPT_ROOTS
+    ch = node.get("children") or ()
+    if t in ("subexpression", "projection", "filter_projection", "flatten"):
+        return bool(ch) and _may_grow(ch[0])
+    return False
 
 
 def _functions_in(node, out: set):
