@@ -718,15 +718,11 @@ def _may_grow(node) -> bool:
     path from the request or the vars, the current value, or such an operation), so that it is
     worth looking up (grown.py: right for any list). A loop item's lists (`it.content`) are one
     turn's."""
-    t = node["type"]
-    if t in ("current", "identity"):
+    if _may_be_kept(node):
         return True
-    if t == "field":
-        return node["value"] in _KEPT_ROOTS
     ch = node.get("children") or ()
-    if t in ("subexpression", "projection", "filter_projection", "flatten"):
-        return bool(ch) and _may_grow(ch[0])
-    return False
+    return node["type"] in ("subexpression", "projection", "filter_projection", "flatten") and bool(ch) \
+        and _may_grow(ch[0])
 
 
 def _functions_in(node, out: set):
