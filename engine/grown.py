@@ -14,14 +14,14 @@ ones.
 Only a kept conversation is looked up: a list whose first item is a shared item
 (program.SHARED_ITEMS: a kept turn, engine/server/history.py, or a client's kept tool) or a kept
 value (program.SHARED: what an `each` made of one, a translated turn), or a list one of these
-operations made of one; each is the same objects from one request to the next. Its entries hold that first item (the root), and one whose root is no longer shared is not
-used and goes when the site next meets a conversation it does not hold: the memo holds lists of
-references into the conversations the history memo keeps, not conversations of its own. Lists of
-fewer than RUN items are made again, faster than looked up. Bounds: SITE_ENTRIES conversations
-per site, the oldest first out.
-An entry made before program.MUTATIONS last moved (a stream rule that may have changed a value in
-place) is not used. What is handed out is never changed in place by the gateway, which makes and
-never edits JSON values."""
+operations made of one; each is the same objects from one request to the next. An entry holds
+that first item (its root); one whose root is no longer kept is not used, and goes when the site
+next meets a conversation it does not hold. So the memo holds lists of references into the
+conversations the history memo keeps, never conversations of its own. Lists of fewer than RUN
+items are made again, faster than looked up. Bounds: SITE_ENTRIES conversations per site, the
+oldest first out. An entry made before program.MUTATIONS last moved (a stream rule that may have
+changed a value in place) is not used. What is handed out is never changed in place by the
+gateway, which makes and never edits JSON values."""
 from __future__ import annotations
 
 from .program import MUTATIONS, SHARED, SHARED_ITEMS
