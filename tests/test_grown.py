@@ -63,6 +63,10 @@ EXPRESSIONS = [
     "[src.messages[].content[], src.messages[].content[].content[]][] | [?type != `null`]",
     "src.messages[].role",
     "src.messages[]",
+    # the shipped vars written turn by turn (messages-to-chat's all_blocks, the Responses parts)
+    "src.messages[].[content[], content[].content[]][][] | [?type != `null`]",
+    "src.messages[].[(role=='user') && content || `[]`, (role=='tool') && content || `[]`][][] "
+    "| [?is_object(@)] || `[]`",
 ]
 
 
