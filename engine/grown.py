@@ -60,6 +60,18 @@ def _alive(root) -> bool:
     return s is not None and s[0] is root
 
 
+def common_start(old: list, items: list) -> int:
+    """How many first items of `items` are `old`'s, compared in C (identity first): all of them
+    (the same conversation, perhaps longer), all but the last (its last item rewritten, as Claude
+    Code does to move its cache breakpoint), else 0."""
+    n = len(old)
+    if len(items) >= n and items[:n] == old:
+        return n
+    if len(items) >= n - 1 and items[:n - 1] == old[:-1]:
+        return n - 1
+    return 0
+
+
 def grown(site: int, items: list, fn):
     """fn(items) for a list-homomorphic fn (a filter, projection or flattening), from what
     fn made of the last list this site saw that `items` begins with, where there is one."""
@@ -69,25 +81,24 @@ def grown(site: int, items: list, fn):
     entries = _SITES.get(site)
     if entries is None:
         entries = _SITES[site] = {}
-    first = items[0]
-    key = id(first)
+    key = id(items[0])
     gen = MUTATIONS[0]
     made = None
     e = entries.pop(key, None)
-    if e is not None and e[2] == gen and e[0][0] is first:
+    if e is not None and e[2] == gen:  # its list holds that first item: no other object has its id
         old, res = e[0], e[1]
-        n, m = len(old), len(items)
-        if m >= n and items[:n] == old:
-            made = res + fn(items[n:]) if m > n else res[:]
-        elif m >= n - 1 and items[:n - 1] == old[:-1]:
+        k = common_start(old, items)
+        if k == len(old):
+            made = res + fn(items[k:]) if len(items) > k else res[:]
+        elif k:
             # the last kept item rewritten: its output is the end of what was made
-            made = res[:len(res) - len(fn(old[-1:]))] + fn(items[n - 1:])
+            made = res[:len(res) - len(fn(old[-1:]))] + fn(items[k:])
     if made is None:
         made = fn(items)
     if e is None:
         # a conversation this site does not hold: those the history memo let go leave first
-        for k in [k for k, v in entries.items() if not _alive(v[3])]:
-            del entries[k]
+        for dead in [k for k, v in entries.items() if not _alive(v[3])]:
+            del entries[dead]
         if len(entries) >= SITE_ENTRIES:
             del entries[next(iter(entries))]
     entries[key] = (items, made, gen, root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import codegen, serialize
 from .constant import Const
 from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
+from .grown import common_start
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 from .program import KEPT_TEXTS, MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
 
@@ -247,11 +248,7 @@ class ItemMemo:
         out, cuts, start = [], [], 0
         last = self.last
         if last is not None and len(seq) >= self.RUN and seq[0] is last[0][0] and last[1] == gen and last[2] == key:
-            before, n = last[0], len(last[0])
-            if n <= len(seq) and seq[:n] == before:  # the same objects: compared by identity first
-                start = n
-            elif 1 < n <= len(seq) + 1 and seq[:n - 1] == before[:n - 1]:  # its last item rewritten
-                start = n - 1
+            start = common_start(last[0], seq)
             if start:
                 out, cuts = last[3][:last[4][start - 1]], last[4][:start]
         cache, k, at = self.cache, key, start - 1
