@@ -97,7 +97,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, paced_ms=5, paced_concurrency=3,
                         workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6,
+                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6, real_sessions=5,
                         workdir=tmp_path, log=log)
     b = runner.Bench(s)
     try:
@@ -123,7 +123,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
     for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s",  # every real-sized row ran
-                "later0n", "later1n", "later2n",
+                "later0n", "later1n", "later2n", "sessions0n", "sessions1n", "sessions2n",
                 "open-real0", "open-real1", "open-real2", "open-later0", "open-later1", "open-later2"):
         assert res["engine"][key]["ok"] > 0 and res["proxy"][key]["ok"] > 0, key
     for name in ("Codex 0.169 Responses", "Codex 0.94 chat", "Claude Code Messages"):
@@ -131,9 +131,13 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         assert f"12 open streams, {name} 6 turns in: peak RSS MB" in table
         assert f"{name}, 4 clients in turn, non-stream c=3: requests/s" in table
         assert f"{name}, 6 turns in, non-stream c=3: requests/s" in table
+        assert f"{name}, 6 turns in, 5 sessions in turn, non-stream c=3: requests/s" in table
     for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
         assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
         assert len(b.bodies[key]) == 4 and len({p.read_bytes() for p in b.bodies[key]}) == 4
+    for key in ("sessions0n", "sessions1n", "sessions2n"):  # 5 sessions' bodies, each sent
+        assert res["engine"][key]["ok"] >= 5 and res["proxy"][key]["ok"] >= 5, key
+        assert len(b.bodies[key]) == 5 and len({p.read_bytes() for p in b.bodies[key]}) == 5
     for name in ("proxy", "engine"):  # each side's CPU per paced event: some, and below a whole stream's worth
         paced = res[name][runner.PACED]
         assert 0 < paced["cpu_us_event"] < 1e6 * paced["elapsed"] / paced["events_per_stream"], paced
@@ -439,3 +443,23 @@ def test_a_later_request_of_a_session_holds_the_turns_before_it(i):
     # shaped as the client's own messages: Claude Code's content blocks, Codex chat's strings
     shapes = {type(m["content"]) for m in later[conv][-61:-1]}
     assert shapes == {type(first[conv][-1]["content"])}
+
+
+@pytest.mark.parametrize("i", range(len(runner.REAL)))
+def test_sessions_of_their_own_begin_alike_and_differ_in_every_turn(i):
+    """The bodies of the sessions-in-turn row: each session's later request holds turns no other
+    session's holds, after what the client sends first (the same for all)."""
+    from engine import schemas
+    _, capture, _ = runner.REAL[i]
+    path, one = runner.real_body(capture, "m", False, turns=60, session=1)
+    _, two = runner.real_body(capture, "m", False, turns=60, session=2)
+    a, b = json.loads(one), json.loads(two)
+    conv = "input" if "input" in a else "messages"
+    schema = {"/v1/responses": "openai/responses.request", "/v1/chat/completions": "openai/chat.request",
+              "/v1/messages": "anthropic/messages.request"}[path]
+    assert schemas.first_error(schema, a) is None
+    first = len(a[conv]) - 61  # what the client sent before the added turns
+    assert a[conv][:first] == b[conv][:first] and a[conv][-1] == b[conv][-1]
+    texts = [json.dumps(x) for x in a[conv][first:-1]], [json.dumps(x) for x in b[conv][first:-1]]
+    assert len(texts[0]) == 60 and all(2400 < len(t) < 2800 and t != u for t, u in zip(*texts))
+    assert len(set(texts[0])) == 60  # each turn its own too

@@ -19,7 +19,9 @@ Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses
 Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
 non-stream and streamed at concurrency `real_concurrency`, on the path the client used; and each
 non-stream from `real_clients` clients in turn, each with tools of its own (a gateway shared by
-many users), and non-stream as a later request of its session (`later_turns` turns in). The two
+many users), and non-stream as a later request of its session (`later_turns` turns in), from
+one session and from `real_sessions` sessions of their own in turn (more than the gateway's
+history memo keeps). The two
 Codex requests name a Claude model (translated to Anthropic Messages), the
 Claude Code request an OpenAI one (translated to Chat Completions): the fake upstream answers
 either (engine.bench.upstream). The byte proxy forwards the same bodies untouched.
@@ -94,6 +96,7 @@ class Settings:
     real_clients: int = 64           # clients with tools of their own, in turn (the multi-client rows)
     real_deltas: int = 40            # text deltas of their answers
     later_turns: int = 60            # earlier turns a later request of a session holds (add_turns)
+    real_sessions: int = 256         # sessions that far in, in turn (the gateway keeps 64 conversations)
     micro: bool = True
     micro_budget: float | None = None  # seconds per timed figure (None: by --quick)
     loadgen: str = "auto"            # auto (wrk if installed) | wrk | python
@@ -127,17 +130,17 @@ def _body(model: str, stream: bool, tools: bool = False) -> bytes:
 
 
 def real_body(capture: str, model: str, stream: bool, client: int | None = None,
-              turns: int = 0) -> tuple[str, bytes]:
+              turns: int = 0, session: int | None = None) -> tuple[str, bytes]:
     """(path, body) of a recorded client request, with the bench model and the stream flag; with
     `client`, each tool's description ends with that client's number (tools of its own, as
     clients with their own MCP servers or versions send); with `turns`, that many earlier turns
-    of conversation before its last message (add_turns)."""
+    of conversation before its last message (add_turns), of session `session`'s own."""
     doc = json.loads((CLIENTS / capture).read_text())
     body = dict(doc["body"], model=model)
     if client is not None:
         body["tools"] = [_own_tool(t, client) for t in body["tools"]]
     if turns:
-        add_turns(body, turns)
+        add_turns(body, turns, session)
     if stream:
         body["stream"] = True
     else:
@@ -149,20 +152,27 @@ def real_body(capture: str, model: str, stream: bool, client: int | None = None,
 _TURN = "An earlier turn of the session: code, its output, what was decided. " * 36  # 2.5 KB
 
 
-def add_turns(body: dict, n: int) -> None:
+def add_turns(body: dict, n: int, session: int | None = None) -> None:
     """n earlier turns of about 2.5 KB, user and assistant in turn, before the request's last
     message: what every later request of a session sends (Responses `input`, else `messages`),
     shaped as the client's own last message is (Claude Code sends content blocks, Codex's chat
-    client a string)."""
+    client a string). With `session`, the turns are that session's own throughout, as two real
+    sessions' are (they begin alike: the client's instructions and environment)."""
     blocks = "messages" in body and type(body["messages"][-1].get("content")) is list
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
+        text = f"{_TURN}{i}" if session is None else _session_turn(session, i)
         if "input" in body:
             body["input"].insert(-1, {"type": "message", "role": role, "content": [
-                {"type": "input_text" if role == "user" else "output_text", "text": f"{_TURN}{i}"}]})
+                {"type": "input_text" if role == "user" else "output_text", "text": text}]})
         else:
-            text = f"{_TURN}{i}"
             body["messages"].insert(-1, {"role": role, "content": [{"type": "text", "text": text}] if blocks else text})
+
+
+def _session_turn(session: int, i: int) -> str:
+    """2.5 KB of text of turn `i` of session `session` that no other session's turn holds."""
+    words = hashlib.sha256(f"{session}:{i}".encode()).hexdigest()
+    return " ".join(words[j:j + 8] for j in range(0, 64, 8)) * 35
 
 
 def _own_tool(tool: dict, client: int) -> dict:
@@ -185,6 +195,10 @@ def open_real_key(i: int) -> str:
 
 def later_key(i: int) -> str:
     return f"later{i}n"
+
+
+def sessions_key(i: int) -> str:
+    return f"sessions{i}n"
 
 
 def open_later_key(i: int) -> str:
@@ -242,6 +256,9 @@ class Bench:
                 # ...and as a later request of the same session: the conversation so far with it
                 self._add_body(open_later_key(i), *real_body(capture, open_model, True, turns=s.later_turns))
                 self._add_body(later_key(i), *real_body(capture, model, False, turns=s.later_turns))
+                # ...from many sessions of their own, in turn: more than the gateway keeps
+                for k in range(s.real_sessions):
+                    self._add_body(sessions_key(i), *real_body(capture, model, False, turns=s.later_turns, session=k))
                 # the same request from many clients, each with tools of its own, in turn
                 for k in range(s.real_clients):
                     self._add_body(clients_key(i), *real_body(capture, model, False, client=k))
@@ -421,6 +438,8 @@ class Bench:
                                      "in turn, non-stream")
                 real(later_key(i), f"{name} request {self.s.later_turns} turns in "
                                    f"({self.bodies[later_key(i)][0].stat().st_size:,} bytes), non-stream")
+                real(sessions_key(i), f"{name} request {self.s.later_turns} turns in, from "
+                                      f"{self.s.real_sessions} sessions in turn, non-stream")
         rounds = max(1, self.s.rounds)
         for key, what, load in loads:
             runs: dict = {name: [] for name in targets}
@@ -622,6 +641,8 @@ def rows(res: dict, s: Settings) -> list[dict]:
                 clients_key(i), "rps", "int", None, "high", False)
             row(f"{name}, {s.later_turns} turns in, non-stream c={s.real_concurrency}: requests/s",
                 later_key(i), "rps", "int", None, "high", False)
+            row(f"{name}, {s.later_turns} turns in, {s.real_sessions} sessions in turn, non-stream "
+                f"c={s.real_concurrency}: requests/s", sessions_key(i), "rps", "int", None, "high", False)
     if "open" in E or "open" in P:
         n = s.open_streams
         row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)

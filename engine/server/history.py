@@ -30,10 +30,21 @@ Nothing in the gateway changes a client body's objects in place; the one kind of
 could (a stream `put`/`append` on a state value that may alias them) bumps program.MUTATIONS,
 and the memo then starts over. Bounded in conversations and in bytes of text, least recently
 used first out.
+
+A full memo makes room for a conversation it does not hold when its least recently used one has
+not been used for STALE_AFTER seconds (a session that ended); otherwise it learns one in
+ADMIT_EVERY of them. Learning a long conversation costs more than reading it plainly (the scan
+above, then what the translation memos keep of each item). With more sessions than the memo
+holds, each coming back after the others, a memo that learned every one let each go before it
+came back: every request paid for learning and none was reused (256 Codex sessions 60 turns in,
+in turn: 2.3 ms a request, where 1.0 without the memo). Learning few of them, the memo keeps
+most of what it holds until it comes back: the others are read plainly, as without the memo,
+and the kept ones are reused.
 """
 from __future__ import annotations
 
 import secrets
+import time
 from collections import OrderedDict
 
 import msgspec
@@ -47,8 +58,14 @@ MIN_ITEMS = 3         # a list kept from a body that had none known: a conversat
 MIN_MATCH = 1024      # bytes of kept items worth the splice
 LEARN_BYTES = 4096    # a body's bytes, besides its kept tools, worth keeping its items
 HEAD = 48             # bytes of an item's text its conversation is looked up by
+TAIL = 64             # bytes at the end of a kept list compared before the whole of it
+# where HEAD more bytes of a kept list are looked up besides its first ones: sessions of one
+# client begin alike for KBs (its instructions, the environment), and differ past that
+DEPTHS = (65536, 16384, 4096, 0)
 MAX_ENTRIES = 64
 MAX_BYTES = 8 << 20   # of item text kept (its values: as much again for prose, more for small objects)
+ADMIT_EVERY = 64      # when full: one conversation in this many it does not hold is learned...
+STALE_AFTER = 300.0   # ...unless the least recently used one has not been used for this long
 _SPACE = b" \t\n\r"
 _SPACE_CODES = frozenset(_SPACE)
 
@@ -62,12 +79,25 @@ _MARK_TEXT = msgspec.json.encode(MARK)
 class Entry:
     """One conversation: the text of its list's items (`span`: from the first item's first byte
     to the last item's last, as the client wrote it), where each item starts and ends in it, the
-    values decoded from them, and what is known of them."""
-    __slots__ = ("member", "span", "starts", "ends", "values", "valid", "depth_ok")
+    values decoded from them, and what is known of them. It is looked up by its first HEAD bytes
+    and HEAD more at the deepest of DEPTHS its list holds but for its last item (`probe`: a
+    rewritten last item does not hide it). Among those found, a body is told from it by its last
+    TAIL bytes (`tail`) and by those before its last item (`cut_tail`) before the whole is
+    compared (`view`: prefixes of the span compared in place, not copied)."""
+    __slots__ = ("member", "span", "view", "tail", "cut", "cut_tail", "probe", "starts", "ends", "values",
+                 "valid", "depth_ok", "used")
 
     def __init__(self, member: str, span: bytes, starts: list, ends: list, values: list):
         self.member = member
         self.span = span
+        self.view = memoryview(span)
+        self.tail = span[-TAIL:]
+        # where the list without its last item ends, when that is worth a splice (0: not)
+        self.cut = cut = ends[-2] if len(ends) > 1 and ends[-2] >= MIN_MATCH else 0
+        self.cut_tail = span[max(0, cut - TAIL):cut]
+        fixed = cut or len(span)
+        depth = next(d for d in DEPTHS if d + HEAD <= fixed or not d)
+        self.probe = (member, depth, span[:HEAD], span[depth:depth + HEAD])
         self.starts = starts
         self.ends = ends
         self.values = values
@@ -107,9 +137,13 @@ class Found:
 
 
 class History:
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES):
-        self.max_entries, self.max_bytes = max_entries, max_bytes
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES, admit_every: int = ADMIT_EVERY,
+                 stale_after: float = STALE_AFTER, clock=time.monotonic):
+        self.max_entries, self.max_bytes, self.admit_every = max_entries, max_bytes, admit_every
+        self.stale_after, self.clock = stale_after, clock
+        self.full_misses = 0  # conversations met while the memo was full of recent ones
         self.by_head: dict[tuple, list[Entry]] = {}  # (member, first HEAD bytes of its first item)
+        self.by_probe: dict[tuple, list[Entry]] = {}  # Entry.probe
         self.order: OrderedDict[Entry, None] = OrderedDict()  # least recently used first
         self.size = 0
         self.gen = MUTATIONS[0]
@@ -124,6 +158,7 @@ class History:
             unshare_item(x)
         self.held.clear()
         self.by_head.clear()
+        self.by_probe.clear()
         self.order.clear()
         self.found.clear()
         self.size = 0
@@ -143,9 +178,16 @@ class History:
             while at >= 0:
                 v = _list_start(raw, at + len(key))
                 if v >= 0:
-                    cands = self.by_head.get((member, raw[v:v + HEAD]))
+                    head = raw[v:v + HEAD]
+                    cands = self.by_head.get((member, head))
                     if cands:
-                        entry, count = _longest(raw, v, cands)
+                        near = []
+                        for d in DEPTHS:
+                            if v + d + HEAD <= len(raw) or not d:
+                                found = self.by_probe.get((member, d, head, raw[v + d:v + d + HEAD]))
+                                if found:
+                                    near += reversed(found)  # the most recently kept first
+                        entry, count = _longest(raw, v, near, cands)
                         if entry is not None:
                             end = v + entry.ends[count - 1]
                             view = memoryview(raw)
@@ -166,6 +208,7 @@ class History:
         body[member] = values + new
         self.hits += 1
         self.order.move_to_end(entry)
+        entry.used = self.clock()
         kept = None
         if not new:
             if count == len(entry.ends):
@@ -177,7 +220,8 @@ class History:
     def learn(self, body, raw: bytes, skip: int = 0) -> Found | None:
         """Keeps the items of a body whose list began with nothing kept (one more scan of it),
         when the body holds a conversation: three items or more, in LEARN_BYTES or more of the
-        body besides `skip` bytes of kept tools."""
+        body besides `skip` bytes of kept tools. A full memo whose least recently used
+        conversation is not stale learns one in `admit_every` (see the module docstring)."""
         if len(raw) - skip < LEARN_BYTES or type(body) is not dict:
             return None
         if self.gen != MUTATIONS[0]:
@@ -191,6 +235,11 @@ class History:
         if len(items) < MIN_ITEMS:
             return None
         self.misses += 1
+        if (len(self.order) >= self.max_entries or self.size + len(raw) - skip > self.max_bytes) \
+                and self.order and self.clock() - next(iter(self.order)).used < self.stale_after:
+            self.full_misses += 1
+            if self.full_misses % self.admit_every:
+                return None
         try:
             listed = _split(raw)[member]
             texts = _items(listed)
@@ -244,7 +293,9 @@ class History:
 
     # -- the memo
     def _add(self, entry: Entry) -> Entry:
+        entry.used = self.clock()
         self.by_head.setdefault((entry.member, entry.head()), []).append(entry)
+        self.by_probe.setdefault(entry.probe, []).append(entry)
         self.order[entry] = None
         self.size += entry.size
         gen, held = MUTATIONS[0], self.held
@@ -263,11 +314,11 @@ class History:
     def _remove(self, entry: Entry):
         if self.order.pop(entry, False) is False:
             return
-        key = (entry.member, entry.head())
-        same = self.by_head[key]
-        same.remove(entry)
-        if not same:
-            del self.by_head[key]
+        for index, key in ((self.by_head, (entry.member, entry.head())), (self.by_probe, entry.probe)):
+            same = index[key]
+            same.remove(entry)
+            if not same:
+                del index[key]
         self.size -= entry.size
         held = self.held
         for x in entry.values:
@@ -316,33 +367,37 @@ def _bounds(text: bytes, items: list, offset: int):
     return starts, ends
 
 
-def _longest(raw: bytes, v: int, cands: list) -> tuple:
-    """(entry, items matched) of the candidate whose items begin the list at `v` the furthest:
-    a whole list sent again, then one whose last item was rewritten (a moved cache breakpoint),
-    then item by item among the most recent ones; (None, 0) when none covers MIN_MATCH bytes.
-    The most recently used first."""
-    recent = cands[::-1]
-    for entry in recent:
-        if raw.startswith(entry.span, v):
+def _longest(raw: bytes, v: int, near: list, cands: list) -> tuple:
+    """(entry, items matched) of the kept list that begins the list at `v` the furthest: among
+    `near` (those found by their probe, in order), a whole list sent again, then one whose last
+    item was rewritten (a moved cache breakpoint); else item by item among the four most recently
+    kept of `cands` (those that begin alike); (None, 0) when none covers MIN_MATCH bytes."""
+    room = len(raw) - v
+    rewritten = None
+    for entry in near:
+        span = entry.span
+        if raw.startswith(entry.tail, v + len(span) - len(entry.tail)) and raw.startswith(span, v):
             return entry, len(entry.ends)
-    for entry in recent:
-        ends = entry.ends
-        if len(ends) > 1 and MIN_MATCH <= (cut := ends[-2]) <= len(raw) - v:
-            # its last 64 bytes first: a prefix is compared as a copy, and most candidates that
-            # are not this conversation's differ there
-            span = entry.span
-            if raw.startswith(span[cut - 64:cut], v + cut - 64) and raw.startswith(span[:cut], v):
-                return entry, len(ends) - 1
+        cut = entry.cut
+        if rewritten is None and cut and cut <= room and raw.startswith(entry.cut_tail, v + cut - len(entry.cut_tail)) \
+                and raw.startswith(entry.view[:cut], v):
+            rewritten = entry
+    if rewritten is not None:
+        return rewritten, len(rewritten.ends) - 1
     best, best_n = None, 0
-    for entry in recent[:4]:
-        span, starts, ends = entry.span, entry.starts, entry.ends
-        n = 0
-        for a, b in zip(starts, ends):
-            if not raw.startswith(span[a:b], v + a):
-                break
-            n += 1
-        if n > best_n and ends[n - 1] >= MIN_MATCH:
-            best, best_n = entry, n
+    for entry in cands[:-5:-1]:
+        # the most items whose text begins the list: a prefix of items matches whenever a
+        # longer one does, so the count is searched by halves
+        view, ends = entry.view, entry.ends
+        lo, hi = 0, len(ends)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if raw.startswith(view[:ends[mid - 1]], v):
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo > best_n and ends[lo - 1] >= MIN_MATCH:
+            best, best_n = entry, lo
     return best, best_n
 
 
