@@ -134,7 +134,8 @@ def real_body(capture: str, model: str, stream: bool, client: int | None = None,
     """(path, body) of a recorded client request, with the bench model and the stream flag; with
     `client`, each tool's description ends with that client's number (tools of its own, as
     clients with their own MCP servers or versions send); with `turns`, that many earlier turns
-    of conversation before its last message (add_turns), of session `session`'s own."""
+    of conversation before its last message (add_turns), turns of its own when `session` is
+    given."""
     doc = json.loads((CLIENTS / capture).read_text())
     body = dict(doc["body"], model=model)
     if client is not None:
@@ -172,7 +173,7 @@ def add_turns(body: dict, n: int, session: int | None = None) -> None:
 def _session_turn(session: int, i: int) -> str:
     """2.5 KB of text of turn `i` of session `session` that no other session's turn holds."""
     words = hashlib.sha256(f"{session}:{i}".encode()).hexdigest()
-    return " ".join(words[j:j + 8] for j in range(0, 64, 8)) * 35
+    return (" ".join(words[j:j + 8] for j in range(0, 64, 8)) + " ") * 35
 
 
 def _own_tool(tool: dict, client: int) -> dict:
