@@ -210,12 +210,14 @@ class ItemMemo:
     # items kept per `each`: every tool of the tools texts the members memo keeps, at 128 tools
     # each (the most OpenAI's APIs take). When it is full, what was made of items no longer
     # shared goes; if that is under an eighth of it, the memo starts over (a scan per insert would
-    # cost more than the misses of clients in turn beyond what is kept). The same for lists.
+    # cost more than the misses of clients in turn beyond what is kept). The same for lists, with
+    # room for as many again as the members memo keeps: full, it takes in one text for one it
+    # lets go (server/admission.py), and each such turn must not start the lists over.
     # Before that, what was made of items no longer shared goes whenever the memo holds more
     # than twice as many values as there are shared items, and SLACK more: what it keeps of a
     # conversation the history memo let go (100s of KB each) goes soon after it.
     LIMIT = KEPT_TEXTS * 128
-    LISTS = KEPT_TEXTS
+    LISTS = 2 * KEPT_TEXTS
     SLACK = 1024
     RUN = 8  # items from which a list is compared whole with the last one (a conversation)
 

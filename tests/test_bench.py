@@ -97,7 +97,7 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
                         text_deltas=10, tool_calls=1, tool_fragments=4, open_streams=12, open_deltas=3,
                         open_pace_ms=40, paced_ms=5, paced_concurrency=3,
                         workers=2, micro=True, micro_budget=0.002, loadgen="python",
-                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, later_turns=6, real_sessions=5,
+                        fault_streams=20, real_concurrency=3, real_deltas=5, real_clients=4, real_clients_beyond=6, later_turns=6, real_sessions=5,
                         workdir=tmp_path, log=log)
     b = runner.Bench(s)
     try:
@@ -130,11 +130,13 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         assert f"12 open streams, {name}: peak RSS MB" in table
         assert f"12 open streams, {name} 6 turns in: peak RSS MB" in table
         assert f"{name}, 4 clients in turn, non-stream c=3: requests/s" in table
+        assert f"{name}, 6 clients in turn, non-stream c=3: requests/s" in table
         assert f"{name}, 6 turns in, non-stream c=3: requests/s" in table
         assert f"{name}, 6 turns in, 5 sessions in turn, non-stream c=3: requests/s" in table
-    for key in ("clients0n", "clients1n", "clients2n"):  # 4 clients' bodies, each sent
-        assert res["engine"][key]["ok"] >= 4 and res["proxy"][key]["ok"] >= 4, key
-        assert len(b.bodies[key]) == 4 and len({p.read_bytes() for p in b.bodies[key]}) == 4
+    for key, n in (("clients0n", 4), ("clients1n", 4), ("clients2n", 4),  # each client's body sent
+                   ("manyclients0n", 6), ("manyclients1n", 6), ("manyclients2n", 6)):
+        assert res["engine"][key]["ok"] >= n and res["proxy"][key]["ok"] >= n, key
+        assert len(b.bodies[key]) == n and len({p.read_bytes() for p in b.bodies[key]}) == n
     for key in ("sessions0n", "sessions1n", "sessions2n"):  # 5 sessions' bodies, each sent
         assert res["engine"][key]["ok"] >= 5 and res["proxy"][key]["ok"] >= 5, key
         assert len(b.bodies[key]) == 5 and len({p.read_bytes() for p in b.bodies[key]}) == 5

@@ -14,6 +14,7 @@ import pytest
 from engine import program, schemas
 from engine.server import translate
 from engine.server.api_errors import ApiError
+from engine.server.admission import Admission
 from engine.server.history import MARK, History
 
 CLIENTS = Path(__file__).parent / "fixtures" / "clients"
@@ -213,7 +214,7 @@ def test_short_bodies_and_one_off_prompts_are_not_kept(history):
 
 
 def test_the_memo_keeps_its_bounds():
-    history = History(max_entries=3, max_bytes=60_000, admit_every=1)
+    history = History(max_entries=3, max_bytes=60_000, admission=Admission(every=1))
     for i in range(8):
         body = {"model": "m", "messages": [_turn("messages", k, f"{i}:{_TURN}{k}") for k in range(10)]}
         raw = _raw(body)
@@ -462,7 +463,7 @@ def test_kept_items_are_shared_while_an_entry_holds_them(history):
 def test_an_evicted_conversation_is_no_longer_shared(monkeypatch):
     name = "codex-0.94-chat-req1.json"
     schema_id, member = CAPTURES[name]
-    history = History(max_entries=1, admit_every=1)
+    history = History(max_entries=1, admission=Admission(every=1))
     monkeypatch.setattr(translate, "HISTORY", history)
     a = _parse(_raw(_later(name, 6)), schema_id)[member]
     other = {"model": "gpt-x", member: [_turn(member, i, f"{_TURN}another session {i}") for i in range(6)]}

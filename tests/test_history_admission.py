@@ -13,6 +13,7 @@ import pytest
 from engine import program
 from engine.server import history as history_mod
 from engine.server import translate
+from engine.server.admission import Admission
 from engine.server.history import History
 
 CAPTURE = Path(__file__).parent / "fixtures" / "clients" / "codex-0.94-chat-req1.json"
@@ -72,15 +73,15 @@ def _kept(body: dict) -> bool:
     return all(id(m) in program.SHARED_ITEMS for m in body["messages"])
 
 
-def test_a_full_memo_learns_one_conversation_in_admit_every(use):
+def test_a_full_memo_learns_one_conversation_in_every(use):
     clock = Clock()
-    h = use(History(max_entries=4, admit_every=4, clock=clock))
+    h = use(History(max_entries=4, admission=Admission(4, clock=clock)))
     first = [_parse(_raw(_session(s, 10))) for s in range(4)]
     assert len(h.order) == 4 and all(_kept(b) for b in first)
     later = [_parse(_raw(_session(s, 10))) for s in range(4, 12)]
     # the 4th and the 8th conversation met while full were learned; the others read plainly
     assert [_kept(b) for b in later] == [False, False, False, True, False, False, False, True]
-    assert h.full_misses == 8 and len(h.order) == 4
+    assert h.admission.full_misses == 8 and len(h.order) == 4
     # each learned one went in for the least recently used: sessions 0 and 1
     assert not _kept(first[0]) and not _kept(first[1]) and _kept(first[2]) and _kept(first[3])
 
@@ -92,7 +93,7 @@ def test_sessions_in_turn_beyond_the_memo_are_reused_in_part(use):
     bodies = [_raw(_session(s, 10)) for s in range(12)]
     counts = {}
     for every in (1, 8):
-        h = use(History(max_entries=4, admit_every=every, clock=Clock()))
+        h = use(History(max_entries=4, admission=Admission(every, clock=Clock())))
         learned = []
         add = h._add
         h._add = lambda e, add=add: learned.append(e) or add(e)
@@ -108,24 +109,24 @@ def test_sessions_in_turn_beyond_the_memo_are_reused_in_part(use):
 
 def test_a_stale_conversation_makes_room_at_once(use):
     clock = Clock()
-    h = use(History(max_entries=2, admit_every=100, stale_after=60.0, clock=clock))
+    h = use(History(max_entries=2, admission=Admission(100, stale_after=60.0, clock=clock)))
     a, b = (_parse(_raw(_session(s, 10))) for s in (0, 1))
     clock.now += 50
     for s in (0, 1):  # both used again: 0 is the least recently used, used 50 s after it was learned
         _parse(_raw(_session(s, 10)))
     clock.now += 20
     c = _parse(_raw(_session(2, 10)))
-    assert not _kept(c) and h.full_misses == 1  # 0 was used 20 s ago: not stale
+    assert not _kept(c) and h.admission.full_misses == 1  # 0 was used 20 s ago: not stale
     clock.now += 41
     d = _parse(_raw(_session(3, 10)))  # 0 unused for 61 s: it goes, 3 comes in
-    assert _kept(d) and not _kept(a) and _kept(b) and h.full_misses == 1
+    assert _kept(d) and not _kept(a) and _kept(b) and h.admission.full_misses == 1
 
 
 @pytest.mark.parametrize("turns", [30, 80])
 def test_sessions_that_begin_alike_for_kbs_are_told_apart_by_their_probe(use, monkeypatch, turns):
     """Twenty sessions whose first 10 KB are the same: a later turn of one compares its list with
     its own kept list only, not with the nineteen others."""
-    h = use(History(clock=Clock()))
+    h = use(History(admission=Admission(clock=Clock())))
     prefix = "Environment and instructions the client sends first. " * 190  # 10 KB
     firsts = [_parse(_raw(_session(s, turns, prefix))) for s in range(20)]
     assert len(h.order) == 20 and len({e.probe for e in h.order}) == 20
@@ -146,7 +147,7 @@ def test_a_long_conversation_with_its_last_item_rewritten_is_found(use, monkeypa
     """A client that rewrites its last message (Claude Code moving its cache breakpoint): the
     probe is taken before the last item, so the kept list is found by it past 64 KB, also where
     the last item is large enough to hold the depth a whole list's probe would take."""
-    h = use(History(clock=Clock()))
+    h = use(History(admission=Admission(clock=Clock())))
     before = _session(1, 100 if last_words > 80 else 240, words=80)
     before["messages"][-1]["content"] = _text(1, 999, last_words)
     first = _parse(_raw(before))
@@ -170,7 +171,7 @@ def test_a_long_conversation_with_its_last_item_rewritten_is_found(use, monkeypa
 def test_an_edited_item_reuses_the_items_before_it(use, edited):
     """A client that rewrites an item in the middle (a compaction, an edited message): the items
     before it are reused, found by halves, and the rest read anew."""
-    h = use(History(clock=Clock()))
+    h = use(History(admission=Admission(clock=Clock())))
     before = _session(2, 50)
     first = _parse(_raw(before))
     after = json.loads(_raw(before))
@@ -180,3 +181,11 @@ def test_an_edited_item_reuses_the_items_before_it(use, edited):
     assert h.hits == 1
     assert all(x is y for x, y in zip(first["messages"][:at], second["messages"][:at]))
     assert not any(x is y for x, y in zip(first["messages"][at:], second["messages"][at:]))
+
+
+def test_a_conversation_over_the_byte_bound_does_not_push_the_others_out(use):
+    h = use(History(max_bytes=60_000, admission=Admission(every=1, clock=Clock())))
+    a, b = (_parse(_raw(_session(s, 10))) for s in (0, 1))
+    big = _parse(_raw(_session(2, 200)))
+    assert len(_raw(_session(2, 200))) > 100_000
+    assert _kept(a) and _kept(b) and not _kept(big) and len(h.order) == 2

@@ -290,6 +290,20 @@ def test_a_full_memo_of_lists_lets_go_of_lists_no_longer_shared_first(shared, mo
     assert len(memo.lists) == 1 and _apply(spec, {"xs": live})["out"] is not first
 
 
+def test_a_client_taking_another_ones_place_in_the_members_memo_keeps_the_others_lists(shared):
+    """The members memo keeps KEPT_TEXTS tools texts and, full, lets one go for each it learns
+    (admission.py): the lists made of the others' tools stay kept, not started over."""
+    from engine.program import KEPT_TEXTS
+    spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
+    assert not errors
+    clients = [shared([{"name": f"tool of client {i}"}]) for i in range(KEPT_TEXTS)]
+    made = [_apply(spec, {"xs": xs})["out"] for xs in clients]
+    for i in range(8):  # one client gone, a new one in its place, eight times
+        unshare(clients[i])
+        _apply(spec, {"xs": shared([{"name": f"tool of new client {i}"}])})
+    assert all(_apply(spec, {"xs": clients[i]})["out"] is made[i] for i in range(8, KEPT_TEXTS))
+
+
 def test_items_not_shared_are_mapped_every_time(shared):
     spec, errors = compile_text("template: {out: {each: src.xs, as: t, map: {n: t.name}}}")
     assert not errors

@@ -11,6 +11,7 @@ import pytest
 
 from engine import program
 from engine.server import translate
+from engine.server.admission import Admission
 from engine.server.api_errors import ApiError
 from engine.server.members import MEMBER, Memo
 
@@ -121,7 +122,7 @@ def test_a_write_into_a_request_object_makes_the_memo_start_over(memo):
 
 
 def test_the_memo_keeps_its_bounds():
-    memo = Memo(max_entries=3, max_bytes=40_000)
+    memo = Memo(max_entries=3, max_bytes=40_000, admission=Admission(every=1))
     texts = []
     for i in range(6):
         tools = [{"type": "function", "name": f"tool{i}_{k}", "parameters": {"type": "object"}} for k in range(60)]
@@ -132,9 +133,14 @@ def test_the_memo_keeps_its_bounds():
         assert memo.size == sum(len(t) for t in memo.entries)
         assert set(memo.by_id) == {id(e.value) for e in memo.entries.values()}
     assert memo.entry_of(texts[0][1]) is None and memo.entry_of(texts[-1][1]) is not None
-    small = Memo(max_entries=3, max_bytes=100)  # a text over the byte bound is not kept
+    small = Memo(max_entries=3, max_bytes=100, admission=Admission(every=1))  # a text over the byte bound is not kept
     small.load(texts[0][0])
     assert not small.entries and small.size == 0 and not small.by_id
+    # ...nor does it push out those that fit
+    kept = list(memo.entries)
+    big = [{"type": "function", "name": f"big_{k}", "parameters": {"type": "object"}} for k in range(900)]
+    body, entry = memo.load(json.dumps({"model": "m", "tools": big}).encode())
+    assert entry is None and body[MEMBER] == big and list(memo.entries) == kept
 
 
 async def test_serving_never_changes_a_kept_value(fake_anthropic, fake_openai, tmp_path, monkeypatch):
@@ -193,7 +199,7 @@ def test_an_echoed_kept_value_is_written_from_text_kept_once(memo):
 
 
 def test_values_the_memo_lets_go_are_no_longer_shared():
-    memo = Memo(max_entries=1)
+    memo = Memo(max_entries=1, admission=Admission(every=1))
     first, _ = memo.load(_raw("codex-0.94-chat-req1.json"))
     assert id(first[MEMBER]) in program.SHARED
     second, _ = memo.load(_raw("codex-0.169-responses-req1.json"))
@@ -260,12 +266,14 @@ def test_every_kept_text_is_found_without_splitting_the_body(monkeypatch):
     assert alike[-1] is entries[3]
 
 
-def test_an_each_keeps_as_many_lists_as_the_memo_keeps_texts():
+def test_an_each_keeps_lists_for_every_kept_text_and_as_many_again():
+    """A full members memo takes in one text for one it lets go: the lists of those let go wait
+    for a prune, beside those of the texts kept (test_item_memo.py)."""
     from engine import program
     from engine.nodes import ItemMemo
     from engine.server import members
-    assert members.MAX_ENTRIES == ItemMemo.LISTS == program.KEPT_TEXTS
-    assert ItemMemo.LIMIT >= 128 * ItemMemo.LISTS  # every tool of every kept text
+    assert members.MAX_ENTRIES == program.KEPT_TEXTS and ItemMemo.LISTS == 2 * program.KEPT_TEXTS
+    assert ItemMemo.LIMIT >= 128 * program.KEPT_TEXTS  # every tool of every kept text
 
 
 @pytest.mark.parametrize("shape", ["nested", "other_key", "duplicate_first", "duplicate_last", "twice"])
@@ -335,3 +343,42 @@ def test_tools_after_a_long_conversation_are_found_without_splitting(monkeypatch
     monkeypatch.setattr(members, "_split", no_split)
     got, found = memo.load(text)
     assert found is entry and got[MEMBER] is known[MEMBER] and got == msgspec.json.decode(text)
+
+
+def _client_tools(i: int) -> bytes:
+    tools = [{"type": "function", "name": f"tool_{k}", "description": f"client {i}", "parameters": {"type": "object"}}
+             for k in range(40)]
+    return json.dumps({"model": "m", "tools": tools}).encode()
+
+
+def test_a_full_memo_learns_one_new_text_in_every():
+    """More clients with tools of their own than the memo holds, in turn: learning every text,
+    it let each go before it came back; learning one in `every`, it keeps most of what it holds
+    until it comes back (engine/server/admission.py)."""
+    counts = {}
+    for every in (1, 8):
+        memo = Memo(max_entries=4, admission=Admission(every))
+        for _ in range(12):
+            for i in range(12):
+                body, entry = memo.load(_client_tools(i))
+                assert body == json.loads(_client_tools(i))
+        full = memo.admission.full_misses
+        counts[every] = (memo.hits, memo.misses - (full - full // every))  # (reused, learned)
+        memo.clear()
+    assert counts[1] == (0, 144)
+    hits, learned = counts[8]
+    assert hits > learned  # each text learned was reused, on average
+
+
+def test_a_stale_text_makes_room_at_once():
+    now = [0.0]
+    memo = Memo(max_entries=1, admission=Admission(100, stale_after=60.0, clock=lambda: now[0]))
+    first, _ = memo.load(_client_tools(0))
+    now[0] = 50.0
+    assert memo.load(_client_tools(0))[1] is not None  # reused: used 50 s after it was learned
+    now[0] = 70.0
+    _, entry = memo.load(_client_tools(1))
+    assert entry is None and memo.entry_of(first[MEMBER]) is not None  # used 20 s ago: not stale
+    now[0] = 111.0
+    second, entry = memo.load(_client_tools(2))
+    assert entry is not None and memo.entry_of(first[MEMBER]) is None and memo.entry_of(second[MEMBER]) is entry

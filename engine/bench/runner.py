@@ -19,7 +19,8 @@ Real-sized requests (phases 2 and 3, `real`): the recorded Codex 0.169 Responses
 Codex 0.94 Chat request and the Claude Code Messages request (tests/fixtures/clients), each
 non-stream and streamed at concurrency `real_concurrency`, on the path the client used; and each
 non-stream from `real_clients` clients in turn, each with tools of its own (a gateway shared by
-many users), and non-stream as a later request of its session (`later_turns` turns in), from
+many users; and from `real_clients_beyond`, more than the gateway keeps tools texts for: 128),
+and non-stream as a later request of its session (`later_turns` turns in), from
 one session and from `real_sessions` sessions of their own in turn (more than the gateway's
 history memo keeps). The two
 Codex requests name a Claude model (translated to Anthropic Messages), the
@@ -94,6 +95,7 @@ class Settings:
     real: bool = True                # the real-sized request rows (REAL)
     real_concurrency: int = 16
     real_clients: int = 64           # clients with tools of their own, in turn (the multi-client rows)
+    real_clients_beyond: int = 256   # ...and more than the gateway keeps tools texts for (128)
     real_deltas: int = 40            # text deltas of their answers
     later_turns: int = 60            # earlier turns a later request of a session holds (add_turns)
     real_sessions: int = 256         # sessions that far in, in turn (the gateway keeps 64 conversations)
@@ -186,8 +188,8 @@ def _own_tool(tool: dict, client: int) -> dict:
 PACED = "paced"  # the results key of the paced text streams
 
 
-def clients_key(i: int) -> str:
-    return f"clients{i}n"
+def clients_key(i: int, beyond: bool = False) -> str:
+    return f"{'many' if beyond else ''}clients{i}n"
 
 
 def open_real_key(i: int) -> str:
@@ -263,6 +265,8 @@ class Bench:
                 # the same request from many clients, each with tools of its own, in turn
                 for k in range(s.real_clients):
                     self._add_body(clients_key(i), *real_body(capture, model, False, client=k))
+                for k in range(s.real_clients_beyond):
+                    self._add_body(clients_key(i, True), *real_body(capture, model, False, client=k))
 
     def _add_body(self, key: str, path: str | None, data: bytes):
         """A body for the load generators, sent to `path` (None: PATH). A key given several
@@ -435,8 +439,9 @@ class Bench:
                     key = real_key(i, stream)
                     real(key, f"{name} request ({self.bodies[key][0].stat().st_size:,} bytes, to {provider}), "
                               f"{'streamed' if stream else 'non-stream'}")
-                real(clients_key(i), f"{name} request from {self.s.real_clients} clients with tools of their own, "
-                                     "in turn, non-stream")
+                for beyond, n in ((False, self.s.real_clients), (True, self.s.real_clients_beyond)):
+                    real(clients_key(i, beyond), f"{name} request from {n} clients with tools of their own, "
+                                                 "in turn, non-stream")
                 real(later_key(i), f"{name} request {self.s.later_turns} turns in "
                                    f"({self.bodies[later_key(i)][0].stat().st_size:,} bytes), non-stream")
                 real(sessions_key(i), f"{name} request {self.s.later_turns} turns in, from "
@@ -638,8 +643,9 @@ def rows(res: dict, s: Settings) -> list[dict]:
                 key = real_key(i, stream)
                 what = "stream" if stream else "non-stream"
                 row(f"{name}, {what} c={s.real_concurrency}: requests/s", key, "rps", "int", 0.7, "high", False)
-            row(f"{name}, {s.real_clients} clients in turn, non-stream c={s.real_concurrency}: requests/s",
-                clients_key(i), "rps", "int", None, "high", False)
+            for beyond, n in ((False, s.real_clients), (True, s.real_clients_beyond)):
+                row(f"{name}, {n} clients in turn, non-stream c={s.real_concurrency}: requests/s",
+                    clients_key(i, beyond), "rps", "int", None, "high", False)
             row(f"{name}, {s.later_turns} turns in, non-stream c={s.real_concurrency}: requests/s",
                 later_key(i), "rps", "int", None, "high", False)
             row(f"{name}, {s.later_turns} turns in, {s.real_sessions} sessions in turn, non-stream "

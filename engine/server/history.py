@@ -31,25 +31,20 @@ could (a stream `put`/`append` on a state value that may alias them) bumps progr
 and the memo then starts over. Bounded in conversations and in bytes of text, least recently
 used first out.
 
-A full memo makes room for a conversation it does not hold when its least recently used one has
-not been used for STALE_AFTER seconds (a session that ended); otherwise it learns one in
-ADMIT_EVERY of them. Learning a long conversation costs more than reading it plainly (the scan
-above, then what the translation memos keep of each item). With more sessions than the memo
-holds, each coming back after the others, a memo that learned every one let each go before it
-came back: every request paid for learning and none was reused (256 Codex sessions 60 turns in,
-in turn: 2.3 ms a request, where 1.0 without the memo). Learning few of them, the memo keeps
-most of what it holds until it comes back: the others are read plainly, as without the memo,
-and the kept ones are reused.
+A full memo learns a conversation it does not hold only as admission.py says: at once when its
+least recently used one has not been used for minutes (a session that ended), otherwise one in
+many, so that with more sessions than it holds, in turn, it keeps most of what it holds until
+it comes back.
 """
 from __future__ import annotations
 
 import secrets
-import time
 from collections import OrderedDict
 
 import msgspec
 
 from ..program import MUTATIONS, share_item, unshare_item
+from .admission import Admission
 
 MEMBERS = ((b'"input"', "input"), (b'"messages"', "messages"))
 FRONT = 2048          # clients write their conversation first: its key is looked for here
@@ -64,8 +59,6 @@ TAIL = 64             # bytes at the end of a kept list compared before the whol
 DEPTHS = (65536, 16384, 4096, 0)
 MAX_ENTRIES = 64
 MAX_BYTES = 8 << 20   # of item text kept (its values: as much again for prose, more for small objects)
-ADMIT_EVERY = 64      # when full: one conversation in this many it does not hold is learned...
-STALE_AFTER = 300.0   # ...unless the least recently used one has not been used for this long
 _SPACE = b" \t\n\r"
 _SPACE_CODES = frozenset(_SPACE)
 
@@ -137,11 +130,9 @@ class Found:
 
 
 class History:
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES, admit_every: int = ADMIT_EVERY,
-                 stale_after: float = STALE_AFTER, clock=time.monotonic):
-        self.max_entries, self.max_bytes, self.admit_every = max_entries, max_bytes, admit_every
-        self.stale_after, self.clock = stale_after, clock
-        self.full_misses = 0  # conversations met while the memo was full of recent ones
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES, admission: Admission | None = None):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.admission = admission or Admission()
         self.by_head: dict[tuple, list[Entry]] = {}  # (member, first HEAD bytes of its first item)
         self.by_probe: dict[tuple, list[Entry]] = {}  # Entry.probe
         self.order: OrderedDict[Entry, None] = OrderedDict()  # least recently used first
@@ -208,7 +199,7 @@ class History:
         body[member] = values + new
         self.hits += 1
         self.order.move_to_end(entry)
-        entry.used = self.clock()
+        self.admission.stamp(entry)
         kept = None
         if not new:
             if count == len(entry.ends):
@@ -220,8 +211,7 @@ class History:
     def learn(self, body, raw: bytes, skip: int = 0) -> Found | None:
         """Keeps the items of a body whose list began with nothing kept (one more scan of it),
         when the body holds a conversation: three items or more, in LEARN_BYTES or more of the
-        body besides `skip` bytes of kept tools. A full memo whose least recently used
-        conversation is not stale learns one in `admit_every` (see the module docstring)."""
+        body besides `skip` bytes of kept tools, and the memo admits it (admission.py)."""
         if len(raw) - skip < LEARN_BYTES or type(body) is not dict:
             return None
         if self.gen != MUTATIONS[0]:
@@ -235,11 +225,10 @@ class History:
         if len(items) < MIN_ITEMS:
             return None
         self.misses += 1
-        if (len(self.order) >= self.max_entries or self.size + len(raw) - skip > self.max_bytes) \
-                and self.order and self.clock() - next(iter(self.order)).used < self.stale_after:
-            self.full_misses += 1
-            if self.full_misses % self.admit_every:
-                return None
+        size = len(raw) - skip
+        if size > self.max_bytes or not self.admission.admit(
+                self.order, len(self.order) >= self.max_entries or self.size + size > self.max_bytes):
+            return None  # (a list over the byte bound would only push every other one out)
         try:
             listed = _split(raw)[member]
             texts = _items(listed)
@@ -293,7 +282,7 @@ class History:
 
     # -- the memo
     def _add(self, entry: Entry) -> Entry:
-        entry.used = self.clock()
+        self.admission.stamp(entry)
         self.by_head.setdefault((entry.member, entry.head()), []).append(entry)
         self.by_probe.setdefault(entry.probe, []).append(entry)
         self.order[entry] = None

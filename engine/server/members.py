@@ -17,7 +17,8 @@ request's objects, a stream `put`/`append` on a value a `set` may have aliased, 
 program.MUTATIONS, and the memo then starts over rather than hand out a value that may have
 changed. The kept value's JSON text is written once too, where an answer echoes it (the
 Responses API's `tools`, program.SHARED). Bounded in entries and in bytes of text, least
-recently used first out."""
+recently used first out; a full memo learns a new text only as admission.py says (with more
+clients than it holds in turn, it keeps most of those it holds until they come back)."""
 from __future__ import annotations
 
 import secrets
@@ -27,6 +28,7 @@ import msgspec
 
 from .. import jsontext
 from ..program import KEPT_TEXTS, MUTATIONS, SHARED, share, shared_list_raw, shared_raw, unshare
+from .admission import Admission
 
 MEMBER = "tools"
 MEMBER_KEY = b'"tools"'
@@ -47,7 +49,7 @@ _decode = jsontext.decode
 
 class Entry:
     """One member text and what is known of it."""
-    __slots__ = ("text", "value", "valid", "depth_ok")
+    __slots__ = ("text", "value", "valid", "depth_ok", "used")
 
     def __init__(self, text: bytes, value):
         self.text = text
@@ -57,8 +59,9 @@ class Entry:
 
 
 class Memo:
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES):
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES, admission: Admission | None = None):
         self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.admission = admission or Admission()
         # looked up by length, then compared: hashing 17 KB of text would cost five times the
         # comparison of texts of equal length
         self.by_len: dict[int, list[Entry]] = {}
@@ -84,8 +87,9 @@ class Memo:
         self.gen = MUTATIONS[0]
 
     def load(self, raw: bytes):
-        """(body, entry of its tools), or None when this body is not read here: no tools, a
-        short body, or text msgspec refuses (the caller's whole-body path words it)."""
+        """(body, entry of its tools; None: a new text the memo did not admit), or None when this
+        body is not read here: no tools, a short body, or text msgspec refuses (the caller's
+        whole-body path words it)."""
         if len(raw) < MIN_BODY:
             return None
         if self.gen != MUTATIONS[0]:
@@ -119,7 +123,10 @@ class Memo:
             return None
         if entry is None:
             self.misses += 1
-            entry = self._add(text, body[MEMBER])
+            # a text over the byte bound would only push every other one out
+            if len(text) <= self.max_bytes and self.admission.admit(
+                    self.order, len(self.order) >= self.max_entries or self.size + len(text) > self.max_bytes):
+                entry = self._add(text, body[MEMBER])
         else:
             self.hits += 1
             self._used(entry)
@@ -164,6 +171,7 @@ class Memo:
         """Most recently used: last out of the memo, first looked at among the texts that begin
         alike (clients of one kind send tools that differ only past their first bytes)."""
         self.order.move_to_end(entry)
+        self.admission.stamp(entry)
         alike = self.by_head[entry.text[:HEAD]]
         if alike[-1] is not entry:
             alike.remove(entry)
@@ -171,6 +179,7 @@ class Memo:
 
     def _add(self, text: bytes, value) -> Entry:
         entry = Entry(text, value)
+        self.admission.stamp(entry)
         _index(self.by_len, len(text), entry)
         _index(self.by_head, text[:HEAD], entry)
         self.order[entry] = None
