@@ -226,9 +226,10 @@ class History:
             return None
         self.misses += 1
         size = len(raw) - skip
+        # a list over the byte bound would only push every other one out
         if size > self.max_bytes or not self.admission.admit(
                 self.order, len(self.order) >= self.max_entries or self.size + size > self.max_bytes):
-            return None  # (a list over the byte bound would only push every other one out)
+            return None
         try:
             listed = _split(raw)[member]
             texts = _items(listed)
