@@ -32,9 +32,13 @@ class Admission:
         self.every, self.stale_after, self.clock = every, stale_after, clock
         self.full_misses = 0  # newcomers met while the memo was full of recent entries
 
-    def admit(self, order: OrderedDict, full: bool) -> bool:
-        """Whether a memo whose entries are `order` (least recently used first, each with the
-        `used` time stamp()) learns a newcomer; `full`: learning it would let one go."""
+    def admit(self, order: OrderedDict, max_entries: int, held: int, size: int, max_bytes: int) -> bool:
+        """Whether a memo whose entries are `order` (least recently used first, each stamped by
+        stamp()), holding `held` bytes of at most `max_bytes`, learns a newcomer of `size` bytes.
+        Never one over the byte bound: it would only push every other entry out, then itself."""
+        if size > max_bytes:
+            return False
+        full = len(order) >= max_entries or held + size > max_bytes
         if not full or not order or self.clock() - next(iter(order)).used >= self.stale_after:
             return True
         self.full_misses += 1

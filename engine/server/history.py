@@ -225,10 +225,7 @@ class History:
         if len(items) < MIN_ITEMS:
             return None
         self.misses += 1
-        size = len(raw) - skip
-        # a list over the byte bound would only push every other one out
-        if size > self.max_bytes or not self.admission.admit(
-                self.order, len(self.order) >= self.max_entries or self.size + size > self.max_bytes):
+        if not self.admission.admit(self.order, self.max_entries, self.size, len(raw) - skip, self.max_bytes):
             return None
         try:
             listed = _split(raw)[member]

@@ -123,9 +123,7 @@ class Memo:
             return None
         if entry is None:
             self.misses += 1
-            # a text over the byte bound would only push every other one out
-            if len(text) <= self.max_bytes and self.admission.admit(
-                    self.order, len(self.order) >= self.max_entries or self.size + len(text) > self.max_bytes):
+            if self.admission.admit(self.order, self.max_entries, self.size, len(text), self.max_bytes):
                 entry = self._add(text, body[MEMBER])
         else:
             self.hits += 1
