@@ -475,6 +475,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "keepalive_seconds": _DURATION,
     "shutdown_grace_seconds": _DURATION,
     "listen_backlog": _int(1),
+    "history_memo_conversations": _int(0),
+    "history_memo_max_bytes": parse_size,
+    "tools_memo_texts": _int(0),
+    "tools_memo_max_bytes": parse_size,
+    "memo_idle_seconds": _DURATION,
+    "memo_admit_one_in": _int(1),
     "forward_client_keys": parse_bool,
     "workers": _workers,
     "event_loop": _choice(("auto", "uvloop", "asyncio")),
@@ -546,6 +552,12 @@ class Config:
     keepalive_seconds: float
     shutdown_grace_seconds: float
     listen_backlog: int  # connections the kernel queues before the gateway accepts them
+    history_memo_conversations: int  # 0: no history memo (engine/server/history.py)
+    history_memo_max_bytes: int
+    tools_memo_texts: int  # 0: no tools memo (engine/server/members.py)
+    tools_memo_max_bytes: int
+    memo_idle_seconds: float  # a full memo's idle entry makes room at once (engine/server/admission.py)
+    memo_admit_one_in: int
     forward_client_keys: bool
     workers: int | Literal["auto"]
     event_loop: str  # auto (uvloop where installed) | uvloop | asyncio

@@ -221,6 +221,14 @@ class ItemMemo:
     SLACK = 1024
     RUN = 8  # items from which a list is compared whole with the last one (a conversation)
 
+    @classmethod
+    def fit(cls, texts: int, conversations: int) -> None:
+        """Room for what the members memo's `texts` tools texts and the history memo's
+        `conversations` hold (128 tools a text, 256 items a conversation): less, and the memo
+        would start over on every request that brings it a kept item."""
+        cls.LIMIT = 128 * max(texts, 2 * conversations, 1)
+        cls.LISTS = 2 * max(texts, 1)
+
     def __init__(self):
         self.roots: tuple | None = None
         self.members: tuple = ()  # of `vars`, keyed on too

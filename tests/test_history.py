@@ -285,10 +285,11 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
               "codex-0.94-chat-req1.json": ("/v1/chat/completions", "claude-sonnet-4-5"),
               "claude-code-2.1.332-messages-gpt5-req1.json": ("/v1/messages", "gpt-4o")}
 
-    async def serve(history: History) -> list:
+    async def serve(history: History, conversations: int) -> list:
         monkeypatch.setattr(translate, "HISTORY", history)
-        app = create_app(config_mod.load({}, env=gateway_env(fake_anthropic, fake_openai, tmp_path)),
-                         Catalog.load())
+        env = gateway_env(fake_anthropic, fake_openai, tmp_path)
+        env["TOKLIGENCE_HISTORY_MEMO_CONVERSATIONS"] = str(conversations)
+        app = create_app(config_mod.load({}, env=env), Catalog.load())
         server = TestServer(app)
         await server.start_server()
         sent = []
@@ -308,11 +309,11 @@ async def test_serving_a_growing_conversation_sends_what_a_fresh_read_sends(fake
             await server.close()
         return sent
 
-    kept = History()
-    with_memo = await serve(kept)
-    without = await serve(History(max_entries=0))
+    kept, off = History(), History()
+    with_memo = await serve(kept, 64)
+    without = await serve(off, 0)  # history_memo_conversations=0: the memo is off
     assert with_memo == without and len(with_memo) == 24
-    assert kept.hits >= 10
+    assert kept.hits >= 10 and (off.hits, off.misses, len(off.order)) == (0, 0, 0)
     for entry in kept.order:
         assert entry.values == msgspec.json.decode(b"[" + entry.span + b"]")
 

@@ -26,23 +26,29 @@ STALE_AFTER = 300.0  # ...unless the least recently used entry has not been used
 
 
 class Admission:
-    __slots__ = ("every", "stale_after", "clock", "full_misses")
+    __slots__ = ("every", "stale_after", "clock", "full_misses", "refused")
 
     def __init__(self, every: int = EVERY, stale_after: float = STALE_AFTER, clock=time.monotonic):
         self.every, self.stale_after, self.clock = every, stale_after, clock
         self.full_misses = 0  # newcomers met while the memo was full of recent entries
+        self.refused = 0  # newcomers not learned (engine_memo_refused_total)
 
     def admit(self, order: OrderedDict, max_entries: int, held: int, size: int, max_bytes: int) -> bool:
         """Whether a memo whose entries are `order` (least recently used first, each stamped by
         stamp()), holding `held` bytes of at most `max_bytes`, learns a newcomer of `size` bytes.
-        Never one over the byte bound: it would only push every other entry out, then itself."""
-        if size > max_bytes:
+        Never one over the byte bound: it would only push every other entry out, then itself;
+        none at all into a memo of no entries (turned off)."""
+        if size > max_bytes or max_entries <= 0:
+            self.refused += 1
             return False
         full = len(order) >= max_entries or held + size > max_bytes
         if not full or not order or self.clock() - next(iter(order)).used >= self.stale_after:
             return True
         self.full_misses += 1
-        return self.full_misses % self.every == 0
+        if self.full_misses % self.every == 0:
+            return True
+        self.refused += 1
+        return False
 
     def stamp(self, entry) -> None:
         """Marks `entry` used now (learned, or reused)."""

@@ -9,10 +9,11 @@ from aiohttp import web
 from .. import schemas
 from ..catalog import MAPPINGS_DIR, Catalog, PinError
 from ..profiles import Profiles
-from . import chat, declared, messages, ops, responses, shutdown
+from . import chat, declared, messages, ops, responses, shutdown, translate
 from .context import (CATALOG, CONFIG, HEALTH_CHECKS, PAIRS, PROFILES, RESOLVED, UPSTREAMS, RouteMemo, add_route,
                       guarded)
 from .api_errors import ApiError
+from .counters import MemoCollector
 from .upstream import RetryPolicy, Upstream, secret_bytes
 
 # endpoint modules for client APIs that do more than one translated call (pair.yaml `handler`)
@@ -68,6 +69,9 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[CATALOG] = catalog
+    translate.size_memos((cfg.history_memo_conversations, cfg.history_memo_max_bytes),
+                         (cfg.tools_memo_texts, cfg.tools_memo_max_bytes), cfg.memo_admit_one_in,
+                         cfg.memo_idle_seconds)
     if getattr(cfg, "record_dir", ""):
         from .record import RECORDER, Recorder
         app[RECORDER] = Recorder(cfg.record_dir)
@@ -115,6 +119,8 @@ def create_app(cfg, catalog: Catalog | None = None) -> web.Application:
         for schema_id in (decl.request_schema, *getattr(BUILT_IN.get(decl.handler), "MORE_SCHEMAS", ())):
             schemas.is_valid(schema_id)
     ops.setup(app, cfg, app[UPSTREAMS])
+    app[ops.METRICS].registry.register(MemoCollector(lambda: (("history", translate.HISTORY),
+                                                              ("tools", translate.MEMO))))
     add_route(app, "GET", "/metrics", ops.metrics_handler)
     add_route(app, "GET", "/health", health)
     add_route(app, "GET", "/v1/models", models)

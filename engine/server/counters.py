@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 
 class LabelledCounter:
@@ -79,3 +79,32 @@ class Collector:
         for m in self.metrics:
             yield (CounterMetricFamily if isinstance(m, LabelledCounter) else HistogramMetricFamily)(
                 m.name, m.doc, labels=m.labels)
+
+
+class MemoCollector:
+    """The memos of client bodies (history and tools: `memos()` gives (name, memo) pairs, read at
+    each scrape, since tests and the config swap or resize them), from their own counts."""
+
+    def __init__(self, memos):
+        self.memos = memos
+
+    def collect(self):
+        rows = (("engine_memo_hits", CounterMetricFamily, "Bodies whose conversation or tools were kept",
+                 lambda m: m.hits),
+                ("engine_memo_misses", CounterMetricFamily, "Bodies with a conversation or tools not kept",
+                 lambda m: m.misses),
+                ("engine_memo_refused", CounterMetricFamily,
+                 "Of those, not learned: the memo full of recently used entries, or off",
+                 lambda m: m.admission.refused),
+                ("engine_memo_entries", GaugeMetricFamily, "Conversations or tools texts kept",
+                 lambda m: len(m.order)),
+                ("engine_memo_bytes", GaugeMetricFamily, "Bytes of JSON text kept", lambda m: m.size))
+        memos = list(self.memos())
+        for name, kind, doc, read in rows:
+            f = kind(name, doc, labels=["memo"])
+            for label, memo in memos:
+                f.add_metric([label], read(memo))
+            yield f
+
+    def describe(self):
+        return ()

@@ -212,7 +212,7 @@ class History:
         """Keeps the items of a body whose list began with nothing kept (one more scan of it),
         when the body holds a conversation: three items or more, in LEARN_BYTES or more of the
         body besides `skip` bytes of kept tools, and the memo admits it (admission.py)."""
-        if len(raw) - skip < LEARN_BYTES or type(body) is not dict:
+        if len(raw) - skip < LEARN_BYTES or type(body) is not dict or not self.max_entries:
             return None
         if self.gen != MUTATIONS[0]:
             self.clear()

@@ -89,8 +89,8 @@ class Memo:
     def load(self, raw: bytes):
         """(body, entry of its tools; None: a new text the memo did not admit), or None when this
         body is not read here: no tools, a short body, or text msgspec refuses (the caller's
-        whole-body path words it)."""
-        if len(raw) < MIN_BODY:
+        whole-body path words it). With no entries allowed (turned off), no body is."""
+        if len(raw) < MIN_BODY or not self.max_entries:
             return None
         if self.gen != MUTATIONS[0]:
             self.clear()

@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import schemas
 from .. import jsontext
 from ..jsontext import dumpb
+from ..nodes import ItemMemo
 from ..program import SHARED
 from ..sse import SSEDecodeError, SSEDecoder
 from ..functions import TranslationError
@@ -132,6 +133,17 @@ def _encoding(raw: bytes) -> str:
     if len(head) == 4 and 0 not in head and head[:3] != b"\xef\xbb\xbf" and head[:2] not in (b"\xff\xfe", b"\xfe\xff"):
         return "utf-8"
     return json.detect_encoding(raw)
+
+
+def size_memos(history: tuple[int, int], tools: tuple[int, int], every: int, stale_after: float) -> None:
+    """Bounds the memos of client bodies (HISTORY, MEMO) as the config says, (entries, bytes)
+    each, with their admission (admission.py); what they kept goes. Each `each`'s memo of what it
+    made of kept items is sized to match (nodes.ItemMemo.fit)."""
+    for memo, (entries, size) in ((HISTORY, history), (MEMO, tools)):
+        memo.clear()
+        memo.max_entries, memo.max_bytes = entries, size
+        memo.admission.every, memo.admission.stale_after = every, stale_after
+    ItemMemo.fit(tools[0], history[0])
 
 
 def load_json(raw: bytes, max_depth: int = 100, max_items: int = 5000) -> dict:
