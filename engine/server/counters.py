@@ -94,7 +94,8 @@ class MemoCollector:
                 ("engine_memo_misses", CounterMetricFamily, "Bodies with a conversation or tools not kept",
                  lambda m: m.misses),
                 ("engine_memo_refused", CounterMetricFamily,
-                 "Of those, not learned: the memo full of recently used entries, or off",
+                 "Of those, not learned: the memo full of recently used entries, or the conversation or "
+                 "tools over its byte bound",
                  lambda m: m.admission.refused),
                 ("engine_memo_entries", GaugeMetricFamily, "Conversations or tools texts kept",
                  lambda m: len(m.order)),
