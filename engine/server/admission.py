@@ -36,9 +36,9 @@ class Admission:
     def admit(self, order: OrderedDict, max_entries: int, held: int, size: int, max_bytes: int) -> bool:
         """Whether a memo whose entries are `order` (least recently used first, each stamped by
         stamp()), holding `held` bytes of at most `max_bytes`, learns a newcomer of `size` bytes.
-        Never one over the byte bound: it would only push every other entry out, then itself;
-        none at all into a memo of no entries (turned off)."""
-        if size > max_bytes or max_entries <= 0:
+        Never one over the byte bound: it would only push every other entry out, then itself.
+        (A memo turned off, of no entries, reads no body for it and asks nothing here.)"""
+        if size > max_bytes:
             self.refused += 1
             return False
         full = len(order) >= max_entries or held + size > max_bytes

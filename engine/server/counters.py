@@ -85,23 +85,24 @@ class MemoCollector:
     """The memos of client bodies (history and tools: `memos()` gives (name, memo) pairs, read at
     each scrape, since tests and the config swap or resize them), from their own counts."""
 
+    ROWS = (("engine_memo_hits", CounterMetricFamily, "Bodies whose conversation or tools were kept",
+             lambda m: m.hits),
+            ("engine_memo_misses", CounterMetricFamily, "Bodies with a conversation or tools not kept",
+             lambda m: m.misses),
+            ("engine_memo_refused", CounterMetricFamily,
+             "Of those, not learned: the memo full of recently used entries, or the conversation or "
+             "tools over its byte bound",
+             lambda m: m.admission.refused),
+            ("engine_memo_entries", GaugeMetricFamily, "Conversations or tools texts kept",
+             lambda m: len(m.order)),
+            ("engine_memo_bytes", GaugeMetricFamily, "Bytes of JSON text kept", lambda m: m.size))
+
     def __init__(self, memos):
         self.memos = memos
 
     def collect(self):
-        rows = (("engine_memo_hits", CounterMetricFamily, "Bodies whose conversation or tools were kept",
-                 lambda m: m.hits),
-                ("engine_memo_misses", CounterMetricFamily, "Bodies with a conversation or tools not kept",
-                 lambda m: m.misses),
-                ("engine_memo_refused", CounterMetricFamily,
-                 "Of those, not learned: the memo full of recently used entries, or the conversation or "
-                 "tools over its byte bound",
-                 lambda m: m.admission.refused),
-                ("engine_memo_entries", GaugeMetricFamily, "Conversations or tools texts kept",
-                 lambda m: len(m.order)),
-                ("engine_memo_bytes", GaugeMetricFamily, "Bytes of JSON text kept", lambda m: m.size))
         memos = list(self.memos())
-        for name, kind, doc, read in rows:
+        for name, kind, doc, read in self.ROWS:
             f = kind(name, doc, labels=["memo"])
             for label, memo in memos:
                 f.add_metric([label], read(memo))
