@@ -122,6 +122,17 @@ def test_bench_runs_end_to_end_at_tiny_scale(tmp_path):
         for key, r in res[name].items():
             assert r["failed"] == 0, (name, key, r.get("errors"))
             assert r["ok"] > 0, (name, key)
+    # the hand-written floor ran the Chat Completions loads, each without a failure, and no other
+    floor = res["floor"]
+    assert set(floor) == {"ns1", "ns2", "text1", "text2", "tools2", runner.PACED, "real1n", "real1s", "open"}, set(floor)
+    for key, r in floor.items():
+        assert r["failed"] == 0 and r["ok"] > 0, (key, r.get("errors"))
+    assert "floor (/proxy)" in table
+    by_label = {r["label"]: r for r in runner.rows(res, s)}
+    assert by_label["non-stream c=2: requests/s"]["floor"].endswith("x)")
+    assert by_label["Codex 0.94 chat, stream c=3: requests/s"]["floor"] != "-"
+    assert by_label["Claude Code Messages, non-stream c=3: requests/s"]["floor"] == "-"
+    assert floor["open"]["max_open"] >= 2 and by_label["12 open streams: peak RSS MB"]["floor"] != "-"
     for key in ("real0n", "real0s", "real1n", "real1s", "real2n", "real2s",  # every real-sized row ran
                 "later0n", "later1n", "later2n", "sessions0n", "sessions1n", "sessions2n",
                 "open-real0", "open-real1", "open-real2", "open-later0", "open-later1", "open-later2"):

@@ -25,6 +25,13 @@ _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-autho
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
+def pooled_session() -> aiohttp.ClientSession:
+    """One pooled session for every request: no connection limit, bodies as they came, no timeout
+    (a stream may stay open for minutes)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
+                                 skip_auto_headers=("User-Agent",), timeout=aiohttp.ClientTimeout(total=None))
+
+
 def create_app(upstream: str) -> web.Application:
     base = upstream.rstrip("/")
 
@@ -46,10 +53,7 @@ def create_app(upstream: str) -> web.Application:
             return out
 
     async def session(app):
-        connector = aiohttp.TCPConnector(limit=0)
-        app[SESSION] = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                             skip_auto_headers=("User-Agent",),
-                                             timeout=aiohttp.ClientTimeout(total=None))
+        app[SESSION] = pooled_session()
         yield
         await app[SESSION].close()
 

@@ -212,6 +212,17 @@ def real_key(i: int, stream: bool) -> str:
     return f"real{i}{'s' if stream else 'n'}"
 
 
+# REAL's Chat Completions capture: the one request of the three the hand-written floor translates
+FLOOR_REAL = 1
+
+
+def floor_load(key: str) -> bool:
+    """Whether the hand-written floor (floor.py, Chat Completions to Anthropic only) runs this
+    load: the small requests and streams, and the Codex chat capture."""
+    return (key.startswith(("ns", "text", "tools")) or key == PACED
+            or key in (real_key(FLOOR_REAL, False), real_key(FLOOR_REAL, True)))
+
+
 # ---------------------------------------------------------------- the run
 
 class Bench:
@@ -303,6 +314,13 @@ class Bench:
         port = free_port()
         p = self._start("byte-proxy", [python(), "-m", "engine.bench.proxy", "--port", str(port),
                                        "--upstream", self.up_url], self.pin.server_cpus, port)
+        return p, f"http://127.0.0.1:{port}"
+
+    def start_floor(self) -> tuple[Proc, str]:
+        port = free_port()
+        p = self._start("floor", [python(), "-m", "engine.bench.floor", "--port", str(port), "--upstream",
+                                  self.up_url, "--api-key", ANTHROPIC_KEY, "--client", "engine"],
+                        self.pin.server_cpus, port)
         return p, f"http://127.0.0.1:{port}"
 
     def start_engine(self, workers: int = 1, up_url: str | None = None, extra_env: dict | None = None,
@@ -452,10 +470,13 @@ class Bench:
             for r in range(rounds):
                 order = list(targets) if r % 2 == 0 else list(reversed(list(targets)))
                 for name in order:
+                    if name == "floor" and not floor_load(key):
+                        continue
                     self.say(f"{name}: {what}" + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""))
                     runs[name].append(self.busy(load, targets[name]))
             for name, got in runs.items():
-                self.results.setdefault(name, {})[key] = median_run(got)
+                if got:
+                    self.results.setdefault(name, {})[key] = median_run(got)
 
     def busy(self, load, base: str) -> dict:
         """load(base)'s result with `busy`: the share of one core the processes serving `base`
@@ -528,14 +549,16 @@ class Bench:
 
             # both up at once (each pinned to the same CPU, idle while the other is loaded)
             proxy, pbase = self.start_proxy()
+            floor, fbase = self.start_floor()
             engine, ebase = self.start_engine()
-            self.pids = {pbase: proxy.tree(), ebase: engine.tree()}
-            self.load_all({"proxy": pbase, "engine": ebase})
-            self._stop(proxy)
-            self._stop(engine)
+            self.pids = {pbase: proxy.tree(), fbase: floor.tree(), ebase: engine.tree()}
+            self.load_all({"proxy": pbase, "floor": fbase, "engine": ebase})
+            for p in (proxy, floor, engine):
+                self._stop(p)
 
             if s.open_streams:
                 self.results["proxy"]["open"] = self.open_streams("proxy", self.start_proxy)
+                self.results.setdefault("floor", {})["open"] = self.open_streams("floor", self.start_floor)
                 self.results["engine"]["open"] = self.open_streams("engine", self.start_engine)
                 if s.real:
                     for i in range(len(REAL)):
@@ -601,12 +624,13 @@ def _fmt(v, kind):
 def rows(res: dict, s: Settings) -> list[dict]:
     """Every row of the table: label, direct / proxy / engine values, engine/proxy ratio, target."""
     D, P, E = res.get("direct", {}), res.get("proxy", {}), res.get("engine", {})
+    F = res.get("floor", {})
     out = []
 
     def row(label, key, field, kind, target=None, better="high", direct=True):
         d = D.get(key, {}).get(field) if direct else None
         p, e = P.get(key, {}).get(field), E.get(key, {}).get(field)
-        r = _row(label, d, p, e, kind, target, better)
+        r = _row(label, d, p, e, kind, target, better, F.get(key, {}).get(field))
         busy = P.get(key, {}).get("busy")
         if r["verdict"] in ("met", "MISSED") and busy is not None and busy < SATURATED:
             r["verdict"] = LOAD_BOUND
@@ -620,9 +644,11 @@ def rows(res: dict, s: Settings) -> list[dict]:
         if c == 1:
             base = D.get("ns1", {}).get("lat_p50")
             p, e = P.get("ns1", {}).get("lat_p50"), E.get("ns1", {}).get("lat_p50")
+            f = F.get("ns1", {}).get("lat_p50")
             out.append(_row("non-stream c=1: added p50 ms (over upstream)", base,
                             None if p is None or base is None else p - base,
-                            None if e is None or base is None else e - base, "ms", 1.0, "low"))
+                            None if e is None or base is None else e - base, "ms", 1.0, "low",
+                            None if f is None or base is None else f - base))
     for c in s.stream_concurrency:
         k = f"text{c}"
         row(f"text stream c={c}: TTFT p50 ms", k, "ttft_p50", "ms", 1.0 if c == max(s.stream_concurrency) else None,
@@ -654,15 +680,16 @@ def rows(res: dict, s: Settings) -> list[dict]:
         n = s.open_streams
         row(f"{n:,} open streams: RSS before MB", "open", "rss_idle_mb", "mb", None, "low", False)
         pr = _row(f"{n:,} open streams: peak RSS MB", None, P.get("open", {}).get("rss_peak_mb"),
-                  E.get("open", {}).get("rss_peak_mb"), "mb", None, "low")
+                  E.get("open", {}).get("rss_peak_mb"), "mb", None, "low", F.get("open", {}).get("rss_peak_mb"))
         e = E.get("open", {}).get("rss_peak_mb")
         pr["target"] = f"<= {OPEN_STREAMS_MB} MB"
         pr["verdict"] = "-" if e is None else ("met" if e <= OPEN_STREAMS_MB else "MISSED")
         out.append(pr)
         row(f"{n:,} open streams: most open at once", "open", "max_open", "int", None, "high", False)
         fr = _row(f"{n:,} open streams: failed", None, P.get("open", {}).get("failed"),
-                  E.get("open", {}).get("failed"), "int", None, "low")
+                  E.get("open", {}).get("failed"), "int", None, "low", F.get("open", {}).get("failed"))
         fr["ratio"] = ""
+        fr["floor"] = fr["floor"].split(" ")[0]
         fr["target"] = "0 failed"
         ef = E.get("open", {}).get("failed")
         fr["verdict"] = "-" if ef is None else ("met" if ef == 0 else "MISSED")
@@ -673,9 +700,10 @@ def rows(res: dict, s: Settings) -> list[dict]:
                 row(f"{s.open_streams:,} open streams, {label}: peak RSS MB", key, "rss_peak_mb", "mb", None, "low",
                     False)
     fails = {name: sum(v.get("failed", 0) for k, v in res.get(name, {}).items() if isinstance(v, dict) and k != "open")
-             for name in ("direct", "proxy", "engine")}
+             for name in ("direct", "proxy", "engine", "floor")}
     fr = _row("failed requests/streams (all load runs above)", fails["direct"], fails["proxy"], fails["engine"],
-              "int", None, "low")
+              "int", None, "low", fails["floor"] if "floor" in res else None)
+    fr["floor"] = fr["floor"].split(" ")[0]
     fr["ratio"] = ""
     out.append(fr)
     for name in [k for k in res if k.startswith("engine-w")]:
@@ -685,7 +713,7 @@ def rows(res: dict, s: Settings) -> list[dict]:
         for label, key, fld in ((f"--workers {w}: non-stream c={cn} requests/s", f"ns{cn}", "rps"),
                                 (f"--workers {w}: text stream c={cs} events/s", f"text{cs}", "events_s")):
             one, many = E.get(key, {}).get(fld), W.get(key, {}).get(fld)
-            out.append({"label": label, "direct": "", "proxy": "1 worker: " + _fmt(one, "int"),
+            out.append({"label": label, "direct": "", "proxy": "1 worker: " + _fmt(one, "int"), "floor": "",
                         "engine": _fmt(many, "int"),
                         "ratio": "-" if not one or many is None else f"{many / one:.2f}x vs 1 worker",
                         "target": "", "verdict": ""})
@@ -699,7 +727,8 @@ SATURATED = 0.85
 LOAD_BOUND = "load-bound"
 
 
-def _row(label, d, p, e, kind, target, better) -> dict:
+def _row(label, d, p, e, kind, target, better, f=None) -> dict:
+    """`f`: the hand-written floor's figure, shown with its own ratio to the byte proxy."""
     ratio = None
     if p is not None and e is not None and p > 0:
         ratio = e / p
@@ -711,7 +740,10 @@ def _row(label, d, p, e, kind, target, better) -> dict:
             verdict = "-"
         else:
             verdict = "met" if (ratio >= target if better == "high" else ratio <= target) else "MISSED"
-    return {"label": label, "direct": _fmt(d, kind), "proxy": _fmt(p, kind), "engine": _fmt(e, kind),
+    floor = _fmt(f, kind)
+    if f is not None and p:
+        floor += f" ({f / p:.2f}x)"
+    return {"label": label, "direct": _fmt(d, kind), "proxy": _fmt(p, kind), "floor": floor, "engine": _fmt(e, kind),
             "ratio": "-" if ratio is None else f"{ratio:.2f}x", "target": tgt, "verdict": verdict}
 
 
@@ -719,20 +751,21 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
     import aiohttp
 
     R = rows(res, s)
-    heads = ("metric", "upstream direct", "byte proxy", "engine", "engine/proxy", "target", "")
+    heads = ("metric", "upstream direct", "byte proxy", "floor (/proxy)", "engine", "engine/proxy", "target", "")
     widths = [max(len(heads[i]), *(len(str(r[k])) for r in R))
-              for i, k in enumerate(("label", "direct", "proxy", "engine", "ratio", "target", "verdict"))]
+              for i, k in enumerate(("label", "direct", "proxy", "floor", "engine", "ratio", "target", "verdict"))]
     line = lambda cells: "  ".join(  # noqa: E731
         (str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])) for i, c in enumerate(cells)).rstrip()
     D = res.get("direct", {})
     cn, cs = max(s.ns_concurrency), max(s.stream_concurrency)
     lg = "wrk -t1" if use_wrk else "asyncio client (wrk missing)"
     head = [
-        "engine bench: byte proxy vs engine serve, same load, same run (loopback)",
+        "engine bench: byte proxy, hand-written floor and engine serve, same load, same run (loopback)",
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
         f"{pin.describe()}",
         f"load: non-stream via {lg}; streams via the asyncio client; {s.duration:g} s per measured run, "
-        f"{max(1, s.rounds)} rounds of each (proxy and engine alternated, order swapped each round; median round shown); "
+        f"{max(1, s.rounds)} rounds of each (proxy, floor and engine alternated, order swapped each round; median "
+        f"round shown); "
         f"text stream = {len(stream_events(model_name('text', n=s.text_deltas)))} upstream events, "
         f"tool stream = {len(stream_events(model_name('tools', n=s.tool_fragments, k=s.tool_calls)))}",
         f"load generator ceiling (straight at the fake upstream, same CPU): non-stream c={cn} "
@@ -742,12 +775,17 @@ def render(res: dict, s: Settings, pin: Pinning, use_wrk: bool) -> str:
         line(heads),
         line(["-" * w for w in widths]),
     ]
-    body = [line([r["label"], r["direct"], r["proxy"], r["engine"], r["ratio"], r["target"], r["verdict"]])
+    body = [line([r["label"], r["direct"], r["proxy"], r["floor"], r["engine"], r["ratio"], r["target"], r["verdict"]])
             for r in R]
     notes = ["",
              "events/s: upstream events carried per second, all streams together (streams completed x events "
              "per stream / time). TTFT: request sent -> first text delta (or argument fragment) received.",
-             "added p50: p50 latency minus the p50 straight at the upstream. ratio: engine / byte proxy."]
+             "added p50: p50 latency minus the p50 straight at the upstream. ratio: engine / byte proxy.",
+             "floor: a hand-written Chat Completions -> Messages gateway (engine/bench/floor.py) on the engine's "
+             "own stack (aiohttp server, the gateway's upstream client, msgspec, the same jsonschema-rs check) "
+             "with no mapping specs and none of the gateway's features, on the Chat Completions rows only; "
+             "in brackets its ratio to the byte proxy. Proxy -> floor is what translating costs at least; "
+             "floor -> engine what the specs and the features add."]
     if any(r["verdict"] == LOAD_BOUND for r in R):
         P = res.get("proxy", {})
         busy = ", ".join(f"{k} {v['busy']:.0%}" for k, v in P.items()
