@@ -6,6 +6,8 @@ Modules, one job each:
 |---|---|
 | upstream.py | a fast fake Anthropic Messages upstream (raw asyncio HTTP/1.1, prebuilt replies) |
 | proxy.py | the baseline: a plain aiohttp proxy forwarding bytes untouched, one pooled session |
+| floor.py | the hand-written floor: Chat Completions to Messages written out in Python on the
+  gateway's own stack, no specs and no features (what translating costs at the least) |
 | client.py | the asyncio load generator for streams (TTFT, full-stream time, events/s) and a
   fallback non-stream load generator when wrk is missing |
 | wrk.py | non-stream load through wrk (Debian package `wrk`), output parsed |
@@ -18,5 +20,5 @@ Modules, one job each:
   outcome checked exactly (`engine bench --faults`) |
 
 Every process under test is started as a subprocess (``python -m engine.bench.upstream``,
-``python -m engine.bench.proxy``, ``python -m engine serve``), so each can be pinned to a core.
+``python -m engine.bench.proxy``, ``python -m engine.bench.floor``, ``python -m engine serve``), so each can be pinned to a core.
 """
