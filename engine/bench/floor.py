@@ -78,9 +78,9 @@ def messages_request(body: dict, api_key: str) -> tuple[dict, dict]:
            "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS}
     if system:
         req["system"] = "\n\n".join(system)
-    for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(src) is not None:
-            req[dst] = body[src]
+    for k in ("temperature", "top_p"):
+        if body.get(k) is not None:
+            req[k] = body[k]
     stop = body.get("stop")
     if stop:
         req["stop_sequences"] = [stop] if isinstance(stop, str) else stop
@@ -133,10 +133,12 @@ class Chunks:
         self.finish = "stop"
         self.include_usage = include_usage
 
-    def chunk(self, delta: dict, finish=None) -> bytes:
+    def frame(self, choices: list, **more) -> bytes:
         return b"data: " + _encode({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                    "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                                      "finish_reason": finish}]}) + b"\n\n"
+                                    "model": self.model, "choices": choices, **more}) + b"\n\n"
+
+    def chunk(self, delta: dict, finish=None) -> bytes:
+        return self.frame([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
     def feed(self, data: bytes) -> bytes:
         frames = (self.buf + data).split(b"\n\n")
@@ -176,9 +178,7 @@ class Chunks:
         if kind == "message_stop":
             end = self.chunk({}, self.finish)
             if self.include_usage:
-                end += b"data: " + _encode({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                            "model": self.model, "choices": [],
-                                            "usage": _usage(self.usage)}) + b"\n\n"
+                end += self.frame([], usage=_usage(self.usage))
             return end + b"data: [DONE]\n\n"
         return b""
 
