@@ -938,15 +938,35 @@ def _rule_test(cond, env: dict, i: int, prefix: str) -> str:
     return f"({src})" if getattr(cond, "boolish", False) else truthy_source(fresh_name("c"), src)
 
 
+def _guarded(rules: tuple, env: dict, lines: list, prefix: str) -> list[str]:
+    """The `if` test of each rule. A rule whose condition is false while `src` holds none of
+    some members (expr.absent_falsy) first asks whether one of them is there, in the set of
+    those present, made once (`_gp`): a rule about a field the request does not carry costs a
+    set lookup, not its condition."""
+    guards = [getattr(cond, "guard", None) for cond, *_ in rules]
+    known = frozenset().union(*(g for g in guards if g))
+    if known:
+        env.update(_g_all=known, _g_src="src", _g_none=frozenset())
+        lines.append("    _gp = _g_all.intersection(_gs) if type(_gs := scope.get(_g_src)) is dict else _g_none")
+    tests = []
+    for i, ((cond, *_), guard) in enumerate(zip(rules, guards)):
+        test = _rule_test(cond, env, i, prefix)
+        if guard:
+            env[f"G{i}"] = next(iter(guard)) if len(guard) == 1 else guard
+            test = f"G{i} in _gp and {test}" if len(guard) == 1 else f"not G{i}.isdisjoint(_gp) and {test}"
+        tests.append(test)
+    return tests
+
+
 def _check_fn(checks: tuple):
     """CompiledSpec.check as one generated function: each rule's condition inlined, in order."""
     if not checks:
         return lambda scope: None
     env: dict = {}
     lines = ["def check(scope):"]
-    for i, (cond, *answer) in enumerate(checks):
-        env[f"R{i}"] = tuple(answer)
-        lines.append(f"    if {_rule_test(cond, env, i, 'C')}:")
+    for i, test in enumerate(_guarded(checks, env, lines, "C")):
+        env[f"R{i}"] = tuple(checks[i][1:])
+        lines.append(f"    if {test}:")
         lines.append(f"        return R{i}")
     lines.append("    return None")
     lines = lines[:1] + hoist_paths(lines[1:], env)
@@ -960,9 +980,9 @@ def _drops_fn(drops: tuple):
         return lambda scope: []
     env: dict = {}
     lines = ["def dropped(scope):", "    out = None"]
-    for i, (cond, *answer) in enumerate(drops):
-        env[f"R{i}"] = tuple(answer)
-        lines.append(f"    if {_rule_test(cond, env, i, 'D')}:")
+    for i, test in enumerate(_guarded(drops, env, lines, "D")):
+        env[f"R{i}"] = tuple(drops[i][1:])
+        lines.append(f"    if {test}:")
         lines.append(f"        out = [R{i}] if out is None else out + [R{i}]")
     lines.append("    return [] if out is None else out")
     lines = lines[:1] + hoist_paths(lines[1:], env)

@@ -35,6 +35,7 @@ def _getter(parts: tuple):
     """A plain path as a closure; `.path` and `.code` let generated code inline the lookups."""
     fn = _getter_fn(parts)
     fn.path = parts
+    fn.guard = frozenset({parts[1]}) if len(parts) > 1 and parts[0] == "src" else None
     g = _Gen()
     fn.code = (g.gen({"type": "subexpression", "children": [{"type": "field", "value": p} for p in parts]},
                      "scope", True), g.env)
@@ -341,8 +342,10 @@ OPAQUE = "_opaque_"
 
 def truthy_source(t: str, src: str) -> str:
     """Source testing JMESPath truthiness of src, keeping its value in the local t: Python's
-    truthiness, except that 0 and 0.0 are true."""
-    return f"(({t} := {src}) or type({t}) is int or type({t}) is float)"
+    truthiness, except that 0 and 0.0 are true. Most false values a spec meets are null (an
+    absent member) or false: two identity tests settle them, before any type() call."""
+    return (f"(({t} := {src}) or ({t} is not None and {t} is not False "
+            f"and (type({t}) is int or type({t}) is float)))")
 
 
 def fresh_name(prefix: str) -> str:
@@ -392,6 +395,10 @@ class _Gen:
         comprehension would be a cell of the enclosing function."""
         src = self.gen(node, cur, top)
         return f"({src})" if boolish(node) else self.truthy(self.temp(), src)
+
+    def _left_test(self, node, t: str, src: str) -> str:
+        """The left side of `||` / `&&` kept in t and tested: a true/false/null value as it is."""
+        return f"({t} := {src})" if boolish(node) else self.truthy(t, src)
 
     def gen(self, node, cur: str, top: bool) -> str:
         """Source of `node` applied to the value named `cur` (`top`: that value is a dict)."""
@@ -468,11 +475,11 @@ class _Gen:
         if t == "or_expression":
             tmp = self.temp()
             a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
-            return f"({tmp} if {self.truthy(tmp, a)} else {b})"
+            return f"({tmp} if {self._left_test(ch[0], tmp, a)} else {b})"
         if t == "and_expression":
             tmp = self.temp()
             a, b = self.gen(ch[0], cur, top), self.gen(ch[1], cur, top)
-            return f"({b} if {self.truthy(tmp, a)} else {tmp})"
+            return f"({b} if {self._left_test(ch[0], tmp, a)} else {tmp})"
         if t == "not_expression":
             return f"(not {self.test(ch[0], cur, top)})"
         if t == "comparator" and node["value"] in _CMP:
@@ -657,6 +664,64 @@ def flatten_present(base):
     return out
 
 
+def absent_falsy(node) -> frozenset | None:
+    """Members of `src` such that the expression is false or null whenever `src` holds none of
+    them (or holds them as null), whatever else the scope holds; None when no such set is
+    known. A checks or drops rule about fields a request does not carry is then not evaluated
+    (compiler._guarded): most rules are, and most requests carry few of those fields."""
+    t = node.get("type")
+    ch = node.get("children") or ()
+    if t == "and_expression":
+        for c in ch:
+            found = absent_falsy(c)
+            if found is not None:
+                return found
+        return None
+    if t == "or_expression":
+        found = [absent_falsy(c) for c in ch]
+        return None if None in found else frozenset().union(*found)
+    if t == "comparator":
+        a, b = ch
+        if node["value"] in _PY_OPS:  # ordered: null when either side is not a number
+            return _null_without(a) or _null_without(b)
+        lit, other = (b, a) if b.get("type") == "literal" else (a, b) if a.get("type") == "literal" else (None, None)
+        if lit is None:
+            return None
+        # null == 'x' and null != null are false; null == null and null != 'x' are true
+        if (node["value"] == "eq") == (lit["value"] is not None):
+            return _null_without(other)
+        return None
+    return _null_without(node)
+
+
+def _null_without(node) -> frozenset | None:
+    """{m} when the expression is a path (fields, indexes, projections, filters, flattenings)
+    into `src.m`: null while `src` has no m."""
+    t = node.get("type")
+    ch = node.get("children") or ()
+    if t == "subexpression":
+        if ch[0].get("type") == "field" and ch[0].get("value") == "src":
+            member = _first_field(ch[1])
+            return None if member is None else frozenset({member})
+        return _null_without(ch[0])
+    if t in _NULL_ON_NULL:
+        return _null_without(ch[0])
+    return None
+
+
+def _first_field(node) -> str | None:
+    t = node.get("type")
+    if t == "field":
+        return node["value"]
+    if t in _NULL_ON_NULL or t == "subexpression":
+        return _first_field(node["children"][0])
+    return None
+
+
+# what gives null when the value it is applied to (its first child) is null
+_NULL_ON_NULL = frozenset({"index_expression", "projection", "filter_projection", "flatten"})
+
+
 def boolish(node) -> bool:
     """True when the expression's value is true, false or null, whose truthiness is Python's:
     comparisons (ordered ones give null for values that do not compare), `!`, boolean literals,
@@ -749,6 +814,7 @@ def compile_expr(text: str):
     fn, code = _generated(parsed)
     fn.code = code
     fn.boolish = boolish(parsed)
+    fn.guard = absent_falsy(parsed)
     return fn, used
 
 

@@ -136,8 +136,8 @@ class _Gen:
     ("var", local, may_be_null) for text computed into a local."""
 
     def __init__(self):
-        self.env: dict = {"enc": enc, "_str": _str, "_lstr": _long_str, "_kstr": kept_str, "_int": int.__repr__,
-                          "enc_memo": enc_memo}
+        self.env: dict = {"enc": enc, "_str": _str, "_lstr": _long_str, "_kstr": kept_str, "_kget": _KEPT.get,
+                          "_int": int.__repr__, "enc_memo": enc_memo}
         self.lines: list[str] = []
         self.ids = itertools.count()
         self.framed = False  # generating a frame: `out` (a TextOut) is in scope
@@ -189,7 +189,8 @@ class _Gen:
         # a stream state's strings (the message id, the model) stay the same over the stream's
         # every frame: their text is kept, not written again per event
         kept = self.framed and path and len(path) > 1 and path[0] == "state"
-        text = f"({'_kstr' if kept else '_str'}(v) if len(v) < {_LONG} else _lstr(v))"
+        # (a kept text is found by a lookup in C: no call of kept_str per frame)
+        text = f"({'(_kget(v) or _kstr(v))' if kept else '_str(v)'} if len(v) < {_LONG} else _lstr(v))"
         self.lines.append(f"    {local} = {null} if (v := {self.source(node)}) is None else "
                           f"({text} if type(v) is str else _int(v) if type(v) is int else {other})")
         if raw:

@@ -225,13 +225,13 @@ def test_kept_state_strings_are_written_as_any_string_and_the_keep_is_bounded(mo
     assert serialize._KEPT == {"one more": str_text("one more")}
 
 
-def test_a_stream_keeps_the_text_of_its_state_strings_not_of_its_deltas(catalog, monkeypatch):
+def test_a_stream_keeps_the_text_of_its_state_strings_not_of_its_deltas(catalog):
     from pathlib import Path
 
     from engine import serialize
     from engine.stream import StreamTranslator
 
-    monkeypatch.setattr(serialize, "_KEPT", {})
+    serialize._KEPT.clear()  # the generated frames look texts up in this dict itself
     t = StreamTranslator(catalog.get("chat-to-messages/stream"), req={"model": "claude-x", "stream": True},
                          model="claude-x", cfg={})
     raw = (Path(__file__).parent / "fixtures" / "anthropic-text.sse").read_bytes()
