@@ -71,8 +71,6 @@ REQUEST_RUNS = [r for r in RUNS if r[1] in ("request", "submit")]
 def test_guarded_rules_answer_as_the_rules_do(pair, kind, version, path, catalog):
     case = yaml.safe_load(path.read_text())
     spec = catalog.get(f"{pair}/{kind}", version)
-    if not isinstance(case["input"], dict):
-        pytest.skip("not an object: the server refuses it before any rule")
     for scope in _scopes(spec, case, case["input"]):
         first = next(((p, m, s, c) for cond, p, m, s, c in spec.checks if truthy(cond(scope))), None)
         assert spec.check(scope) == first
