@@ -118,6 +118,17 @@ def warm(fn) -> None:
         fn.__kwdefaults__["__first__"](__warm__=True)
 
 
+def call_cold(fn, *args):
+    """fn(*args), a function `lazy` returned left as it was: a value the compiler works out
+    once does not keep the code object of a function only a parent's inlined source runs."""
+    saved = (fn.__code__, fn.__defaults__, fn.__kwdefaults__) if type(fn) is types.FunctionType else None
+    try:
+        return fn(*args)
+    finally:
+        if saved is not None:
+            fn.__code__, fn.__defaults__, fn.__kwdefaults__ = saved
+
+
 class _Lines(collections.abc.Sequence):
     """`src.splitlines(True)` as linecache keeps it, split on first read. (linecache.lazycache
     refuses file names in angle brackets, which these are.)"""

@@ -7,15 +7,16 @@ from __future__ import annotations
 import contextlib
 import re
 import jmespath.functions
+from jmespath.parser import Parser
 
 from . import codegen, stream_codegen
 from .stream_codegen import noop as _noop
 from . import nodes as N
-from . import serialize
+from . import schemas, serialize
 from .spec_errors import SpecError, spec_path
 from .program import END, CompiledSpec, Raw, TextOut, mutated
-from .expr import (ExprError, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin, negates_before_path,
-                   truthy_source)
+from .expr import (ExprError, absent_falsy, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin,
+                   negates_before_path, truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
 from .names import ITEM, members_read, near_typo, nearest, paths, roots, token_offset
 from .shapes import check_path
@@ -42,6 +43,7 @@ ACTION_KEYS = {"set", "put", "incr", "append", "emit", "when", "switch", "end", 
 ACTION_PARAMS = {"when": {"then", "else"}, "switch": {"cases", "default"}, "each": {"as", "then"}}
 
 
+_PARSER = Parser()
 _PLAIN_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -150,11 +152,12 @@ class _Reads:
     and whether it calls a volatile function. An `each` whose body, blocks included, reads only
     its item, STABLE_ROOTS, members of `vars` and names nothing binds around it keeps what it
     made of shared items (nodes.ItemMemo, keyed on the values of the names and members)."""
-    __slots__ = ("roots", "vars", "uses", "volatile", "depth")
+    __slots__ = ("roots", "vars", "src", "uses", "volatile", "depth")
 
     def __init__(self):
         self.roots: set = set()
         self.vars: set | None = set()
+        self.src: set | None = set()  # the members of `src` read (None: `src` whole)
         self.uses: list = []
         self.volatile = False
         self.depth = 0
@@ -165,6 +168,9 @@ class _Reads:
         if "vars" in names and "vars" not in inner and self.vars is not None:
             members = members_read(text, "vars")
             self.vars = None if members is None else self.vars | members
+        if "src" in names and "src" not in inner and self.src is not None:
+            members = members_read(text, "src")
+            self.src = None if members is None else self.src | members
 
 
 # what an ItemMemo is keyed on: the same objects for every request to one model under one config
@@ -701,8 +707,14 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
         file=source.path, status=meta.get("status", "stable"), changes=list(meta.get("changes") or ()),
         source=spec.get("source"), target=spec.get("target"),
     )
+    var_reads = []
     with codegen.part("vars"):
-        out.vars = tuple((k, N.as_fn(compile_template(ctx, v, ["vars", k]))) for k, v in (spec.get("vars") or {}).items())
+        compiled = []
+        for k, v in (spec.get("vars") or {}).items():
+            var_reads.append(reads := _Reads())
+            with ctx.reading_into(reads):
+                compiled.append((k, N.as_fn(compile_template(ctx, v, ["vars", k]))))
+        out.vars = tuple(compiled)
     with codegen.part("checks"):
         out.checks = tuple(
             (N.as_fn(compile_template(ctx, c["when"], ["checks", i, "when"])), c.get("param"), c["message"],
@@ -760,7 +772,10 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     if getattr(out.template, "json", None) is not None:
         with codegen.part("template"):
             out.template.json = serialize.settle(out.template.json)  # the server calls it per request
-    out.scope = _scope_fn(out.vars)
+    out.absent_vars = _absent_vars(ctx, out.vars, var_reads, _required(out.source)) if len(errors) == before else {}
+    if out.absent_vars:
+        _guard_rules_on_vars(spec, out)
+    out.scope = _scope_fn(out.vars, out.absent_vars)
     out.check = _check_fn(out.checks)
     out.dropped = _drops_fn(out.drops)
     if out.state:
@@ -768,17 +783,17 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     return out
 
 
-def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, set] | None:
+def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, set, set | None] | None:
     """(the root names a region reads from outside itself, the members of `vars` among them or
     None when it reads `vars` whole, the names among them read through a block that uses
-    itself), through the blocks it uses; None when that cannot be known or it calls a volatile
-    function. A block reached again through its own uses (a document inside a document) counts
+    itself, the members of `src` as for `vars`), through the blocks it uses; None when that
+    cannot be known or it calls a volatile function. A block reached again through its own uses (a document inside a document) counts
     with all it and the blocks it reaches read, and what a `with` around the first use binds is
     not taken off those: a use of the block from inside itself need not pass it on (generated
     code binds it to a local)."""
     if reads.volatile:
         return None
-    out, members, deep = set(reads.roots), reads.vars, set()
+    out, members, deep, src = set(reads.roots), reads.vars, set(), reads.src
     for name, binds, inner in reads.uses:
         block = ctx.def_reading.get(name)
         if block is None:
@@ -787,7 +802,7 @@ def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, 
             reach = _reachable_reads(ctx, name)
             if reach is None:
                 return None
-            sub = (reach[0], reach[1], reach[0])  # all of it read deep: nothing taken off
+            sub = (reach[0], reach[1], reach[0], reach[2])  # all of it read deep: nothing taken off
             free = reach[0]
         else:
             sub = _free_reads(ctx, block, seen + (name,))
@@ -798,13 +813,15 @@ def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, 
         deep |= sub[2]
         if "vars" in free:
             members = None if members is None or sub[1] is None else members | sub[1]
-    return out, members, deep
+        if "src" in free:
+            src = None if src is None or sub[3] is None else src | sub[3]
+    return out, members, deep, src
 
 
-def _reachable_reads(ctx: Ctx, name: str) -> tuple[set, set | None] | None:
+def _reachable_reads(ctx: Ctx, name: str) -> tuple[set, set | None, set | None] | None:
     """Every root name the block `name` and the blocks it reaches read, and the members of
-    `vars` among them; None when one calls a volatile function or is not a block."""
-    names, members, todo, done = set(), set(), [name], set()
+    `vars` and of `src` among them; None when one calls a volatile function or is not a block."""
+    names, members, src, todo, done = set(), set(), set(), [name], set()
     while todo:
         block = ctx.def_reading.get(todo.pop())
         if block is None or block.volatile:
@@ -814,8 +831,9 @@ def _reachable_reads(ctx: Ctx, name: str) -> tuple[set, set | None] | None:
         done.add(id(block))
         names |= block.roots
         members = None if members is None or block.vars is None else members | block.vars
+        src = None if src is None or block.src is None else src | block.src
         todo.extend(n for n, _, _ in block.uses)
-    return names, members
+    return names, members, src
 
 
 def _bound_around(ctx: Ctx, local: frozenset, block: str | None, seen: tuple = ()) -> set | None:
@@ -845,7 +863,7 @@ def _enable_memos(ctx: Ctx) -> None:
         found = _free_reads(ctx, reads, ())
         if found is None or (found[1] is None and "vars" in found[0]):
             continue
-        names, members, _ = found
+        names, members, _, _ = found
         around = _bound_around(ctx, local, block)
         if around is None or names & around:
             continue
@@ -917,19 +935,115 @@ def _source(node, env: dict, i: int, prefix: str) -> str:
     return f"{prefix}{i}(scope)"
 
 
-def _scope_fn(vars_: tuple):
-    """CompiledSpec.scope as one generated function: every var inlined in order."""
+def _scope_fn(vars_: tuple, absent: dict | None = None):
+    """CompiledSpec.scope as one generated function: every var inlined in order. A var whose
+    value is known while the request holds none of some members (`absent`, _absent_vars) is
+    that value, unless one of them is there (the set of those present made once, `_gp`)."""
     env: dict = {}
+    absent = absent or {}
     lines = ["def scope(**scope):"]
+    cold = set()
     if vars_:
         lines.append("    scope['vars'] = v = {}")
+        if absent:
+            env.update(_g_all=frozenset().union(*(g for g, _ in absent.values())), _g_src="src",
+                       _g_none=frozenset())
+            lines.append("    _gp = _g_all.intersection(_gs) if type(_gs := scope.get(_g_src)) is dict else _g_none")
         for i, (k, f) in enumerate(vars_):
             env[f"K{i}"] = k
-            lines.append(f"    v[K{i}] = {_source(f, env, i, 'F')}")
+            src = _source(f, env, i, "F")
+            if k in absent:
+                guard, value = absent[k]
+                env[f"G{i}"] = next(iter(guard)) if len(guard) == 1 else guard
+                test = f"G{i} not in _gp" if len(guard) == 1 else f"G{i}.isdisjoint(_gp)"
+                cold.add(len(lines) - 2)
+                src = f"{_const_source(value, env, i)} if {test} else ({src})"
+            lines.append(f"    v[K{i}] = {src}")
     lines.append("    return scope")
     # vars are written here, one after the other: none of them is read ahead
-    lines = lines[:2] + hoist_paths(lines[2:], env, written=frozenset({"vars"}))
+    lines = lines[:2] + hoist_paths(lines[2:], env, written=frozenset({"vars"}), cold=frozenset(cold))
     return codegen.define("\n".join(lines), "scope", env, "scope")
+
+
+def _const_source(value, env: dict, i: int) -> str:
+    """Source giving `value` (JSON, _literal): a string bound once, containers made anew."""
+    if type(value) is str:
+        env[f"V{i}"] = value
+        return f"V{i}"
+    return repr(value)
+
+
+def _literal(value, budget: int = 32) -> bool:
+    """A small JSON value written as Python source gives back equal: scalars, finite numbers,
+    and lists and objects of those."""
+    if value is None or type(value) in (bool, int, str):
+        return True
+    if type(value) is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if type(value) is list and len(value) <= budget:
+        return all(_literal(x, budget // 2) for x in value)
+    if type(value) is dict and len(value) <= budget:
+        return all(type(k) is str and _literal(x, budget // 2) for k, x in value.items())
+    return False
+
+
+def _required(schema_id: str | None) -> frozenset:
+    """The top-level members the source schema requires: there in every `src` a spec sees (the
+    server checks bodies and answers against it first)."""
+    try:
+        doc = schemas.schema(schema_id) if schema_id else None
+    except KeyError:
+        doc = None
+    return frozenset(doc.get("required") or ()) if isinstance(doc, dict) else frozenset()
+
+
+def _absent_vars(ctx: Ctx, vars_: tuple, var_reads: list, required: frozenset = frozenset()) -> dict:
+    """{var: (members of `src`, its value while the request holds none of them)} for each var
+    that reads nothing but members of `src` and vars of this kind (through the blocks it uses,
+    calling no volatile function): its value is then what it is on a request without those
+    members, worked out here once. One that raises there is left to raise as it does. A var
+    reading a member the source schema requires is left out: that member is always there."""
+    out: dict = {}
+    for (name, fn), reads in zip(vars_, var_reads):
+        found = _free_reads(ctx, reads, ())
+        if found is None:
+            continue
+        names, members, _, src = found
+        if not names <= {"src", "vars"} or ("src" in names and src is None) \
+                or ("vars" in names and (members is None or not members <= out.keys())):
+            continue
+        guard = set(src) if "src" in names else set()
+        for m in members if "vars" in names else ():
+            guard |= out[m][0]
+        if not guard or guard & required:
+            continue
+        known = {k: _fresh(v) for k, (_, v) in out.items()}
+        try:
+            value = codegen.call_cold(fn, {"src": {}, "vars": known})
+        except Exception:  # noqa: BLE001 - what a request without the members meets too
+            continue
+        if _literal(value):
+            out[name] = (frozenset(guard), value)
+    return out
+
+
+def _fresh(value):
+    if type(value) is list:
+        return [_fresh(x) for x in value]
+    if type(value) is dict:
+        return {k: _fresh(x) for k, x in value.items()}
+    return value
+
+
+def _guard_rules_on_vars(spec: dict, out: CompiledSpec) -> None:
+    """A checks or drops rule that reads such vars is guarded by their members too, where it is
+    false while they are what a request without those members makes of them
+    (expr.absent_falsy)."""
+    for section, rules in (("checks", out.checks), ("drops", out.drops)):
+        for rule, raw in zip(rules, spec.get(section) or ()):
+            cond, text = rule[0], raw.get("when")
+            if getattr(cond, "guard", None) is None and hasattr(cond, "code") and isinstance(text, str):
+                cond.guard = absent_falsy(_PARSER.parse(text).parsed, out.absent_vars)
 
 
 def _rule_test(cond, env: dict, i: int, prefix: str) -> str:
@@ -938,11 +1052,12 @@ def _rule_test(cond, env: dict, i: int, prefix: str) -> str:
     return f"({src})" if getattr(cond, "boolish", False) else truthy_source(fresh_name("c"), src)
 
 
-def _guarded(rules: tuple, env: dict, lines: list, prefix: str) -> list[str]:
-    """The `if` test of each rule. A rule whose condition is false while `src` holds none of
-    some members (expr.absent_falsy) first asks whether one of them is there, in the set of
-    those present, made once (`_gp`): a rule about a field the request does not carry costs a
-    set lookup, not its condition."""
+def _guarded(rules: tuple, env: dict, lines: list, prefix: str) -> list[tuple[str, bool]]:
+    """(the `if` test, whether it is guarded) of each rule. A rule whose condition is false
+    while `src` holds none of some members (expr.absent_falsy) first asks whether one of them
+    is there, in the set of those present, made once (`_gp`): a rule about a field the request
+    does not carry costs a set lookup, not its condition, nor the reads of the paths only it
+    reads (hoist_paths `cold`)."""
     guards = [getattr(cond, "guard", None) for cond, *_ in rules]
     known = frozenset().union(*(g for g in guards if g))
     if known:
@@ -954,7 +1069,7 @@ def _guarded(rules: tuple, env: dict, lines: list, prefix: str) -> list[str]:
         if guard:
             env[f"G{i}"] = next(iter(guard)) if len(guard) == 1 else guard
             test = f"G{i} in _gp and {test}" if len(guard) == 1 else f"not G{i}.isdisjoint(_gp) and {test}"
-        tests.append(test)
+        tests.append((test, bool(guard)))
     return tests
 
 
@@ -964,12 +1079,15 @@ def _check_fn(checks: tuple):
         return lambda scope: None
     env: dict = {}
     lines = ["def check(scope):"]
-    for i, test in enumerate(_guarded(checks, env, lines, "C")):
+    cold = set()
+    for i, (test, guarded) in enumerate(_guarded(checks, env, lines, "C")):
         env[f"R{i}"] = tuple(checks[i][1:])
+        if guarded:
+            cold.add(len(lines) - 1)
         lines.append(f"    if {test}:")
         lines.append(f"        return R{i}")
     lines.append("    return None")
-    lines = lines[:1] + hoist_paths(lines[1:], env)
+    lines = lines[:1] + hoist_paths(lines[1:], env, cold=frozenset(cold))
     return codegen.define("\n".join(lines), "checks", env, "check")
 
 
@@ -980,10 +1098,13 @@ def _drops_fn(drops: tuple):
         return lambda scope: []
     env: dict = {}
     lines = ["def dropped(scope):", "    out = None"]
-    for i, test in enumerate(_guarded(drops, env, lines, "D")):
+    cold = set()
+    for i, (test, guarded) in enumerate(_guarded(drops, env, lines, "D")):
         env[f"R{i}"] = tuple(drops[i][1:])
+        if guarded:
+            cold.add(len(lines) - 1)
         lines.append(f"    if {test}:")
         lines.append(f"        out = [R{i}] if out is None else out + [R{i}]")
     lines.append("    return [] if out is None else out")
-    lines = lines[:1] + hoist_paths(lines[1:], env)
+    lines = lines[:1] + hoist_paths(lines[1:], env, cold=frozenset(cold))
     return codegen.define("\n".join(lines), "drops", env, "dropped")

@@ -576,27 +576,33 @@ _ROOT_READ = re.compile(r"scope\.get\((_kr_\w+)\)")
 _PAIR_READ = re.compile(r"\(_pa_(\w+)\.get\(_kr_\w+\) if type\(_pa_\1 := scope\.get\(_kr_\1\)\) is dict else None\)")
 
 
-def hoist_paths(body: list[str], env: dict, written=frozenset(), loops=frozenset()) -> list[str]:
+def hoist_paths(body: list[str], env: dict, written=frozenset(), loops=frozenset(),
+                cold=frozenset()) -> list[str]:
     """The lines of a function of `scope` with every root path read at least twice (one key, or
     two keys deep) read once into a local by lines placed before them. Only for functions that
     never rebind a name of the scope, so a value read at the top is the value read anywhere
     later; `written` names the roots whose keys the function writes (`vars`, a stream's
     `state`): their keys are read where they are. The reads cannot fail (a type test guards
     every step), so reading one ahead of its branch is harmless. `loops` names the roots a loop
-    in the function binds anew for each item: they are read where they are."""
-    text = "\n".join(body)
+    in the function binds anew for each item: they are read where they are. `cold` holds the
+    indices of lines that most calls do not run (a rule whose guard fails): their reads do not
+    count, so a path only they read is read by them alone, when they run; a path hoisted for
+    the other lines is read from its local there too."""
+    lines = list(body)
+    hot = [line for i, line in enumerate(lines) if i not in cold]
     defs = []
     pairs = {}
-    for m in _PAIR_READ.finditer(text):
+    for m in _PAIR_READ.finditer("\n".join(hot)):
         pairs[m.group(0)] = pairs.get(m.group(0), 0) + 1
     for src, n in pairs.items():
         root = _PAIR_READ.match(src).group(1)
         if n > 1 and root not in written and root not in loops:
             name = fresh_name("h")
             defs.append(f"    {name} = {src}")
-            text = text.replace(src, name)
+            lines = [line.replace(src, name) for line in lines]
+    hot = [line for i, line in enumerate(lines) if i not in cold]
     roots = {}
-    for k in _ROOT_READ.findall(text + "\n".join(defs)):
+    for k in _ROOT_READ.findall("\n".join(hot + defs)):
         roots[k] = roots.get(k, 0) + 1
     first = []
     for k, n in roots.items():
@@ -604,11 +610,11 @@ def hoist_paths(body: list[str], env: dict, written=frozenset(), loops=frozenset
             name = fresh_name("h")
             read = f"scope.get({k})"
             first.append(f"    {name} = {read}")
-            text = text.replace(read, name)
+            lines = [line.replace(read, name) for line in lines]
             defs = [d.replace(read, name) for d in defs]
     if not first and not defs:
         return body
-    return _dict_reads(first + defs, text.split("\n"), env)
+    return _dict_reads(first + defs, "\n".join(lines).split("\n"), env)
 
 
 # a key read on a hoisted local: `(t.get(k) if type(t := _hN) is dict else None)`
@@ -664,48 +670,68 @@ def flatten_present(base):
     return out
 
 
-def absent_falsy(node) -> frozenset | None:
+def absent_falsy(node, known: dict | None = None) -> frozenset | None:
     """Members of `src` such that the expression is false or null whenever `src` holds none of
     them (or holds them as null), whatever else the scope holds; None when no such set is
     known. A checks or drops rule about fields a request does not carry is then not evaluated
-    (compiler._guarded): most rules are, and most requests carry few of those fields."""
+    (compiler._guarded): most rules are, and most requests carry few of those fields. `known`
+    holds the vars whose value is known while `src` holds none of some members:
+    {var: (those members, that value)} (compiler._absent_vars)."""
     t = node.get("type")
     ch = node.get("children") or ()
     if t == "and_expression":
         for c in ch:
-            found = absent_falsy(c)
+            found = absent_falsy(c, known)
             if found is not None:
                 return found
         return None
     if t == "or_expression":
-        found = [absent_falsy(c) for c in ch]
+        found = [absent_falsy(c, known) for c in ch]
         return None if None in found else frozenset().union(*found)
     if t == "comparator":
         a, b = ch
         if node["value"] in _PY_OPS:  # ordered: null when either side is not a number
-            return _null_without(a) or _null_without(b)
+            return _null_without(a, known) or _null_without(b, known)
         lit, other = (b, a) if b.get("type") == "literal" else (a, b) if a.get("type") == "literal" else (None, None)
         if lit is None:
             return None
         # null == 'x' and null != null are false; null == null and null != 'x' are true
         if (node["value"] == "eq") == (lit["value"] is not None):
-            return _null_without(other)
+            return _null_without(other, known)
         return None
-    return _null_without(node)
+    var = _var_read(node, known)
+    if var is not None and var[1] in (None, False, "", [], {}) and type(var[1]) is not int:
+        return var[0]  # a var that is then false, empty or null
+    return _null_without(node, known)
 
 
-def _null_without(node) -> frozenset | None:
+def _var_read(node, known: dict | None):
+    """(members, value) of the known var `vars.NAME` the expression is, else None."""
+    ch = node.get("children") or ()
+    if known and node.get("type") == "subexpression" and len(ch) == 2 \
+            and ch[0].get("type") == "field" and ch[0].get("value") == "vars" and ch[1].get("type") == "field":
+        return known.get(ch[1]["value"])
+    return None
+
+
+def _null_without(node, known: dict | None = None) -> frozenset | None:
     """{m} when the expression is a path (fields, indexes, projections, filters, flattenings)
-    into `src.m`: null while `src` has no m."""
+    into `src.m`: null while `src` has no m; a known var's members where the path starts at a
+    var that is then null."""
     t = node.get("type")
     ch = node.get("children") or ()
     if t == "subexpression":
-        if ch[0].get("type") == "field" and ch[0].get("value") == "src":
+        head = ch[0].get("type") == "field" and ch[0].get("value")
+        if head == "src":
             member = _first_field(ch[1])
             return None if member is None else frozenset({member})
-        return _null_without(ch[0])
+        if head == "vars" and known:
+            name = _first_field(ch[1])
+            var = None if name is None else known.get(name)
+            return var[0] if var is not None and var[1] is None else None
+        return _null_without(ch[0], known)
     if t in _NULL_ON_NULL:
-        return _null_without(ch[0])
+        return _null_without(ch[0], known)
     return None
 
 

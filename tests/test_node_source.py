@@ -167,10 +167,17 @@ def test_paths_read_twice_are_read_once_into_locals():
     hoisted = [n for n in spec.template.__code__.co_varnames if n.startswith("_h")]
     assert len(hoisted) == 1  # src.obj, read in 5 places; src is then read once, by it
     assert len([n for n in spec.template.__code__.co_varnames if n.startswith("_d")]) == 1  # its keys: no type test
-    # vars read the vars before them: src.obj and the vars dict itself (one dict throughout) are
-    # read ahead in the scope function; vars.first (read twice too) is read where it is, or
-    # `again` would not see it (c would be [0, 2] above)
-    names = spec.scope.__code__.co_varnames
+    # vars of src.obj alone are settled by a set lookup without it (compiler._absent_vars), and
+    # read it where they are with it
+    assert set(spec.absent_vars) == {"first", "again", "third"}
+    assert spec.scope(src={"obj": {"p": 0, "q": 2}})["vars"] == {"first": 0, "again": 0, "third": 0}
+    # vars that read more: src.obj and the vars dict itself (one dict throughout) are read ahead
+    # in the scope function; vars.first (read twice too) is read where it is, or `again` would
+    # not see it (c would be [0, 2] above)
+    other = _compiled(TEMPLATES["paths"].replace("first: src.obj.p", "first: src.obj.p || cfg.p"), True)
+    assert other.apply(src={"obj": {"p": 0, "q": 2}}) == {"a": 0, "b": 0, "c": [0, 0]}
+    assert not other.absent_vars
+    names = other.scope.__code__.co_varnames
     assert len([n for n in names if n.startswith("_h")]) == 2
     assert len([n for n in names if n.startswith("_d")]) == 2
 

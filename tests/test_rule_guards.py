@@ -106,3 +106,29 @@ def test_the_generated_rules_test_their_guard_first(catalog):
                 assert test.startswith(f"G{i} in _gp and " if len(guard) == 1 else f"not G{i}.isdisjoint(_gp) and ")
             else:
                 assert "_gp" not in test
+
+
+def test_paths_only_guarded_rules_read_are_read_by_them_alone(catalog):
+    """Every drops rule of the chat request spec that reads `src` is guarded, so the generated
+    dropped reads no member of `src` ahead of the rules: a request without those members pays
+    for none of their reads."""
+    spec = catalog.get("chat-to-messages/request", "2026-12-01")
+    src = next(text for name, text in spec.generated if name.endswith("drops>"))
+    head = src.split("    _gp = ", 1)[0]
+    assert "_kr_src" not in head
+    assert "_kr_temperature" in src.split("    _gp = ", 1)[1]
+
+
+def test_hoisting_counts_the_reads_of_hot_lines_only():
+    from engine.expr import hoist_paths
+    read = "(_pa_src.get(_kr_{k}) if type(_pa_src := scope.get(_kr_src)) is dict else None)"
+    a, b = read.format(k="a"), read.format(k="b")
+    body = [f"    if G0 in _gp and {a} and {a}:", "        x = 1",
+            f"    if {b} and {b}:", f"        y = {a}"]
+    out = hoist_paths(body, {}, cold=frozenset({0}))
+    head = [line for line in out if not line.startswith("    if") and not line.startswith("        ")]
+    assert any("_kr_b" in line for line in head)        # read twice by hot lines: once, ahead
+    assert not any("_kr_a" in line for line in head)    # once by a hot line, twice by a cold one
+    assert out[-4].count("_kr_a") == 2 and "_kr_b" not in out[-2]
+    # without `cold`, the reads of `a` count too
+    assert any("_kr_a" in line for line in hoist_paths(body, {}) if not line.startswith("    if"))
