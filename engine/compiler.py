@@ -772,7 +772,9 @@ def _compile_spec(source, errors: list) -> CompiledSpec | None:
     if getattr(out.template, "json", None) is not None:
         with codegen.part("template"):
             out.template.json = serialize.settle(out.template.json)  # the server calls it per request
-    out.absent_vars = _absent_vars(ctx, out.vars, var_reads, _required(out.source)) if len(errors) == before else {}
+    # a client's request leaves out most of what its API takes; an upstream's answer, little
+    out.absent_vars = _absent_vars(ctx, out.vars, var_reads, _required(out.source)) \
+        if len(errors) == before and out.kind == "RequestMapping" else {}
     if out.absent_vars:
         _guard_rules_on_vars(spec, out)
     out.scope = _scope_fn(out.vars, out.absent_vars)

@@ -56,6 +56,9 @@ class CompiledSpec:
     item_memos: dict = field(default_factory=dict)  # spec path of an `each` -> its nodes.ItemMemo
     # the members of `req` the spec reads (compiler: names.members_read); None: it may read any
     req_members: frozenset | None = None
+    # request specs: var -> (members of `src`, its value while `src` holds none of them)
+    # (compiler._absent_vars)
+    absent_vars: dict = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
