@@ -553,6 +553,19 @@ class _Gen:
             joined = glue.join(temps) if temps else "''"
             return (f"({joined} if {tests or 'True'} else "
                     f"{self.bind(_caller('join', 2), 'f')}({self.bind(sep, 'l')}, [{', '.join(temps)}]))")
+        if t == "function_expression" and node["value"] == "sum" and len(ch) == 1 and top \
+                and "sum" not in CUSTOM_FUNCTIONS and ch[0]["type"] == "multi_select_list":
+            # `sum([a, b])` (token counts): every item read once, in order; numbers added in place
+            # as the function adds them (from 0, left to right), anything else to the function
+            temps, tests = [], []
+            for c in ch[0]["children"]:
+                if c["type"] == "literal" and type(c["value"]) in (int, float):
+                    temps.append(repr(c["value"]) if type(c["value"]) is int else self.bind(c["value"], "l"))
+                else:
+                    temps.append(self.temp())
+                    tests.append(f"(type({temps[-1]} := {self.gen(c, cur, top)}) is int or type({temps[-1]}) is float)")
+            return (f"(0 + {' + '.join(temps)} if {' & '.join(tests) or 'True'} else "
+                    f"{self.bind(_caller('sum', 1), 'f')}([{', '.join(temps)}]))")
         if t == "function_expression" and node["value"] == "to_string" and len(ch) == 1 \
                 and "to_string" not in CUSTOM_FUNCTIONS:
             # a string as it is, an integer as its digits (what JSON writes); the rest the function

@@ -43,7 +43,7 @@ def _same(expr: str, scope):
     compiled, _ = compile_expr(expr)
     want = _outcome(lambda: jmespath.search(expr, scope, options=OPTIONS))
     got = _outcome(lambda: compiled(scope))
-    assert got == want, f"{expr!r} on {json.dumps(scope)[:300]}"
+    assert got == want and repr(got) == repr(want), f"{expr!r} on {json.dumps(scope)[:300]}"  # -0.0 and 1.0 too
 
 
 EDGE = [
@@ -85,6 +85,9 @@ EDGE = [
     "join('', ['m_', s, to_string(n1)])", "join('__', [s, s])", "join('-', [s, n1])", "join('', [z])",
     "join('', ['a', 'b'])", "join(',', [s, ss])", "to_string(s)", "to_string(t)", "to_string(f0)",
     "to_string(ns)", "to_string(z)", "a[*].join('', [s, 'x'])", "ss[?join('', [@, 'x']) == 'px']",
+    # sum of a list written in place for numbers: from 0, left to right, literals as they are
+    "sum([n1, `1024`])", "sum([f0, n1, `-1`])", "sum([n1, `0.5`])", "sum([n0, z])", "sum([s, n1])",
+    "sum([n1, ns[0]])", "a[*].sum([b, `1`])", "ns[?sum([@, `1`]) > `2`]", "sum([`-0.0`])",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
