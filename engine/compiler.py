@@ -789,10 +789,10 @@ def _free_reads(ctx: Ctx, reads: _Reads, seen: tuple) -> tuple[set, set | None, 
     """(the root names a region reads from outside itself, the members of `vars` among them or
     None when it reads `vars` whole, the names among them read through a block that uses
     itself, the members of `src` as for `vars`), through the blocks it uses; None when that
-    cannot be known or it calls a volatile function. A block reached again through its own uses (a document inside a document) counts
-    with all it and the blocks it reaches read, and what a `with` around the first use binds is
-    not taken off those: a use of the block from inside itself need not pass it on (generated
-    code binds it to a local)."""
+    cannot be known or it calls a volatile function. A block reached again through its own uses
+    (a document inside a document) counts with all it and the blocks it reaches read, and what
+    a `with` around the first use binds is not taken off those: a use of the block from inside
+    itself need not pass it on (generated code binds it to a local)."""
     if reads.volatile:
         return None
     out, members, deep, src = set(reads.roots), reads.vars, set(), reads.src

@@ -713,8 +713,8 @@ def absent_falsy(node, known: dict | None = None) -> frozenset | None:
             return _null_without(other, known)
         return None
     var = _var_read(node, known)
-    if var is not None and var[1] in (None, False, "", [], {}) and type(var[1]) is not int:
-        return var[0]  # a var that is then false, empty or null
+    if var is not None and (var[1] is None or var[1] is False or (type(var[1]) in (str, list, dict) and not var[1])):
+        return var[0]  # a var that is then false, empty or null (0 is true in JMESPath)
     return _null_without(node, known)
 
 

@@ -163,7 +163,10 @@ def test_a_rule_on_known_vars_is_guarded_by_their_members(text, guard):
     "vars.empty[*]",        # a projection of [] is []
     "vars.other",           # not a known var
     "vars.off.x == `null`",
+    "vars.zero",            # 0 and 0.0 are true in JMESPath
+    "vars.zero_f",
 ])
 def test_no_guard_where_a_known_var_does_not_make_the_rule_false(text):
-    known = {"off": (frozenset({"seed"}), False), "one": (frozenset({"n"}), 1), "empty": (frozenset({"n"}), [])}
+    known = {"off": (frozenset({"seed"}), False), "one": (frozenset({"n"}), 1), "empty": (frozenset({"n"}), []),
+             "zero": (frozenset({"n"}), 0), "zero_f": (frozenset({"n"}), 0.0)}
     assert absent_falsy(Parser().parse(text).parsed, known) is None
