@@ -1079,18 +1079,7 @@ def _check_fn(checks: tuple):
     """CompiledSpec.check as one generated function: each rule's condition inlined, in order."""
     if not checks:
         return lambda scope: None
-    env: dict = {}
-    lines = ["def check(scope):"]
-    cold = set()
-    for i, (test, guarded) in enumerate(_guarded(checks, env, lines, "C")):
-        env[f"R{i}"] = tuple(checks[i][1:])
-        if guarded:
-            cold.add(len(lines) - 1)
-        lines.append(f"    if {test}:")
-        lines.append(f"        return R{i}")
-    lines.append("    return None")
-    lines = lines[:1] + hoist_paths(lines[1:], env, cold=frozenset(cold))
-    return codegen.define("\n".join(lines), "checks", env, "check")
+    return _rules_fn(checks, "C", ["def check(scope):"], "        return R{i}", "    return None", "checks", "check")
 
 
 def _drops_fn(drops: tuple):
@@ -1098,15 +1087,24 @@ def _drops_fn(drops: tuple):
     the paths several rules read read once (most requests drop nothing: no list is built)."""
     if not drops:
         return lambda scope: []
+    return _rules_fn(drops, "D", ["def dropped(scope):", "    out = None"],
+                     "        out = [R{i}] if out is None else out + [R{i}]", "    return [] if out is None else out",
+                     "drops", "dropped")
+
+
+def _rules_fn(rules: tuple, prefix: str, head: list, then: str, tail: str, what: str, name: str):
+    """A function of `head` lines, then for each rule `if` its test (_guarded) the line `then`
+    (formatted with the rule's index i; R{i} is the rule's tuple after its condition), then
+    `tail`."""
     env: dict = {}
-    lines = ["def dropped(scope):", "    out = None"]
+    lines = list(head)
     cold = set()
-    for i, (test, guarded) in enumerate(_guarded(drops, env, lines, "D")):
-        env[f"R{i}"] = tuple(drops[i][1:])
+    for i, (test, guarded) in enumerate(_guarded(rules, env, lines, prefix)):
+        env[f"R{i}"] = tuple(rules[i][1:])
         if guarded:
             cold.add(len(lines) - 1)
         lines.append(f"    if {test}:")
-        lines.append(f"        out = [R{i}] if out is None else out + [R{i}]")
-    lines.append("    return [] if out is None else out")
+        lines.append(then.format(i=i))
+    lines.append(tail)
     lines = lines[:1] + hoist_paths(lines[1:], env, cold=frozenset(cold))
-    return codegen.define("\n".join(lines), "drops", env, "dropped")
+    return codegen.define("\n".join(lines), what, env, name)
