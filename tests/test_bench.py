@@ -342,7 +342,9 @@ def test_fault_load_test_200_streams(tmp_path):
     """`engine bench --faults`: 200 streams at once through engine serve, 20 % faulted with every
     kind in turn; each outcome exactly as planned, nothing lost, nothing left open."""
     s = runner.Settings(workdir=tmp_path, log=io.StringIO())
-    res = runner.run_faults(s)
+    # each full stream lasts a second (40 deltas 25 ms apart), long enough for all 200 to be sent
+    # while the first are still open on a machine busy with the rest of the suite
+    res = runner.run_faults(s, faults.FaultSettings(pace_ms=25))
     print(faults.render(res))
     assert res["unexpected"] == 0, res["unexpected_detail"]
     assert res["streams"] == 200 and res["faulted"] == 40

@@ -90,18 +90,26 @@ def test_non_json_body_recorded_raw(fake_openai):
 async def test_sse_reply_streams_fixture_bytes(fake_anthropic, chunk_size, delay):
     raw = fixture("anthropic-text-cache-usage-ping.sse")
     fake_anthropic.enqueue(sse_reply(raw, chunk_size=chunk_size, delay=delay))
-    got = b""
-    pieces = 0
+    got, chunks, part = b"", [], b""
     async with aiohttp.ClientSession() as s:
         async with s.post(fake_anthropic.url + "/v1/messages", json={"stream": True}) as r:
             assert r.status == 200
             assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
-            async for chunk in r.content.iter_any():
-                got += chunk
-                pieces += 1
+            # the chunked encoding's own chunks, however the reads split or join them (the
+            # empty one at the end closes the body)
+            async for data, end_of_chunk in r.content.iter_chunks():
+                got += data
+                part += data
+                if end_of_chunk and part:
+                    chunks.append(part)
+                    part = b""
     assert got == raw
-    if chunk_size == 7 or delay:
-        assert pieces > 1
+    if chunk_size is None:
+        assert chunks == [raw]
+    elif chunk_size == "event":
+        assert chunks == [e + b"\n\n" for e in raw.split(b"\n\n")[:-1]] and raw.endswith(b"\n\n")
+    else:
+        assert chunks == [raw[i:i + chunk_size] for i in range(0, len(raw), chunk_size)]
 
 
 async def test_sse_reply_delay_is_paced(fake_anthropic):
