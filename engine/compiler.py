@@ -14,7 +14,7 @@ from .stream_codegen import noop as _noop
 from . import nodes as N
 from . import schemas, serialize
 from .spec_errors import SpecError, spec_path
-from .program import END, CompiledSpec, Raw, TextOut, mutated
+from .program import END, CompiledSpec, Raw, TextOut, json_copy, mutated
 from .expr import (ExprError, absent_falsy, bare_keyword, compile_expr, fresh_name, hoist_paths, is_builtin,
                    negates_before_path, truthy_source)
 from .functions import CUSTOM_FUNCTIONS, TRANSFORMS, VOLATILE
@@ -948,9 +948,7 @@ def _scope_fn(vars_: tuple, absent: dict | None = None):
     if vars_:
         lines.append("    scope['vars'] = v = {}")
         if absent:
-            env.update(_g_all=frozenset().union(*(g for g, _ in absent.values())), _g_src="src",
-                       _g_none=frozenset())
-            lines.append("    _gp = _g_all.intersection(_gs) if type(_gs := scope.get(_g_src)) is dict else _g_none")
+            lines.append(_present_line(env, frozenset().union(*(g for g, _ in absent.values()))))
         for i, (k, f) in enumerate(vars_):
             env[f"K{i}"] = k
             src = _source(f, env, i, "F")
@@ -1019,7 +1017,7 @@ def _absent_vars(ctx: Ctx, vars_: tuple, var_reads: list, required: frozenset = 
             guard |= out[m][0]
         if not guard or guard & required:
             continue
-        known = {k: _fresh(v) for k, (_, v) in out.items()}
+        known = {k: json_copy(v) for k, (_, v) in out.items()}
         try:
             value = codegen.call_cold(fn, {"src": {}, "vars": known})
         except Exception:  # noqa: BLE001 - what a request without the members meets too
@@ -1027,14 +1025,6 @@ def _absent_vars(ctx: Ctx, vars_: tuple, var_reads: list, required: frozenset = 
         if _literal(value):
             out[name] = (frozenset(guard), value)
     return out
-
-
-def _fresh(value):
-    if type(value) is list:
-        return [_fresh(x) for x in value]
-    if type(value) is dict:
-        return {k: _fresh(x) for k, x in value.items()}
-    return value
 
 
 def _guard_rules_on_vars(spec: dict, out: CompiledSpec) -> None:
@@ -1046,6 +1036,12 @@ def _guard_rules_on_vars(spec: dict, out: CompiledSpec) -> None:
             cond, text = rule[0], raw.get("when")
             if getattr(cond, "guard", None) is None and hasattr(cond, "code") and isinstance(text, str):
                 cond.guard = absent_falsy(_PARSER.parse(text).parsed, out.absent_vars)
+
+
+def _present_line(env: dict, members: frozenset) -> str:
+    """The line making `_gp`, those of `members` that `src` holds (none when it is no object)."""
+    env.update(_g_all=members, _g_src="src", _g_none=frozenset())
+    return "    _gp = _g_all.intersection(_gs) if type(_gs := scope.get(_g_src)) is dict else _g_none"
 
 
 def _rule_test(cond, env: dict, i: int, prefix: str) -> str:
@@ -1063,8 +1059,7 @@ def _guarded(rules: tuple, env: dict, lines: list, prefix: str) -> list[tuple[st
     guards = [getattr(cond, "guard", None) for cond, *_ in rules]
     known = frozenset().union(*(g for g in guards if g))
     if known:
-        env.update(_g_all=known, _g_src="src", _g_none=frozenset())
-        lines.append("    _gp = _g_all.intersection(_gs) if type(_gs := scope.get(_g_src)) is dict else _g_none")
+        lines.append(_present_line(env, known))
     tests = []
     for i, ((cond, *_), guard) in enumerate(zip(rules, guards)):
         test = _rule_test(cond, env, i, prefix)

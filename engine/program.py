@@ -118,15 +118,16 @@ class CompiledSpec:
         state = dict(self.state)
         for k, v in state.items():
             if type(v) is dict or type(v) is list:
-                state[k] = _json_copy(v)
+                state[k] = json_copy(v)
         return state
 
 
-def _json_copy(v):
+def json_copy(v):
+    """A JSON value with each container copied; scalars are shared."""
     if type(v) is dict:
-        return {k: _json_copy(x) for k, x in v.items()}
+        return {k: json_copy(x) for k, x in v.items()}
     if type(v) is list:
-        return [_json_copy(x) for x in v]
+        return [json_copy(x) for x in v]
     return v
 
 
