@@ -661,6 +661,22 @@ def _dict_reads(head: list[str], rest: list[str], env: dict) -> list[str]:
     return out + rest
 
 
+def item_reads(src: str, name: str, item: str, env: dict) -> str:
+    """The body of an `each` map's lambda (`src`, the item bound to the parameter `item`, once
+    `name` in the scope) with its key reads on the item, `(_pa_NAME.get(k) if type(_pa_NAME :=
+    item) is dict else None)`, written `_dITEM.get(k)`, `_dITEM` being the item when it is a dict
+    and an empty dict when not: one type test per item instead of one per read. Only where it
+    reads two keys or more, and only when nothing else names `_pa_NAME`."""
+    read = re.compile(rf"\(_pa_{re.escape(name)}\.get\((_kr_\w+)\) if type\(_pa_{re.escape(name)} := "
+                      rf"{re.escape(item)}\) is dict else None\)")
+    local = "_d" + item.lstrip("_")
+    out, n = read.subn(lambda m: f"{local}.get({m.group(1)})", src)
+    if n < 2 or f"_pa_{name}" in out:
+        return src
+    env["_empty_dict"] = _EMPTY
+    return f"(({local} := {item} if type({item}) is dict else _empty_dict) is {local} and ({out}))"
+
+
 _PY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 # the custom type tests (functions.py), written in place: they are isinstance and nothing else
 _TYPE_TESTS = {"is_string": "str", "is_object": "dict", "is_array": "list"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import codegen, serialize
 from .constant import Const
-from .expr import OPAQUE, flatten, fresh_name, hoist_paths, truthy_source
+from .expr import OPAQUE, flatten, fresh_name, hoist_paths, item_reads, truthy_source
 from .grown import common_start
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 from .program import KEPT_TEXTS, MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
@@ -415,6 +415,7 @@ def each(source, name, body, flatten=False, index=None, memo: ItemMemo | None = 
         if index is not None:
             mapped = mapped.replace(f"scope.get(_kr_{index})", pos)
             params = f"{item}, {pos}"
+        mapped = item_reads(mapped, name, item, g.names)
         if memo is not None:
             walk = _memo_mapped if index is None else _memo_mapped_index
             return g.make(f"(None if ({given} := {g.part(source)}) is None else "

@@ -365,6 +365,9 @@ def test_a_sent_request_keeps_what_the_answer_specs_read():
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], "tools": []}
     let_go(body, kept_members(catalog.pair("chat-to-messages")))
     assert body == {"stream": True, "tools": []}
+    body = {"model": "m", "stream": True, "messages": [], "user": "u"}
+    let_go(body, kept_members(catalog.pair("chat-to-messages")), frozenset({"model"}))
+    assert body == {"model": "m", "stream": True}
     whole, _ = compile_text("template: {all: 'keys(req)'}", kind="ResponseMapping", name="response")
     assert kept_members({**catalog.pair("chat-to-messages"), "response": whole}) is None
     body = {"model": "m", "messages": []}

@@ -13,7 +13,7 @@ from engine import program
 from engine.server import translate
 from engine.server.admission import Admission
 from engine.server.api_errors import ApiError
-from engine.server.members import MEMBER, Memo
+from engine.server.members import MEMBER, Memo, without_member
 
 CLIENTS = Path(__file__).parent / "fixtures" / "clients"
 CAPTURES = {  # capture -> (client schema, path, model the default routes translate)
@@ -382,3 +382,13 @@ def test_a_stale_text_makes_room_at_once():
     now[0] = 111.0
     second, entry = memo.load(_client_tools(2))
     assert entry is not None and memo.entry_of(first[MEMBER]) is None and memo.entry_of(second[MEMBER]) is entry
+
+
+def test_without_member_is_a_copy_without_the_tools():
+    tools = [{"type": "function", "name": "f"}]
+    body = {"model": "m", MEMBER: tools, "input": "hi", "store": False}
+    out = without_member(body)
+    assert out == {"model": "m", "input": "hi", "store": False}
+    assert list(out) == ["model", "input", "store"]  # the order of the rest kept
+    assert body == {"model": "m", MEMBER: tools, "input": "hi", "store": False} and body[MEMBER] is tools
+    assert without_member({"model": "m"}) == {"model": "m"}

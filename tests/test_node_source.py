@@ -81,6 +81,12 @@ TEMPLATES = {
           pipe: merge_turns
           input: [{role: {const: user}, content: src.k}, {use: turn, with: {c: src.x}}]
     """,
+    "item_reads": """
+      template:
+        two: {each: src.list, as: it, map: {a: it.p, b: it.q}}
+        one: {each: src.list, as: it, map: it.p}
+        nested: {each: src.list, as: it, map: {each: it.q, as: x, map: "[x.r, x.s, it.p]"}}
+    """,
 }
 
 INPUTS = [
@@ -88,6 +94,7 @@ INPUTS = [
     {"k": True, "x": {"y": 1}}, {"k": "i", "x": 0}, {"k": [1], "x": ""}, {"k": {"a": 1}, "x": False},
     {"k": "c", "list": [1, None, "z"], "obj": {"p": 1, "q": None}}, {"k": "h", "list": "one", "obj": []},
     {"k": 0.0, "x": 0, "list": [], "obj": {}}, {"k": None, "x": 2.5, "list": [[1], [2, 3]]},
+    {"list": [{"p": 1, "q": [{"r": 2, "s": 3}, "t"]}, {"p": None}, "s", 3, None, {"q": [1]}, [{"p": 1}], {}]},
 ]
 
 
@@ -138,6 +145,20 @@ def test_expected_values_of_the_source_forms():
     assert out["e"] == [{"box": {"first": "p", "second": 0}}, {"box": {"first": "q", "second": 1}}]
     assert out["f"] == ["a", 1] and out["p"] == {"first": "K", "second": "X"} and out["u"] == "X"
     assert out["t"] == [{"role": "user", "content": [{"type": "text", "text": "K"}, {"type": "text", "text": "X"}]}]
+
+
+def test_an_each_map_reads_the_keys_of_its_item_after_one_type_test():
+    spec = _compiled(TEMPLATES["item_reads"], True)
+    code = {k: n.code[0] for k, n in spec.template.fields[0]}
+    # two keys or more read on the item: one type test for the item, then plain reads
+    assert "_empty_dict" in code["two"] and "_pa_it" not in code["two"]
+    assert "_empty_dict" in code["nested"] and "_pa_x" not in code["nested"]
+    assert "_empty_dict" not in code["one"] and "_pa_it" in code["one"]  # one read: its own test
+    got = spec.apply(src={"list": [{"p": 1, "q": [{"r": 2, "s": 3}, "t"]}, "s", {"q": 0}, None]})
+    # a non-dict item reads null for every key, as before; the inner map reads the outer item
+    assert got == {"two": [{"a": 1, "b": [{"r": 2, "s": 3}, "t"]}, {}, {"b": 0}, {}],
+                   "one": [1],
+                   "nested": [[[2, 3, 1], [None, None, 1]], [[None, None, None]]]}
 
 
 def test_a_source_that_calls_what_it_does_not_show_is_opaque():

@@ -257,4 +257,7 @@ def shared_members(v: dict) -> dict:
 
 
 def without_member(body: dict) -> dict:
-    return {k: v for k, v in body.items() if k != MEMBER}
+    # a copy in C, then one removal: a comprehension pays a test per member
+    out = dict(body)
+    out.pop(MEMBER, None)
+    return out

@@ -76,7 +76,7 @@ def let_go(body: dict, kept: frozenset | None, keep: frozenset = frozenset()) ->
     request in scope, and most of a request is the conversation so far (hundreds of KB in a long
     coding session), which the answer's specs do not read."""
     if kept is not None:
-        for k in [k for k in body if k not in kept and k not in keep]:
+        for k in body.keys() - kept - keep:  # set differences in C, not a test per member
             del body[k]
 
 
