@@ -432,6 +432,10 @@ class _Gen:
             return f"({cur}[{i}] if type({cur}) is list and {fits} else None)"
         if t == "flatten":
             return self.flattened(flatten, ch[0], cur, top)
+        if t == "slice":
+            # Python's slice is JMESPath's on a list (a step of 0 raises in both)
+            bounds = ":".join("" if x is None else repr(int(x)) for x in ch)
+            return f"({cur}[{bounds}] if type({cur}) is list else None)"
         if t == "projection" and ch[0]["type"] == "flatten" and ch[1]["type"] == "identity":
             # `x[]` alone: the items spliced, nulls left out, in one call
             return self.flattened(flatten_present, ch[0]["children"][0], cur, top)
@@ -444,6 +448,9 @@ class _Gen:
                 keep = f"{self.test(ch[2], e)} and {keep}"
             item = r if right != e else e
             comp = f"[{item} for {e} in {base} if {keep}]"
+            if t == "projection" and right == e:
+                # the items themselves, nulls left out: a copy in C when there is no null
+                comp = f"(list({base}) if None not in {base} else {comp})"
             # it reads nothing but the items: what it made of a list may serve again
             pure = not any(_functions_in(c, set()) & VOLATILE for c in ch[1:])
             plain = comp

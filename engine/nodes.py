@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import codegen, serialize
 from .constant import Const
-from .expr import OPAQUE, flatten, fresh_name, hoist_paths, item_reads, truthy_source
+from .expr import OPAQUE, fresh_name, hoist_paths, item_reads, truthy_source
 from .grown import common_start
 from .jsontext import dumps  # noqa: F401 - N.dumps, as the rest of the engine calls it
 from .program import KEPT_TEXTS, MUTATIONS, SHARED, SHARED_ITEMS, is_kept, keep, release, truthy
@@ -563,12 +563,19 @@ def when(cond, value, otherwise=None):
 
 
 def _concat(parts):
-    kept = [v for v in parts if v is not None]
+    # the parts of most concats are all there: `None in` is a scan in C, a comprehension a call
+    kept = [v for v in parts if v is not None] if None in parts else parts
     for p in kept:  # a loop, not all(genexpr): this runs for every concat of every request
         if type(p) is not str:
             if len(kept) == 1 and type(p) is list and p and id(p) in SHARED and is_kept(p):
                 return p  # a kept list alone (a filter's list of a client's tools): itself, still kept
-            return flatten(kept) or None
+            out = []  # flatten(kept), in place
+            for e in kept:
+                if type(e) is list:
+                    out += e
+                else:
+                    out.append(e)
+            return out or None
     return "".join(kept) if kept else None
 
 

@@ -88,6 +88,9 @@ EDGE = [
     # sum of a list written in place for numbers: from 0, left to right, literals as they are
     "sum([n1, `1024`])", "sum([f0, n1, `-1`])", "sum([n1, `0.5`])", "sum([n0, z])", "sum([s, n1])",
     "sum([n1, ns[0]])", "a[*].sum([b, `1`])", "ns[?sum([@, `1`]) > `2`]", "sum([`-0.0`])",
+    # slices written in place; an identity projection copies a list without nulls in C
+    "a[:-1]", "a[1:3]", "a[::2]", "a[-2:]", "a[:-1].b", "a[::-1][0]", "ss[:1]", "s[1:]", "z[:1]",
+    "a[::0]", "ns[*]", "a[*]", "z[*]", "[z, s][*]", "[s, z, s][*]", "a[0:2][*]", "b.q[*]",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],

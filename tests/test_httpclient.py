@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from engine.server import httpclient
 from engine.server.httpclient import HttpClient, InvalidResponse, KEEPALIVE_SECONDS, _Conn
 
 
@@ -273,6 +274,29 @@ async def test_refused_connection_and_header_injection():
         await fetch(client, headers={"x-api-key": "k\r\nX-Evil: 1"})
     with pytest.raises(ValueError):
         HttpClient("ftp://example.invalid")
+
+
+def test_header_lines_are_checked_once_kept_in_bounds_and_never_kept_when_refused(monkeypatch):
+    monkeypatch.setattr(httpclient, "_LINES", {})
+    client = HttpClient("http://127.0.0.1:9")
+    want = (b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nx-api-key: k\r\nAccept-Encoding: identity\r\n"
+            b"Content-Length: 2\r\n\r\n")
+    headers = {"x-api-key": "k", "Accept-Encoding": "identity"}
+    assert client._head("POST", "/v1/x", 2, headers, True) == want
+    assert ("x-api-key", "k") in httpclient._LINES
+    # from the memo: the same head, the caller's Accept-Encoding still taking the place of ours
+    assert client._head("POST", "/v1/x", 2, headers, True) == want
+    assert client._head("GET", "/", 0, {"x-api-key": "k"}, True) == (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:9\r\nx-api-key: k\r\nAccept-Encoding: gzip, deflate\r\n\r\n")
+    for _ in range(2):  # refused each time: a refused line is not kept
+        with pytest.raises(ValueError, match="line break"):
+            client._head("POST", "/", 1, {"x-api-key": "k\r\nX-Evil: 1"}, True)
+    with pytest.raises(ValueError, match="colon"):
+        client._head("POST", "/", 1, {"x-a:b": "v"}, True)
+    for i in range(3 * httpclient._LINES_MAX):  # a request id per request: the memo starts over when full
+        head = client._head("GET", "/", 0, {"x-request-id": f"req_{i}"}, False)
+        assert head.endswith(f"x-request-id: req_{i}\r\n\r\n".encode())
+        assert len(httpclient._LINES) <= httpclient._LINES_MAX
 
 
 async def test_release_before_the_end_and_cancel_before_the_head_drop_the_connection():

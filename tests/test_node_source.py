@@ -147,6 +147,17 @@ def test_expected_values_of_the_source_forms():
     assert out["t"] == [{"role": "user", "content": [{"type": "text", "text": "K"}, {"type": "text", "text": "X"}]}]
 
 
+def test_concat_of_parts_all_there_and_of_parts_left_out():
+    spec = _compiled(TEMPLATES["concat_merge"], True)
+    # every part there: texts joined; lists spliced, other values kept as items
+    assert spec.apply(src={"k": "a", "x": 1, "list": [2, [3]]}) == {
+        "s": "a-a", "l": [1, 2, [3], [2, 2], [[3], [3]]], "m": {"a": 1}}
+    assert spec.apply(src={"k": 5, "x": "y", "list": "z"}) == {
+        "s": [5, "-", 5], "l": ["y", "z", ["z", "z"]], "m": {"a": "y"}}
+    # nothing left but empty lists: no value
+    assert spec.apply(src={"k": "a", "x": None, "list": []}) == {"s": "a-a"}
+
+
 def test_an_each_map_reads_the_keys_of_its_item_after_one_type_test():
     spec = _compiled(TEMPLATES["item_reads"], True)
     code = {k: n.code[0] for k, n in spec.template.fields[0]}

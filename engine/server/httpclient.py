@@ -50,6 +50,26 @@ _KA_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+)", re.I).search
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
+# A request's header lines, each checked once: the same few (content type, API key, version)
+# go with every request, so a line is looked up rather than scanned for line breaks again. The
+# memo starts over when full: lines that change with each request (a request id) fill it.
+_LINES: dict = {}
+_LINES_MAX = 256
+
+
+def _line(k: str, v) -> tuple[str, bool]:
+    """(`k: v` as a header line, whether it is Accept-Encoding), refused when it would break
+    the request's head."""
+    text = str(v)
+    if "\n" in text or "\r" in text or "\n" in k or "\r" in k or ":" in k:
+        raise ValueError(f"header {k!r} holds a line break or colon; refusing to send it")
+    hit = (f"{k}: {text}\r\n", k.lower() == "accept-encoding")
+    if type(v) is str and type(k) is str:
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[(k, v)] = hit
+    return hit
+
 # connection states: the body is framed by llhttp (length or chunked), or ends when the connection does
 _IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _CLOSED = range(5)
 
@@ -515,13 +535,14 @@ class HttpClient:
                  f"{self.proxy_auth_line}"]
         offered = False
         if headers:
+            lines = _LINES
             for k, v in headers.items():
-                v = str(v)
-                if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:
-                    raise ValueError(f"header {k!r} holds a line break or colon; refusing to send it")
-                if not offered and k.lower() == "accept-encoding":
+                hit = lines.get((k, v))
+                if hit is None:
+                    hit = _line(k, v)
+                parts.append(hit[0])
+                if hit[1]:
                     offered = True
-                parts.append(f"{k}: {v}\r\n")
         if decompress and not offered:
             parts.append("Accept-Encoding: gzip, deflate\r\n")
         if n or method not in _NO_BODY_METHODS:
