@@ -409,6 +409,10 @@ class _Gen:
                 return f"scope.get({self.key(node['value']) or self.bind(node['value'])})"
             k = self.bind(node["value"])
             return f"{cur}.get({k})" if top else f"({cur}.get({k}) if type({cur}) is dict else None)"
+        if t == "subexpression" and cur == "scope" and top and len(ch) > 1 and ch[0]["type"] == "field":
+            lifted = _lift_pair(ch)
+            if lifted is not None:
+                return self.gen(lifted, cur, top)
         if t == "subexpression" and all(c["type"] == "field" for c in ch):
             src = self.gen(ch[0], cur, top)
             # the first two steps on the scope in the one spelling hoist_paths recognises
@@ -586,6 +590,27 @@ class _Gen:
         # a closure reads what it reads: code holding one is opaque (serialize._reads_only_whole)
         self.env[OPAQUE] = True
         return f"{self.bind(_closure(node), 'x')}({cur})"
+
+
+def _lift_pair(ch: list) -> dict | None:
+    """The steps of `a.b[i]...` or `a.b[i:j]` (the parser's subexpression `a`, then `b[i]...`)
+    as `(a.b)[i]...`: the same value, with `a.b` read as the one path on the scope that
+    hoist_paths reads once for every place that reads it. None for other steps (`a.b[*]`, whose
+    list the memos treat apart, included)."""
+    first, second = ch[0], ch[1]
+    if second["type"] == "index_expression" and second["children"][0]["type"] == "field":
+        step = second["children"]
+        lifted = {"type": "index_expression",
+                  "children": [{"type": "subexpression", "children": [first, step[0]]}, *step[1:]]}
+        return lifted if len(ch) == 2 else {"type": "subexpression", "children": [lifted, *ch[2:]]}
+    if second["type"] == "projection" and len(ch) == 2:
+        left = second["children"][0]
+        if left["type"] == "index_expression" and left["children"][0]["type"] == "field":
+            step = left["children"]
+            lifted = {"type": "index_expression",
+                      "children": [{"type": "subexpression", "children": [first, step[0]]}, *step[1:]]}
+            return {"type": "projection", "children": [lifted, *second["children"][1:]]}
+    return None
 
 
 # A generated function reads the same paths from its scope many times over: a response spec reads

@@ -91,6 +91,9 @@ EDGE = [
     # slices written in place; an identity projection copies a list without nulls in C
     "a[:-1]", "a[1:3]", "a[::2]", "a[-2:]", "a[:-1].b", "a[::-1][0]", "ss[:1]", "s[1:]", "z[:1]",
     "a[::0]", "ns[*]", "a[*]", "z[*]", "[z, s][*]", "[s, z, s][*]", "a[0:2][*]", "b.q[*]",
+    # a path then an index or a slice, read as the one path first
+    "b.q[0]", "b.q[-1]", "b.q[5]", "b.q[:1]", "b.q[::-1]", "b.q[0].x", "b.p[0]", "b.r[0]", "b.q[1:][0]",
+    "a[0].c[0].x", "b.q[:-1].x", "z.q[0]", "s.q[0]", "b.q[0] || b.q[-1]", "[b.q[0], b.q[-1]]",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
