@@ -50,11 +50,13 @@ _KA_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+)", re.I).search
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
-# A request's header lines, each checked once: the same few (content type, API key, version)
-# go with every request, so a line is looked up rather than scanned for line breaks again. The
-# memo starts over when full: lines that change with each request (a request id) fill it.
+# A request's header lines, each checked once: the same few (content type, version) go with
+# every request, so a line is looked up rather than scanned for line breaks again. The memo
+# starts over when full: lines that change with each request (a request id) fill it. Lines
+# carrying a credential are never kept: a passthrough route sends the client's own key.
 _LINES: dict = {}
 _LINES_MAX = 256
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
 
 
 def _line(k: str, v) -> tuple[str, bool]:
@@ -63,8 +65,9 @@ def _line(k: str, v) -> tuple[str, bool]:
     text = str(v)
     if "\n" in text or "\r" in text or "\n" in k or "\r" in k or ":" in k:
         raise ValueError(f"header {k!r} holds a line break or colon; refusing to send it")
-    hit = (f"{k}: {text}\r\n", k.lower() == "accept-encoding")
-    if type(v) is str and type(k) is str:
+    name = k.lower()
+    hit = (f"{k}: {text}\r\n", name == "accept-encoding")
+    if type(v) is str and type(k) is str and name not in _CREDENTIALS:
         if len(_LINES) >= _LINES_MAX:
             _LINES.clear()
         _LINES[(k, v)] = hit
