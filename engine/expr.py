@@ -593,11 +593,16 @@ class _Gen:
 
 
 def _lift_pair(ch: list) -> dict | None:
-    """The steps of `a.b[i]...` or `a.b[i:j]` (the parser's subexpression `a`, then `b[i]...`)
-    as `(a.b)[i]...`: the same value, with `a.b` read as the one path on the scope that
-    hoist_paths reads once for every place that reads it. None for other steps (`a.b[*]`, whose
-    list the memos treat apart, included)."""
+    """The steps of `a.b[i]...`, `a.b[i:j]` or `a.b[*]...` (the parser's subexpression `a`, then
+    `b[i]...`) as `(a.b)[i]...`: the same value, with `a.b` read as the one path on the scope
+    that hoist_paths reads once for every place that reads it, and a projection's list one the
+    memos know (`vars.items[*].type` over a conversation: grown.py), as the parser already gives
+    a filter's (`vars.items[?...]`). None for other steps."""
     first, second = ch[0], ch[1]
+    if second["type"] == "projection" and len(ch) == 2 and second["children"][0]["type"] == "field":
+        return {"type": "projection",
+                "children": [{"type": "subexpression", "children": [first, second["children"][0]]},
+                             *second["children"][1:]]}
     if second["type"] == "index_expression" and second["children"][0]["type"] == "field":
         step = second["children"]
         lifted = {"type": "index_expression",

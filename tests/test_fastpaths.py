@@ -94,6 +94,7 @@ EDGE = [
     # a path then an index or a slice, read as the one path first
     "b.q[0]", "b.q[-1]", "b.q[5]", "b.q[:1]", "b.q[::-1]", "b.q[0].x", "b.p[0]", "b.r[0]", "b.q[1:][0]",
     "a[0].c[0].x", "b.q[:-1].x", "z.q[0]", "s.q[0]", "b.q[0] || b.q[-1]", "[b.q[0], b.q[-1]]",
+    "b.q[*].x", "b.p[*]", "b.q[*]", "z.q[*].x", "b.q[*].[x, `1`]", "length(b.q[*].x)",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],
