@@ -67,6 +67,10 @@ EXPRESSIONS = [
     "src.messages[].[content[], content[].content[]][][] | [?type != `null`]",
     "src.messages[].[(role=='user') && content || `[]`, (role=='tool') && content || `[]`][][] "
     "| [?is_object(@)] || `[]`",
+    # a projection of a path (the shipped item_types, block_types, part_types) and chat's parts
+    "src.messages[*].role",
+    "src.messages[*].content[0].type",
+    "src.messages[?!is_string(content)].content[]",
 ]
 
 
@@ -222,3 +226,6 @@ def test_a_loop_items_lists_are_not_looked_up():
     assert not _may_grow(jmespath.compile("it.content").parsed)
     src = _Gen().gen(jmespath.compile("it.content[?type=='text']").parsed, "scope", True)
     assert "_g_grown" not in src
+    # a projection of a path from `src` or `vars` is looked up as a filter of it is
+    for text in ("vars.items[*].type", "src.messages[*].role", "vars.items[?type=='x']"):
+        assert compile_expr(text)[0].code[0].count("_g_grown(") == 1, text
