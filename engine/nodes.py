@@ -585,7 +585,14 @@ def concat(nodes):
     def run(scope):
         return _concat([f(scope) for f in fns])
     g = _Src()
-    return g.make(f"{g.bind(_concat, 'h')}(({''.join(g.part(n) + ', ' for n in nodes)}))", run)
+    if len(nodes) < 2:
+        return g.make(f"{g.bind(_concat, 'h')}(({''.join(g.part(n) + ', ' for n in nodes)}))", run)
+    # lists only (most concats: blocks, turns, tools): joined in place; anything else, or a part
+    # left out, through _concat. `&`, not `and`: every part is evaluated, in order, either way
+    parts = [fresh_name("p") for _ in nodes]
+    lists = " & ".join(f"(type({p} := {g.part(n)}) is list)" for p, n in zip(parts, nodes))
+    return g.make(f"(({' + '.join(parts)}) or None if {lists} else "
+                  f"{g.bind(_concat, 'h')}(({''.join(p + ', ' for p in parts)})))", run)
 
 
 def _merge(parts):

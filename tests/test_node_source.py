@@ -149,6 +149,8 @@ def test_expected_values_of_the_source_forms():
 
 def test_concat_of_parts_all_there_and_of_parts_left_out():
     spec = _compiled(TEMPLATES["concat_merge"], True)
+    code = {k: n.code[0] for k, n in spec.template.fields[0]}
+    assert " is list) & (type(" in code["l"]  # lists joined in place, _concat for the rest
     # every part there: texts joined; lists spliced, other values kept as items
     assert spec.apply(src={"k": "a", "x": 1, "list": [2, [3]]}) == {
         "s": "a-a", "l": [1, 2, [3], [2, 2], [[3], [3]]], "m": {"a": 1}}
