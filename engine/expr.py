@@ -599,23 +599,19 @@ def _lift_pair(ch: list) -> dict | None:
     memos know (`vars.items[*].type` over a conversation: grown.py), as the parser already gives
     a filter's (`vars.items[?...]`). None for other steps."""
     first, second = ch[0], ch[1]
-    if second["type"] == "projection" and len(ch) == 2 and second["children"][0]["type"] == "field":
-        return {"type": "projection",
-                "children": [{"type": "subexpression", "children": [first, second["children"][0]]},
-                             *second["children"][1:]]}
     if second["type"] == "index_expression" and second["children"][0]["type"] == "field":
         step = second["children"]
-        lifted = {"type": "index_expression",
-                  "children": [{"type": "subexpression", "children": [first, step[0]]}, *step[1:]]}
+        lifted = {"type": "index_expression", "children": [_path(first, step[0]), *step[1:]]}
         return lifted if len(ch) == 2 else {"type": "subexpression", "children": [lifted, *ch[2:]]}
     if second["type"] == "projection" and len(ch) == 2:
-        left = second["children"][0]
-        if left["type"] == "index_expression" and left["children"][0]["type"] == "field":
-            step = left["children"]
-            lifted = {"type": "index_expression",
-                      "children": [{"type": "subexpression", "children": [first, step[0]]}, *step[1:]]}
-            return {"type": "projection", "children": [lifted, *second["children"][1:]]}
+        left, rest = second["children"][0], second["children"][1:]
+        left = _path(first, left) if left["type"] == "field" else _lift_pair([first, left])
+        return None if left is None else {"type": "projection", "children": [left, *rest]}
     return None
+
+
+def _path(a: dict, b: dict) -> dict:
+    return {"type": "subexpression", "children": [a, b]}
 
 
 # A generated function reads the same paths from its scope many times over: a response spec reads
