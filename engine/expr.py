@@ -847,7 +847,7 @@ def _generated(parsed):
     src = g.gen(parsed, "scope", True)
     compile(f"lambda scope: {src}", "<string>", "eval")
     env = g.env  # its names are its globals, as in nodes._Src.make
-    return codegen.lazy(lambda: eval(f"lambda scope: {src}", env), env, "<lambda>", "<string>"), (src, env)  # noqa: S307
+    return codegen.lazy(lambda: codegen.scope_lambda(src, env), env, "<lambda>", "<string>"), (src, env)
 
 
 _KEPT_ROOTS = frozenset({"src", "vars"})  # where a client's kept tools, or a list kept of them, are read

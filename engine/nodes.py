@@ -191,7 +191,7 @@ class _Src:
             return closure
         # the names are the lambda's globals too, not a copy: one dict per node
         names = self.names
-        fn = codegen.lazy(lambda: eval(f"lambda scope: {src}", names), names, "<lambda>", "<string>")  # noqa: S307
+        fn = codegen.lazy(lambda: codegen.scope_lambda(src, names), names, "<lambda>", "<string>")
         fn.code = (src, self.names)
         return fn
 

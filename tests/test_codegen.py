@@ -201,3 +201,29 @@ def test_warming_a_catalog_makes_what_every_request_runs_and_nothing_else():
     body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     assert request.template(request.scope(src=body, model="claude-x", cfg={}))["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+
+def test_constants_bound_to_names_are_compiled_as_literals():
+    from engine.codegen import literal
+    env = {"_k1": "messages", "_c2": -3, "_l3": 1.5, "_n4": None, "_b5": True, "K0": "model",
+           "_f6": len, "_x7": [1], "_s8": "x" * 201, "_i9": float("inf"), "_t10": (1, 2), "_k": "short"}
+    src = ("(_d.get(_k1), _c2 ** 2, _l3, _n4, _b5, {K0: 1}, _f6(_k1), _x7, _s8, _i9, _t10, "
+           "'_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x)")
+    assert literal(src, env) == (
+        "(_d.get('messages'), (-3) ** 2, 1.5, None, True, {'model': 1}, _f6('messages'), _x7, _s8, _i9, "
+        "_t10, '_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x)")
+    # a name that is assigned, or called, is never written over
+    assert literal("(_k1 := 2) == _k1", env) == "(_k1 := 2) == 'messages'"
+    assert literal("_k1 = 2", env) == "_k1 = 2"
+    assert literal("_k1(3)", env) == "_k1(3)"
+    # the value is the same as through the name, for each kind written as a literal
+    for name in ("_k1", "_c2", "_l3", "_n4", "_b5"):
+        assert eval(literal(f"{name} ** 1 if type({name}) in (int, float) else {name}", env), dict(env)) == \
+            eval(f"{name} ** 1 if type({name}) in (int, float) else {name}", dict(env))
+
+
+def test_a_compiled_spec_reads_its_keys_as_literals(catalog):
+    """What runs per request loads keys as constants, not through the module's globals."""
+    spec = catalog.get("chat-to-messages/request", "2026-12-01")
+    src = next(text for name, text in spec.generated if name.endswith(" scope>"))
+    assert "scope.get('src')" in src and "_kr_" not in src
