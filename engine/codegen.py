@@ -68,6 +68,7 @@ def part(name: str):
 # assigned (`=`, `:=`), not called and not read through
 _TOKEN = re.compile(r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|(?<![\w.])([A-Za-z_]\w*)(?!\w|\s*(?:[.(]|:?=(?!=)))""")
 _LONGEST = 200  # a longer text stays a name: the source stays readable
+_BIG = 2 ** 64  # a longer integer stays a name (repr refuses those of over 4,300 digits)
 
 
 def _literal_of(value) -> str | None:
@@ -75,7 +76,7 @@ def _literal_of(value) -> str | None:
     t = type(value)
     if value is None or t is bool:
         return repr(value)
-    if t is int or (t is float and math.isfinite(value)):
+    if (t is int and -_BIG < value < _BIG) or (t is float and math.isfinite(value)):
         return repr(value) if value >= 0 else f"({value!r})"  # -2 ** 2 is not (-2) ** 2
     if t is str and len(value) <= _LONGEST:
         return repr(value)

@@ -206,12 +206,15 @@ def test_warming_a_catalog_makes_what_every_request_runs_and_nothing_else():
 def test_constants_bound_to_names_are_compiled_as_literals():
     from engine.codegen import literal
     env = {"_k1": "messages", "_c2": -3, "_l3": 1.5, "_n4": None, "_b5": True, "K0": "model",
-           "_f6": len, "_x7": [1], "_s8": "x" * 201, "_i9": float("inf"), "_t10": (1, 2), "_k": "short"}
+           "_f6": len, "_x7": [1], "_s8": "x" * 201, "_i9": float("inf"), "_t10": (1, 2), "_k": "short",
+           "_g11": 10 ** 5000, "_u12": "ключ\n'\"\ud800"}
     src = ("(_d.get(_k1), _c2 ** 2, _l3, _n4, _b5, {K0: 1}, _f6(_k1), _x7, _s8, _i9, _t10, "
-           "'_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x)")
+           "'_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x, _g11, _u12)")
     assert literal(src, env) == (
         "(_d.get('messages'), (-3) ** 2, 1.5, None, True, {'model': 1}, _f6('messages'), _x7, _s8, _i9, "
-        "_t10, '_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x)")
+        "_t10, '_k1 in a string', \"it's _k1\", obj._k1, _k1.upper, _k12, _k1x, _g11, "
+        + repr(env["_u12"]) + ")")
+    assert eval(literal("_u12", env), {}) == env["_u12"]
     # a name that is assigned, or called, is never written over
     assert literal("(_k1 := 2) == _k1", env) == "(_k1 := 2) == 'messages'"
     assert literal("_k1 = 2", env) == "_k1 = 2"
@@ -227,3 +230,17 @@ def test_a_compiled_spec_reads_its_keys_as_literals(catalog):
     spec = catalog.get("chat-to-messages/request", "2026-12-01")
     src = next(text for name, text in spec.generated if name.endswith(" scope>"))
     assert "scope.get('src')" in src and "_kr_" not in src
+
+
+def test_keys_and_texts_of_any_spelling_survive_being_written_as_literals():
+    from tests.test_compiler import apply
+    out = apply("""
+    template:
+      "it's": src."it's"
+      'say "hi"': "'back\\\\slash\\nnew line'"
+      ключ: src."ключ"
+      "1e5": "`100000`"
+      nested: {"_k1": src.a, "a.b": "`-2`", "x y": "`-0.5`"}
+    """, {"it's": 1, "ключ": "значение", "a": None})
+    assert out == {"it's": 1, 'say "hi"': "back\\slash\nnew line", "ключ": "значение", "1e5": 100000,
+                   "nested": {"a.b": -2, "x y": -0.5}}
