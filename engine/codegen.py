@@ -10,9 +10,10 @@ linecache holds the same string, split into lines only when something (a traceba
 a gateway keeps every source once, not once more as lines.
 
 A constant the compiler bound to a name (a key, a literal, a default) is written into the source
-as a literal when it is compiled (`literal`): `scope.get('messages')`, not `scope.get(_kr_messages)`.
-The compiler's own rewrites read the names (expr.hoist_paths); the interpreter then loads a
-constant (LOAD_CONST) rather than looking up a global, and `engine explain` shows the value.
+as a literal when the source is compiled (`literal`): `scope.get('messages')`, not
+`scope.get(_kr_messages)`. The compiler's rewrites find reads by those names (expr.hoist_paths),
+so the literals go in last. The interpreter then loads a constant (LOAD_CONST) rather than
+looking a global up, and `engine explain` shows the value.
 """
 from __future__ import annotations
 
