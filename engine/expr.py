@@ -154,10 +154,7 @@ def _make_caller(name: str, nargs: int):
                     top.update(_TYPES[head])
                     if subtype:
                         sub.append(frozenset(_TYPES[subtype]))
-                if len(sub) > 1:
-                    checks = None  # element types decided by the first element: leave it to jmespath
-                    break
-                checks.append((frozenset(top), sub[0] if sub else None))
+                checks.append((frozenset(top), tuple(sub)))
             if checks is not None:
                 fast = (spec["function"], tuple(checks))
     if fast is None:
@@ -176,10 +173,22 @@ def _make_caller(name: str, nargs: int):
         # verdict as the name test, without reading __name__ of every value
         env[f"T{i}"], env[f"P{i}"] = top, _plain(top)
         lines.append(f"    if type(a{i}) not in P{i} and type(a{i}).__name__ not in T{i}: {slow}")
-        if sub is not None:
-            env[f"S{i}"], env[f"Q{i}"] = sub, _plain(sub)
+        if len(sub) == 1:
+            env[f"S{i}"], env[f"Q{i}"] = sub[0], _plain(sub[0])
             lines += [f"    for e in a{i}:",
                       f"        if type(e) not in Q{i} and type(e).__name__ not in S{i}: {slow}"]
+        elif sub:
+            # `array-number|array-string` (min, max, sort): the first element picks which one
+            # every element must be. Only plain JSON types are taken here; anything else is
+            # left to the interpreter, whose verdict it is
+            env[f"Q{i}"] = tuple(_plain(s) for s in sub)
+            lines += [f"    if a{i}:",
+                      f"        k = type(a{i}[0])",
+                      f"        for q in Q{i}:",
+                      f"            if k in q: break",
+                      f"        else: {slow}",
+                      f"        for e in a{i}:",
+                      f"            if type(e) not in q: {slow}"]
     lines.append(f"    return fn(FUNCS{''.join(', ' + p for p in params)})")
     return codegen.define("\n".join(lines), f"jmespath {name}", env, "callv")
 

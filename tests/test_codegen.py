@@ -110,6 +110,27 @@ def test_a_jmespath_function_is_called_through_one_generated_caller_per_arity():
         first.apply(req={"xs": 5, "ys": "x"})
 
 
+def test_min_and_max_of_numbers_or_of_strings_skip_the_interpreter(monkeypatch):
+    """`array-number|array-string` arguments (min, max, sort) are checked in the generated
+    caller, as one-type arguments are; only a list the interpreter would refuse reaches it."""
+    from engine import expr
+    calls = []
+    real = expr._FUNCS.call_function
+    monkeypatch.setattr(expr._FUNCS, "call_function", lambda *a: calls.append(a) or real(*a))
+    # callers made here (holding the spy) stay here: the other tests see the module's own
+    monkeypatch.setattr(expr, "_CALLERS", {k: v for k, v in expr._CALLERS.items()
+                                           if k[0] not in ("min", "max", "sort")})
+    spec, errors = compile_text("template: {lo: 'min([req.a, req.b])', hi: 'max(req.ss)', "
+                                "s: 'sort(req.ns)'}", kind="RequestMapping", name="minmax")
+    assert not errors, errors
+    assert spec.apply(req={"a": 5, "b": 2.5, "ss": ["p", "q"], "ns": [3, 1]}) == {"lo": 2.5, "hi": "q", "s": [1, 3]}
+    assert spec.apply(req={"a": 1, "b": 1, "ss": [], "ns": []}) == {"lo": 1, "s": []}  # max of nothing: null
+    assert calls == []
+    with pytest.raises(Exception, match="min"):
+        spec.apply(req={"a": 1, "b": "x"})  # a number then a string: the interpreter's error
+    assert [c[0] for c in calls] == ["min"]
+
+
 def test_a_generated_function_gets_its_code_object_on_its_first_call():
     """Its code object is made then and swapped in: later calls run it directly, no stub frame."""
     from engine import codegen

@@ -95,6 +95,9 @@ EDGE = [
     "b.q[0]", "b.q[-1]", "b.q[5]", "b.q[:1]", "b.q[::-1]", "b.q[0].x", "b.p[0]", "b.r[0]", "b.q[1:][0]",
     "a[0].c[0].x", "b.q[:-1].x", "z.q[0]", "s.q[0]", "b.q[0] || b.q[-1]", "[b.q[0], b.q[-1]]",
     "b.q[*].x", "b.p[*]", "b.q[*]", "z.q[*].x", "b.q[*].[x, `1`]", "length(b.q[*].x)",
+    # min / max / sort of numbers or of strings: the first element decides which every one must be
+    "min([n1, `5`])", "max([f0, n1])", "min([s, 'b'])", "max([n1, s])", "min([s, n1])", "min([t, n1])",
+    "max([n1, t])", "min(`[]`)", "max([z, n1])", "sort([s, 'a'])", "sort([n1, f0])", "min([n1, ns[0]])",
 ]
 SCOPES = [
     {"a": [{"b": 1, "c": [{"x": "y"}]}, {"b": 2, "c": None}, {"b": 1, "c": []}, 3, None, [4, 5]],

@@ -218,6 +218,32 @@ def test_metrics_count_requests_tokens_and_latency(make_gateway, fake_anthropic)
     assert m['engine_request_seconds_count{route="/v1/chat/completions"}'] == 4
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": MODEL, "messages": MSG}),
+    ("/v1/responses", {"model": MODEL, "input": "hi"}),
+])
+def test_input_tokens_count_cache_reads_and_writes(make_gateway, fake_anthropic, path, body):
+    """What a non-stream answer reports as its input (usage.prompt_tokens / input_tokens) is what
+    the metrics count: Anthropic's uncached, cache-read and cache-write tokens together."""
+    gw = make_gateway()
+    usage = {"input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20,
+             "output_tokens": 3}
+    fake_anthropic.set_default(json_reply(anthropic_message("ok", usage=usage)))
+    status, _, raw = post(gw, path, body)
+    assert status == 200, raw
+    answer = json.loads(raw)
+    reported = answer["usage"].get("prompt_tokens", answer["usage"].get("input_tokens"))
+    assert reported == 125
+    m = metrics(gw)
+    assert m['engine_tokens_total{direction="in",model="claude*"}'] == 125
+    assert m['engine_tokens_total{direction="out",model="claude*"}'] == 3
+    # without the cache counts: the uncached tokens alone
+    fake_anthropic.set_default(json_reply(anthropic_message("ok", usage={"input_tokens": 7, "output_tokens": 1})))
+    status, _, raw = post(gw, path, body)
+    assert status == 200, raw
+    assert metrics(gw)['engine_tokens_total{direction="in",model="claude*"}'] == 125 + 7
+
+
 def test_unknown_paths_and_methods_get_the_full_treatment(make_gateway):
     # no route (404) or no method (405): the request id, the API's error shape, the Allow header,
     # the access line and the metrics, as every routed request gets them
