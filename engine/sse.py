@@ -26,6 +26,16 @@ Framing rules follow the WHATWG "event stream interpretation" algorithm:
 Unlike a browser, :meth:`SSEDecoder.flush` delivers a trailing event that was
 not followed by a blank line (upstreams sometimes close right after the last
 ``data:`` line).
+
+Why not a library: measured on the recorded streams of tests/fixtures (740 events,
+one core, best of 9 runs, µs per event; this decoder / httpx-sse 0.4.3, its
+SSELineDecoder and SSEDecoder behind an incremental UTF-8 decoder / sseclient-py
+1.9.0): one event per read 0.77 / 2.08 / 2.75; the whole stream in one read
+0.60 / 1.49 / 2.67; 4 KB reads 0.58 / 1.43 / 2.71.  A stream spec's whole work
+is 3-5 µs an event (``engine bench``'s micro-benchmark): httpx-sse would add a
+fifth to nearly a half to it, sseclient-py two fifths to three quarters.  Neither bounds the bytes buffered for one event;
+httpx-sse drops a last event that no blank line follows, and sseclient-py reads
+from a blocking iterator, not from chunks as they arrive.
 """
 
 from __future__ import annotations
